@@ -1,0 +1,171 @@
+"""Frozen configuration dataclasses for the model, the losses and the training stages.
+
+Each ``__post_init__`` rejects a bad value and quotes it, so a wrong setting fails before any work.
+Configs round-trip through ``to_dict`` / ``from_dict`` (JSON in every checkpoint).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from darl_core.errors import ConfigError
+
+STAGES = ("lp", "ft", "wi", "dasa", "dpo")
+TUNINGS = ("lora", "full", "head")
+POOLINGS = ("auto", "mean", "cls", "last")
+OCC_FORMS = ("dca", "entropy")
+
+
+def _positive(name: str, value: float) -> None:
+    if not value > 0:
+        raise ConfigError(f"`{name}` must be positive, got {value!r}")
+
+
+def _non_negative(name: str, value: float) -> None:
+    if not value >= 0:
+        raise ConfigError(f"`{name}` must be >= 0, got {value!r}")
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    """LoRA adapter shape. ``target_modules=None`` picks per-architecture defaults (model.py)."""
+
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.r, int) or self.r <= 0:
+            raise ConfigError(f"`r` must be a positive integer, got {self.r!r}")
+        _positive("alpha", self.alpha)
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"`dropout` must be in [0, 1), got {self.dropout!r}")
+        if self.target_modules is not None:
+            object.__setattr__(self, "target_modules", tuple(self.target_modules))
+            if not self.target_modules:
+                raise ConfigError("`target_modules` must name at least one module, got an empty list")
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """The training loss: weighted cross-entropy plus the switchable DaRL terms (see losses.py).
+
+    ``class_weights``: ``None`` (plain), ``"inverse"`` (inverse grade frequency in the training data,
+    normalised to mean 1) or an explicit tuple, one weight per grade.
+    """
+
+    class_weights: str | tuple[float, ...] | None = "inverse"
+    label_smoothing: float = 0.0
+    ordinal_weight: float = 0.0
+    ordinal_power: float = 2.0
+    occ_weight: float = 0.0
+    occ_form: str = "dca"
+
+    def __post_init__(self) -> None:
+        cw = self.class_weights
+        if isinstance(cw, list):
+            object.__setattr__(self, "class_weights", tuple(float(w) for w in cw))
+            cw = self.class_weights
+        if isinstance(cw, str) and cw != "inverse":
+            raise ConfigError(f"`class_weights` must be None, 'inverse' or a list of floats, got {cw!r}")
+        if isinstance(cw, tuple) and (not cw or any(not w > 0 for w in cw)):
+            raise ConfigError(f"`class_weights` must be positive floats, got {cw!r}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ConfigError(f"`label_smoothing` must be in [0, 1), got {self.label_smoothing!r}")
+        _non_negative("ordinal_weight", self.ordinal_weight)
+        _positive("ordinal_power", self.ordinal_power)
+        _non_negative("occ_weight", self.occ_weight)
+        if self.occ_form not in OCC_FORMS:
+            raise ConfigError(f"`occ_form` must be one of {OCC_FORMS}, got {self.occ_form!r}")
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """One training stage. Unused fields are ignored by a stage (e.g. ``wi_alphas`` outside ``wi``).
+
+    - ``wi`` takes ``parent`` = the ``ft`` checkpoint; the ``lp`` endpoint is ``wi_lp_checkpoint`` or,
+      when empty, the parent recorded in the ``ft`` checkpoint.
+    - ``dasa`` trains on all new labels plus ``replay_ratio`` x as many replayed training pairs per epoch.
+    - ``dpo`` uses the parent as the frozen reference; ``dpo_sft_weight`` keeps a CE anchor.
+    """
+
+    stage: str
+    model_dir: str | None = None  # None: settings.default_model_dir(); ignored when a parent is given
+    num_grades: int = 3
+    pooling: str = "auto"
+    tuning: str = "lora"
+    lora: LoraSpec = field(default_factory=LoraSpec)
+    loss: LossConfig = field(default_factory=LossConfig)
+    epochs: float = 2.0
+    batch_size: int = 32
+    lr: float = 5e-4
+    head_lr: float = 2e-3
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    max_length: int = 64
+    grad_clip: float = 1.0
+    seed: int = 0
+    save_every: int = 200  # steps between resumable checkpoints
+    eval_batch_size: int = 128
+    threads: int | None = None  # torch threads; None leaves torch's setting alone
+    wi_alphas: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+    wi_lp_checkpoint: str | None = None
+    replay_ratio: float = 1.0
+    dpo_beta: float = 0.5
+    dpo_sft_weight: float = 1.0
+    dpo_include_correct: bool = False
+
+    def __post_init__(self) -> None:
+        if self.stage not in STAGES:
+            raise ConfigError(f"`stage` must be one of {STAGES}, got {self.stage!r}")
+        if not isinstance(self.num_grades, int) or not 2 <= self.num_grades <= 10:
+            raise ConfigError(f"`num_grades` must be an integer in 2..10, got {self.num_grades!r}")
+        if self.pooling not in POOLINGS:
+            raise ConfigError(f"`pooling` must be one of {POOLINGS}, got {self.pooling!r}")
+        if self.tuning not in TUNINGS:
+            raise ConfigError(f"`tuning` must be one of {TUNINGS}, got {self.tuning!r}")
+        if isinstance(self.lora, dict):
+            object.__setattr__(self, "lora", LoraSpec(**self.lora))
+        if isinstance(self.loss, dict):
+            object.__setattr__(self, "loss", LossConfig(**self.loss))
+        for name in ("epochs", "lr", "head_lr", "grad_clip"):
+            _positive(name, getattr(self, name))
+        for name in ("batch_size", "max_length", "save_every", "eval_batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ConfigError(f"`{name}` must be a positive integer, got {value!r}")
+        _non_negative("weight_decay", self.weight_decay)
+        if not 0 <= self.warmup_ratio < 1:
+            raise ConfigError(f"`warmup_ratio` must be in [0, 1), got {self.warmup_ratio!r}")
+        if self.threads is not None and (not isinstance(self.threads, int) or self.threads <= 0):
+            raise ConfigError(f"`threads` must be a positive integer or None, got {self.threads!r}")
+        object.__setattr__(self, "wi_alphas", tuple(float(a) for a in self.wi_alphas))
+        if not self.wi_alphas or any(not 0 <= a <= 1 for a in self.wi_alphas):
+            raise ConfigError(f"`wi_alphas` must be values in [0, 1], got {self.wi_alphas!r}")
+        _non_negative("replay_ratio", self.replay_ratio)
+        _positive("dpo_beta", self.dpo_beta)
+        _non_negative("dpo_sft_weight", self.dpo_sft_weight)
+        if self.stage == "lp" and self.tuning != "head":
+            object.__setattr__(self, "tuning", "head")  # a linear probe trains the head only, by definition
+        if isinstance(self.loss.class_weights, tuple) and len(self.loss.class_weights) != self.num_grades:
+            raise ConfigError(
+                f"`class_weights` needs one weight per grade ({self.num_grades}), got {self.loss.class_weights!r}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StageConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown stage setting(s) {unknown}; known: {sorted(known)}")
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> StageConfig:
+        data = self.to_dict()
+        data.update(changes)
+        return StageConfig.from_dict(data)
