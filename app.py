@@ -1,0 +1,53 @@
+"""DaRL Studio entry point: login gate and role-filtered navigation over pages/, nothing else."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from db.models import Role
+from db.services import users as user_service
+from pages._shared import current_user, db
+
+st.set_page_config(page_title="DaRL Studio", page_icon=":material/travel_explore:", layout="wide")
+
+# (file, title, icon, minimum role). Roles are cumulative; unlisted pages cannot be reached by URL.
+PAGES: list[tuple[str, str, str, Role]] = [
+    ("pages/overview.py", "Overview", ":material/dashboard:", Role.annotator),
+]
+
+
+def login() -> None:
+    st.title("DaRL Studio")
+    st.caption("Search-relevance labelling and distribution-aware robust relevance models")
+    with st.form("login", border=True):
+        name = st.text_input("User name", key="login_name")
+        password = st.text_input("Password", type="password", key="login_password")
+        submitted = st.form_submit_button("Log in", type="primary")
+    if submitted:
+        with db() as session:
+            user = user_service.authenticate(session, name, password)
+        if user is None:
+            st.error("Unknown user name or wrong password.")
+        else:
+            st.session_state["user_id"] = user.id
+            st.rerun()
+
+
+def logout() -> None:
+    for key in list(st.session_state.keys()):
+        del st.session_state[key]
+    st.rerun()
+
+
+user = current_user()
+if user is None:
+    st.navigation([st.Page(login, title="Log in", icon=":material/login:")], position="hidden").run()
+    st.stop()
+
+role = Role(user.role)
+allowed = [st.Page(path, title=title, icon=icon) for path, title, icon, need in PAGES if role.allows(need)]
+with st.sidebar:
+    st.caption(f"Signed in as **{user.name}** ({role.value})")
+    if st.button("Log out", key="logout", icon=":material/logout:"):
+        logout()
+st.navigation(allowed).run()

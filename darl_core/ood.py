@@ -1,0 +1,233 @@
+"""OOD detectors: ``fit(embeddings, labels=None) -> self``; ``score(embeddings)``, higher = more OOD.
+
+One small class per detector, the math in a pure function beside it, a registry by name
+(``DETECTORS``, ``get_detector``). Embedding detectors: Mahalanobis (Lee et al. 2018, shared
+Ledoit-Wolf covariance), relative Mahalanobis (Ren et al. 2021), kNN (Sun et al. 2022). Logit
+detectors (fit and score take grade logits): energy (Liu et al. 2020) and maximum softmax probability.
+The ensemble (the default) averages normalised member scores. Nearest-neighbour search lives in
+``darl_core.neighbours`` (exact in blocks, or approximate for large problems).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import numpy as np
+from scipy.special import logsumexp
+from sklearn.covariance import ledoit_wolf
+
+from darl_core.errors import ConfigError, DarlError, NotFittedError
+from darl_core.neighbours import NeighbourIndex, as_matrix, l2_normalise
+
+BLOCK = 65_536  # rows per block when projecting: bounds the temporary memory at 1M x 384
+
+
+class DimensionMismatchError(DarlError, ValueError):
+    """Scored inputs do not have the width the detector was fitted on."""
+
+
+class EmptyBankError(DarlError, ValueError):
+    """A detector was fitted on zero labelled rows."""
+
+
+DETECTORS: dict[str, type[Detector]] = {}
+
+
+def register(name: str) -> Callable[[type[Detector]], type[Detector]]:
+    def add(cls: type[Detector]) -> type[Detector]:
+        if name in DETECTORS:
+            raise ConfigError(f"detector name {name!r} is already registered by {DETECTORS[name].__name__}")
+        cls.name = name
+        DETECTORS[name] = cls
+        return cls
+    return add
+
+
+def get_detector(name: str, **kwargs: Any) -> Detector:
+    """A new, unfitted detector by registry name (``DETECTORS``)."""
+    if name not in DETECTORS:
+        raise ConfigError(f"unknown detector {name!r}; known: {', '.join(sorted(DETECTORS))}")
+    return DETECTORS[name](**kwargs)
+
+
+class Detector:
+    """Common base: input checks, the not-fitted guard, the dimension check."""
+
+    name: ClassVar[str] = "detector"
+    uses_logits: ClassVar[bool] = False  # True: fit/score take grade logits [N, K] instead of embeddings
+
+    def __init__(self) -> None:
+        self.dim_: int | None = None
+
+    def fit(self, embeddings: np.ndarray, labels: np.ndarray | None = None) -> Detector:
+        x = as_matrix(embeddings, "logits" if self.uses_logits else "embeddings")
+        if len(x) == 0:
+            raise EmptyBankError(f"{type(self).__name__}: the labelled bank is empty; label some pairs first")
+        if labels is not None:
+            labels = np.asarray(labels).reshape(-1)
+            if len(labels) != len(x):
+                raise DimensionMismatchError(f"{len(labels)} labels for {len(x)} bank rows")
+        self.dim_ = x.shape[1]
+        self._fit(x, labels)
+        return self
+
+    def score(self, embeddings: np.ndarray) -> np.ndarray:
+        return self._score(self._check(embeddings))
+
+    def calibration_scores(self, idx: np.ndarray) -> np.ndarray:
+        """Scores of fitted bank rows ``idx`` as if unseen (kNN leaves each row out); for normalising."""
+        return self._score(self._bank_rows(idx))
+
+    def _check(self, x: np.ndarray) -> np.ndarray:
+        if self.dim_ is None:
+            raise NotFittedError(f"{type(self).__name__} is not fitted: call fit(bank_embeddings, labels) first")
+        x = as_matrix(x, "logits" if self.uses_logits else "embeddings")
+        if x.shape[1] != self.dim_:
+            raise DimensionMismatchError(
+                f"{type(self).__name__} was fitted on width {self.dim_}, got width {x.shape[1]}; "
+                "score with embeddings from the same model version and layer")
+        return x
+
+    def _fit(self, x: np.ndarray, labels: np.ndarray | None) -> None:
+        self._bank = x
+
+    def _bank_rows(self, idx: np.ndarray) -> np.ndarray:
+        return self._bank[idx]
+
+    def _score(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+# --- Mahalanobis family -------------------------------------------------------------------------
+
+def shrunk_whitener(centred: np.ndarray) -> np.ndarray:
+    """W with W W^T = inverse of the Ledoit-Wolf covariance, so ``||(x - m) W||^2`` is Mahalanobis."""
+    cov, _ = ledoit_wolf(centred.astype(np.float64), assume_centered=True)
+    w, v = np.linalg.eigh(cov)
+    return (v / np.sqrt(np.maximum(w, 1e-12))).astype(np.float32)
+
+
+def min_class_distance(x: np.ndarray, means: np.ndarray, whitener: np.ndarray) -> np.ndarray:
+    """min over classes c of the squared Mahalanobis distance ``||(x - m_c) W||^2``, in row blocks."""
+    mw = means @ whitener
+    m_sq = (mw * mw).sum(1)
+    out = np.empty(len(x), dtype=np.float64)
+    for s in range(0, len(x), BLOCK):
+        z = x[s:s + BLOCK] @ whitener
+        d = (z * z).sum(1)[:, None] - 2.0 * (z @ mw.T) + m_sq[None, :]
+        out[s:s + BLOCK] = d.min(1)
+    return out
+
+
+def class_means(x: np.ndarray, labels: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-class means and the rows centred on their own class mean (one class when unlabelled)."""
+    if labels is None:
+        labels = np.zeros(len(x), dtype=np.int64)
+    classes, inv = np.unique(labels, return_inverse=True)
+    means = np.stack([x[inv == i].mean(0) for i in range(len(classes))]).astype(np.float32)
+    return means, x - means[inv]
+
+
+@register("mahalanobis")
+class Mahalanobis(Detector):
+    """Class-conditional means, one shared covariance with Ledoit-Wolf shrinkage; min distance."""
+
+    def _fit(self, x: np.ndarray, labels: np.ndarray | None) -> None:
+        super()._fit(x, labels)
+        self.means_, centred = class_means(x, labels)
+        self.whitener_ = shrunk_whitener(centred)
+
+    def _score(self, x: np.ndarray) -> np.ndarray:
+        return min_class_distance(x, self.means_, self.whitener_)
+
+
+@register("relative_mahalanobis")
+class RelativeMahalanobis(Mahalanobis):
+    """Mahalanobis minus the class-agnostic background distance (Ren et al. 2021): near-OOD."""
+
+    def _fit(self, x: np.ndarray, labels: np.ndarray | None) -> None:
+        super()._fit(x, labels)
+        self.background_mean_, centred = class_means(x, None)
+        self.background_whitener_ = shrunk_whitener(centred)
+
+    def _score(self, x: np.ndarray) -> np.ndarray:
+        return super()._score(x) - min_class_distance(x, self.background_mean_, self.background_whitener_)
+
+
+# --- kNN --------------------------------------------------------------------------------------
+
+@register("knn")
+class KNN(Detector):
+    """Distance to the k-th nearest labelled neighbour on L2-normalised embeddings.
+
+    ``method``: ``exact`` (blocked matmul), ``approximate`` (faiss HNSW, else pynndescent) or
+    ``auto`` (approximate once queries x bank exceeds ``darl_core.neighbours.EXACT_MAX_WORK``).
+    """
+
+    def __init__(self, k: int = 10, method: str = "auto") -> None:
+        super().__init__()
+        if k < 1:
+            raise ConfigError(f"knn `k` must be positive, got {k}")
+        self.k = k
+        self.method = method
+
+    def _fit(self, x: np.ndarray, labels: np.ndarray | None) -> None:
+        self.index_ = NeighbourIndex(l2_normalise(x), method=self.method)
+
+    def _bank_rows(self, idx: np.ndarray) -> np.ndarray:
+        return self.index_.bank[idx]
+
+    def kneighbors(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(cosine similarities [N, k] descending, bank row indices [N, k])."""
+        return self.index_.search(l2_normalise(self._check(x)), min(k, len(self.index_.bank)))
+
+    def _score(self, x: np.ndarray) -> np.ndarray:
+        k = min(self.k, len(self.index_.bank))
+        sims, _ = self.index_.search(l2_normalise(x), k)
+        return knn_distance(sims, k)
+
+    def calibration_scores(self, idx: np.ndarray) -> np.ndarray:
+        k = min(self.k, len(self.index_.bank) - 1)
+        if k < 1:
+            return np.zeros(len(idx))
+        sims, nn = self.index_.search(self.index_.bank[idx], k + 1)
+        # Leave the row itself out (it is its own nearest neighbour, distance 0).
+        keep = nn != np.asarray(idx)[:, None]
+        sims = np.where(keep, sims, -np.inf)
+        sims = -np.sort(-sims, axis=1)[:, :k]
+        return knn_distance(sims, k)
+
+
+def knn_distance(sims: np.ndarray, k: int) -> np.ndarray:
+    """Euclidean distance of unit vectors to their k-th neighbour, from cosine similarities."""
+    return np.sqrt(np.maximum(2.0 - 2.0 * sims[:, k - 1].astype(np.float64), 0.0))
+
+
+# --- Logit detectors ---------------------------------------------------------------------------
+
+@register("energy")
+class Energy(Detector):
+    """Energy ``-T logsumexp(logits / T)``: low for confident, in-distribution pairs."""
+
+    uses_logits = True
+
+    def __init__(self, temperature: float = 1.0) -> None:
+        super().__init__()
+        if temperature <= 0:
+            raise ConfigError(f"energy `temperature` must be positive, got {temperature}")
+        self.temperature = temperature
+
+    def _score(self, x: np.ndarray) -> np.ndarray:
+        return -self.temperature * logsumexp(x.astype(np.float64) / self.temperature, axis=1)
+
+
+@register("msp")
+class MaxSoftmax(Detector):
+    """Negative maximum softmax probability (Hendrycks & Gimpel 2017)."""
+
+    uses_logits = True
+
+    def _score(self, x: np.ndarray) -> np.ndarray:
+        x = x.astype(np.float64)
+        return -np.exp(x.max(1) - logsumexp(x, axis=1))

@@ -1,0 +1,76 @@
+"""Projects: the ordered grade scale, guidelines and per-project settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from darl_core.errors import ConfigError, ConflictError, NotFoundError
+from db.models import DEFAULT_GRADES, Project
+
+# Annotation settings a project starts with; see the README's "Annotation" section.
+DEFAULT_SETTINGS: dict[str, Any] = {
+    "overlap": 1,  # distinct annotators per pair
+    "agreement_share": 0.0,  # extra share of pairs graded by two people, to measure agreement
+    "lease_minutes": 10,
+    "show_reasons": False,  # show why a pair was picked (OOD score, cluster) on the grading card
+}
+
+
+def parse_grades(spec: str | list[str] | None) -> list[str]:
+    """``"a,b,c"`` (lowest first) -> ``["a", "b", "c"]``; None -> the default scale."""
+    if spec is None:
+        return list(DEFAULT_GRADES)
+    names = [g.strip() for g in (spec.split(",") if isinstance(spec, str) else spec)]
+    if len(names) < 2 or any(not n for n in names):
+        raise ConfigError(f"A grade scale needs at least two non-empty names, lowest first; got {spec!r}.")
+    if len(set(n.lower() for n in names)) != len(names):
+        raise ConfigError(f"Grade names must be distinct; got {spec!r}.")
+    return names
+
+
+def create_project(session: Session, name: str, grades: list[str] | str | None = None,
+                   guidelines: str = "", settings: dict[str, Any] | None = None) -> Project:
+    name = name.strip()
+    if not name:
+        raise ConfigError("Project name must not be empty.")
+    if session.scalar(select(Project.id).where(Project.name == name)) is not None:
+        raise ConflictError(f"Project '{name}' already exists.")
+    project = Project(name=name, grades=parse_grades(grades), guidelines=guidelines,
+                      settings={**DEFAULT_SETTINGS, **(settings or {})})
+    session.add(project)
+    session.flush()
+    return project
+
+
+def get_project(session: Session, name: str) -> Project:
+    project = session.scalar(select(Project).where(Project.name == name))
+    if project is None:
+        known = ", ".join(session.scalars(select(Project.name).order_by(Project.name))) or "none yet"
+        raise NotFoundError(f"No project named '{name}' (known: {known}). Create it with `import ... --create`.")
+    return project
+
+
+def list_projects(session: Session) -> list[Project]:
+    return list(session.scalars(select(Project).order_by(Project.id)))
+
+
+def project_settings(project: Project) -> dict[str, Any]:
+    return {**DEFAULT_SETTINGS, **(project.settings or {})}
+
+
+def update_settings(session: Session, project: Project, **changes: Any) -> Project:
+    unknown = set(changes) - set(DEFAULT_SETTINGS)
+    if unknown:
+        raise ConfigError(f"Unknown project setting(s): {', '.join(sorted(unknown))}.")
+    project.settings = {**project_settings(project), **changes}
+    session.flush()
+    return project
+
+
+def set_guidelines(session: Session, project: Project, text: str) -> Project:
+    project.guidelines = text
+    session.flush()
+    return project
