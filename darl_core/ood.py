@@ -10,7 +10,7 @@ The ensemble (the default) averages normalised member scores. Nearest-neighbour 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -231,3 +231,90 @@ class MaxSoftmax(Detector):
     def _score(self, x: np.ndarray) -> np.ndarray:
         x = x.astype(np.float64)
         return -np.exp(x.max(1) - logsumexp(x, axis=1))
+
+
+# --- Ensemble ----------------------------------------------------------------------------------
+
+COMBINE = ("zscore", "rank")
+
+
+def combine_scores(parts: Mapping[str, np.ndarray], weights: Mapping[str, float], method: str,
+                   reference: Mapping[str, tuple[float, float]] | None = None) -> np.ndarray:
+    """Weighted mean of normalised member scores.
+
+    ``zscore``: ``(s - mean) / std`` with the bank's calibration statistics (batch-independent);
+    ``rank``: percentile rank within the scored batch, in [0, 1].
+    """
+    total = np.zeros(len(next(iter(parts.values()))), dtype=np.float64)
+    for name, s in parts.items():
+        if method == "rank":
+            order = np.argsort(s, kind="stable")
+            z = np.empty(len(s), dtype=np.float64)
+            z[order] = np.arange(len(s)) / max(len(s) - 1, 1)
+        else:
+            mean, std = (reference or {}).get(name, (float(np.mean(s)), float(np.std(s))))
+            z = (s - mean) / (std if std > 0 else 1.0)
+        total += weights[name] * z
+    return total / sum(weights[n] for n in parts)
+
+
+@register("ensemble")
+class Ensemble(Detector):
+    """Averages normalised member scores; ``score_parts`` keeps each member's raw score as a reason."""
+
+    def __init__(self, members: Sequence[str] = ("knn", "mahalanobis", "relative_mahalanobis"),
+                 combine: str = "zscore", weights: Mapping[str, float] | None = None,
+                 member_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
+                 calibration_size: int = 4000, seed: int = 0) -> None:
+        super().__init__()
+        if not members:
+            raise ConfigError("ensemble `members` must name at least one detector, got none")
+        if combine not in COMBINE:
+            raise ConfigError(f"ensemble `combine` must be one of {COMBINE}, got {combine!r}")
+        if "ensemble" in members:
+            raise ConfigError("an ensemble cannot contain another ensemble")
+        kwargs = member_kwargs or {}
+        self.members = {name: get_detector(name, **kwargs.get(name, {})) for name in members}
+        self.weights = {name: float((weights or {}).get(name, 1.0)) for name in members}
+        if any(w < 0 for w in self.weights.values()) or not any(self.weights.values()):
+            raise ConfigError(f"ensemble `weights` must be >= 0 and not all 0, got {self.weights}")
+        self.combine = combine
+        self.calibration_size = calibration_size
+        self.seed = seed
+        self.reference_: dict[str, tuple[float, float]] = {}
+
+    @property
+    def uses_logits_members(self) -> list[str]:
+        return [n for n, d in self.members.items() if d.uses_logits]
+
+    def _inputs(self, name: str, embeddings: np.ndarray, logits: np.ndarray | None, where: str) -> np.ndarray:
+        if not self.members[name].uses_logits:
+            return embeddings
+        if logits is None:
+            raise ConfigError(f"ensemble member {name!r} scores grade logits: pass logits= to {where}")
+        return logits
+
+    def fit(self, embeddings: np.ndarray, labels: np.ndarray | None = None,
+            logits: np.ndarray | None = None) -> Ensemble:
+        x = as_matrix(embeddings, "embeddings")
+        if len(x) == 0:
+            raise EmptyBankError("Ensemble: the labelled bank is empty; label some pairs first")
+        rng = np.random.default_rng(self.seed)
+        idx = np.sort(rng.choice(len(x), size=min(self.calibration_size, len(x)), replace=False))
+        for name, det in self.members.items():
+            det.fit(self._inputs(name, x, logits, "fit"), labels)
+            cal = det.calibration_scores(idx)
+            self.reference_[name] = (float(np.mean(cal)), float(np.std(cal)))
+        self.dim_ = x.shape[1]
+        return self
+
+    def score_parts(self, embeddings: np.ndarray, logits: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Raw score of each member, plus ``"ensemble"``: the combined score (higher = more OOD)."""
+        x = self._check(embeddings)
+        parts = {name: det.score(self._inputs(name, x, logits, "score"))
+                 for name, det in self.members.items()}
+        parts["ensemble"] = combine_scores(parts, self.weights, self.combine, self.reference_)
+        return parts
+
+    def score(self, embeddings: np.ndarray, logits: np.ndarray | None = None) -> np.ndarray:
+        return self.score_parts(embeddings, logits)["ensemble"]

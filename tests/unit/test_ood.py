@@ -1,0 +1,111 @@
+"""OOD detectors on synthetic Gaussians: a shifted cluster must score higher; errors are clear."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from darl_core.errors import ConfigError, NotFittedError
+from darl_core.neighbours import NeighbourIndex, exact_search, l2_normalise
+from darl_core.ood import DETECTORS, DimensionMismatchError, EmptyBankError, Ensemble, get_detector
+
+D = 8
+MEANS = np.array([-6.0, 0.0, 6.0])
+
+
+def _points(rng: np.random.Generator, centres: np.ndarray) -> np.ndarray:
+    x = rng.normal(size=(len(centres), D))
+    x[:, 0] += centres
+    x[:, 1] += 10.0  # a common offset, so that unit-length kNN still sees where a point is
+    return x
+
+
+def _logits(x: np.ndarray) -> np.ndarray:
+    # The Bayes classifier of the three ID classes: confident on them, unsure (and low) between them.
+    return 5.0 - (x[:, :1] - MEANS[None, :]) ** 2 / 2
+
+
+@pytest.fixture(scope="module")
+def data() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 900)
+    bank = _points(rng, MEANS[labels])
+    test_id = _points(rng, MEANS[rng.integers(0, 3, 300)])
+    # The shifted cluster sits between the classes: far from every class, unsure for the grade head.
+    between = rng.choice([-3.0, 3.0], 300)
+    test_ood = _points(rng, between)
+    test_ood[:, 0] = between + 0.4 * rng.normal(size=300)  # a tight cluster midway between classes
+    test_ood[:, 2:] += 2.5
+    return {"bank": bank, "labels": labels, "x": np.vstack([test_id, test_ood]),
+            "y": np.r_[np.zeros(300), np.ones(300)]}
+
+
+def _fit_score(name: str, d: dict[str, np.ndarray]) -> np.ndarray:
+    det = get_detector(name)
+    if det.uses_logits:
+        return det.fit(_logits(d["bank"]), d["labels"]).score(_logits(d["x"]))
+    return det.fit(d["bank"], d["labels"]).score(d["x"])
+
+
+@pytest.mark.parametrize("name", sorted(n for n in DETECTORS if n != "ensemble"))
+def test_shifted_cluster_scores_higher(name: str, data: dict[str, np.ndarray]) -> None:
+    assert roc_auc_score(data["y"], _fit_score(name, data)) > 0.95
+
+
+@pytest.mark.parametrize("combine", ["zscore", "rank"])
+def test_ensemble_with_logit_members(combine: str, data: dict[str, np.ndarray]) -> None:
+    members = ("knn", "mahalanobis", "relative_mahalanobis", "energy", "msp")
+    ens = Ensemble(members=members, combine=combine)
+    ens.fit(data["bank"], data["labels"], logits=_logits(data["bank"]))
+    parts = ens.score_parts(data["x"], logits=_logits(data["x"]))
+    assert set(parts) == {*members, "ensemble"}
+    assert roc_auc_score(data["y"], parts["ensemble"]) > 0.95
+    with pytest.raises(ConfigError, match="pass logits="):
+        ens.score(data["x"])
+
+
+def test_default_detector_is_the_ensemble_and_needs_no_labels(data: dict[str, np.ndarray]) -> None:
+    s = get_detector("ensemble").fit(data["bank"]).score(data["x"])
+    assert roc_auc_score(data["y"], s) > 0.95
+
+
+@pytest.mark.parametrize("name", sorted(DETECTORS))
+def test_not_fitted_and_dimension_errors(name: str, data: dict[str, np.ndarray]) -> None:
+    det = get_detector(name)
+    width = 3 if det.uses_logits else D
+    with pytest.raises(NotFittedError, match="call fit"):
+        det.score(np.zeros((2, width)))
+    with pytest.raises(EmptyBankError, match="empty"):
+        det.fit(np.zeros((0, width)))
+    det.fit(np.random.default_rng(1).normal(size=(50, width)))
+    with pytest.raises(DimensionMismatchError, match=f"width {width}, got width {width + 1}"):
+        det.score(np.zeros((2, width + 1)))
+
+
+def test_registry_and_config_errors() -> None:
+    with pytest.raises(ConfigError, match="unknown detector 'nope'"):
+        get_detector("nope")
+    with pytest.raises(ConfigError, match="got 0"):
+        get_detector("knn", k=0)
+    with pytest.raises(ConfigError, match="got 'mean'"):
+        get_detector("ensemble", combine="mean")
+
+
+def test_knn_leaves_itself_out_of_calibration() -> None:
+    bank = np.random.default_rng(2).normal(size=(200, D))
+    knn = get_detector("knn", k=1).fit(bank)
+    # In-sample the nearest neighbour is the row itself (distance 0); calibration must not be.
+    assert np.all(knn.calibration_scores(np.arange(10)) > 0.1)
+
+
+def test_exact_search_matches_brute_force_and_approximate_agrees() -> None:
+    rng = np.random.default_rng(3)
+    bank, q = l2_normalise(rng.normal(size=(3000, 16))), l2_normalise(rng.normal(size=(200, 16)))
+    sims, idx = exact_search(q, bank, 5, block=64)
+    brute = np.argsort(-(q @ bank.T), axis=1)[:, :5]
+    assert (idx == brute).mean() > 0.99
+    assert np.all(np.diff(sims, axis=1) <= 1e-6)
+    _, approx = NeighbourIndex(bank, method="approximate").search(q, 5)
+    assert (approx[:, 0] == idx[:, 0]).mean() > 0.9
+    assert NeighbourIndex(bank).choose(200) == "exact"
