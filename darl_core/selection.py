@@ -136,34 +136,49 @@ def interleave(main: list[int], control: list[int]) -> list[tuple[int, bool]]:
     return [(next(control_it), True) if pos in slots else (next(main_it), False) for pos in range(total)]
 
 
-def _score_pool(detector_name: str, kwargs: Mapping[str, Any], pool: np.ndarray, bank: np.ndarray,
-                bank_labels: np.ndarray | None, pool_logits: np.ndarray | None,
-                bank_logits: np.ndarray | None) -> tuple[np.ndarray, dict[str, np.ndarray], Any]:
-    det = get_detector(detector_name, **kwargs)
+@dataclass(frozen=True)
+class PoolScores:
+    """The detector score of every pool row (higher = more OOD) and each member's raw score."""
+
+    scores: np.ndarray
+    parts: dict[str, np.ndarray]
+
+
+def score_pool(pool_embeddings: np.ndarray, bank_embeddings: np.ndarray, *, config: SelectionConfig | None = None,
+               bank_labels: np.ndarray | None = None, pool_logits: np.ndarray | None = None,
+               bank_logits: np.ndarray | None = None) -> PoolScores:
+    """Fit the configured detector on the bank and score the pool. The default ensemble adds the
+    energy score when both pool and bank grade logits are given."""
+    config = config or SelectionConfig()
+    pool, bank = as_matrix(pool_embeddings, "pool embeddings"), as_matrix(bank_embeddings, "bank embeddings")
+    kwargs = dict(config.detector_kwargs)
+    det = get_detector(config.detector, **kwargs)
     if isinstance(det, Ensemble):
         if pool_logits is not None and bank_logits is not None and "energy" not in det.members:
-            det = get_detector(detector_name, **{"members": (*det.members, "energy"), **kwargs})
+            det = get_detector(config.detector, **{**kwargs, "members": (*det.members, "energy")})
         det.fit(bank, bank_labels, logits=bank_logits)
         parts = det.score_parts(pool, logits=pool_logits)
-        return parts.pop("ensemble"), parts, det
+        return PoolScores(parts.pop("ensemble"), parts)
     if det.uses_logits:
         if pool_logits is None or bank_logits is None:
-            raise ConfigError(f"detector {detector_name!r} scores grade logits: pass pool_logits and bank_logits")
+            raise ConfigError(f"detector {config.detector!r} scores grade logits: pass pool_logits and bank_logits")
         s = det.fit(bank_logits, bank_labels).score(pool_logits)
     else:
         s = det.fit(bank, bank_labels).score(pool)
-    return s, {detector_name: s}, det
+    return PoolScores(s, {config.detector: s})
 
 
 def select_batch(pool_embeddings: np.ndarray, bank_embeddings: np.ndarray, *, budget: int,
                  config: SelectionConfig | None = None, bank_labels: np.ndarray | None = None,
                  pool_logits: np.ndarray | None = None, pool_ids: Sequence[Any] | None = None,
                  bank_ids: Sequence[Any] | None = None, seed: int = 0,
-                 bank_logits: np.ndarray | None = None, progress: Progress | None = None) -> list[Selected]:
+                 bank_logits: np.ndarray | None = None, pool_scores: PoolScores | None = None,
+                 progress: Progress | None = None) -> list[Selected]:
     """Pick ``budget`` pool rows for annotation, ranked and explained (see the module docstring).
 
     Deterministic for a given ``seed``. ``pool_logits``/``bank_logits`` (grade logits) add the energy
-    score to the default ensemble when both are given.
+    score to the default ensemble when both are given. ``pool_scores`` (from ``score_pool``) skips
+    the scoring step, for callers that also store every pool score.
     """
     config = config or SelectionConfig()
     say = progress or (lambda _msg: None)
@@ -186,9 +201,13 @@ def select_batch(pool_embeddings: np.ndarray, bank_embeddings: np.ndarray, *, bu
             raise DimensionMismatchError(f"{len(ids)} {name} for {rows} rows")
     rng = np.random.default_rng(seed)
 
-    say(f"scoring {n:,} pool pairs against {len(bank):,} labelled")
-    scores, parts, _ = _score_pool(config.detector, config.detector_kwargs, pool, bank,
-                                   bank_labels, pool_logits, bank_logits)
+    if pool_scores is None:
+        say(f"scoring {n:,} pool pairs against {len(bank):,} labelled")
+        pool_scores = score_pool(pool, bank, config=config, bank_labels=bank_labels, pool_logits=pool_logits,
+                                 bank_logits=bank_logits)
+    if len(pool_scores.scores) != n:
+        raise DimensionMismatchError(f"{len(pool_scores.scores)} pool scores for {n} pool rows")
+    scores, parts = pool_scores.scores, pool_scores.parts
 
     n_control = control_size(budget, config.control_fraction)
     n_main = budget - n_control

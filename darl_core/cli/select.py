@@ -1,0 +1,46 @@
+"""``select``: one DASA round for a project (OOD scores + diverse batch) written as the annotation queue."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from darl_core.selection import SelectionConfig
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("select", help="pick the next batch to annotate (DASA: OOD + diversity) as a new round")
+    p.add_argument("--project", required=True)
+    p.add_argument("--budget", type=int, required=True, help="number of pairs to queue")
+    p.add_argument("--version", help="model version name or id (default: the pretrained backbone)")
+    p.add_argument("--detector", default="ensemble", help="OOD detector (default: the ensemble)")
+    p.add_argument("--control", type=float, default=0.05, help="random control share of the batch (default 0.05)")
+    p.add_argument("--candidates", type=float, default=3.0, help="candidate factor c: top c*budget by score")
+    p.add_argument("--duplicate-threshold", type=float, default=0.95, help="cosine above which pairs are duplicates")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_select)
+
+
+def cmd_select(args: argparse.Namespace) -> int:
+    from darl_core.cli.data import ensure_schema
+    from db.services.rounds import round_items, run_selection
+    from db.session import session_scope
+
+    config = SelectionConfig(detector=args.detector, control_fraction=args.control,
+                             candidate_factor=args.candidates, duplicate_threshold=args.duplicate_threshold)
+    ensure_schema()
+
+    def progress(fraction: float, message: str) -> None:
+        print(f"[{fraction:4.0%}] {message}", file=sys.stderr, flush=True)
+
+    with session_scope() as session:
+        rnd = run_selection(session, args.project, args.budget, args.version, progress, config=config,
+                            seed=args.seed)
+        items = round_items(session, rnd.id)
+        print(f"round {rnd.id} ({rnd.name}): {len(items)} pairs queued, "
+              f"{sum(i.is_control for i in items)} random control")
+        for item in items[:10]:
+            r = item.reasons or {}
+            print(f"  #{item.rank:<4} pair {item.pair_id:<8} score {item.score:7.3f}  cluster {r.get('cluster')}"
+                  f"{'  (control)' if item.is_control else ''}")
+    return 0

@@ -1,0 +1,98 @@
+"""Selection rounds in the database: persisted and read back in rank order; run_selection end to end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from darl_core.errors import NotFoundError, PoolError
+from darl_core.selection import Selected
+from db.models import Item as ItemRow
+from db.models import LabelEvent, LabelKind, Pair, PairScore, Project, Query, SelectionRound
+from db.services.rounds import create_round, round_items, round_queue, run_selection
+from tests.integration.tiny_models import make_tiny
+
+WORDS = ["drill", "paint", "hose", "lamp", "saw", "sink", "fan", "door", "tile", "rake"]
+
+
+def _project(session, n_labelled: int, n_pool: int) -> Project:  # type: ignore[no-untyped-def]
+    project = Project(name="demo", grades=["irrelevant", "weak", "strong"], settings={})
+    session.add(project)
+    session.flush()
+    for i in range(n_labelled + n_pool):
+        q = Query(project_id=project.id, key=f"q{i}", text=f"{WORDS[i % 10]} {i}")
+        it = ItemRow(project_id=project.id, key=f"i{i}", title=f"{WORDS[(i * 3) % 10]} model {i * 7}")
+        session.add_all([q, it])
+        session.flush()
+        pair = Pair(project_id=project.id, query_id=q.id, item_id=it.id, split="train")
+        session.add(pair)
+        session.flush()
+        if i < n_labelled:
+            session.add(LabelEvent(pair_id=pair.id, kind=LabelKind.imported, grade=i % 3))
+    session.flush()
+    return project
+
+
+def _sel(pair_id: int, rank: int) -> Selected:
+    return Selected(index=rank, pair_id=pair_id, rank=rank, score=1.0 / rank, parts={"knn": 0.5}, cluster=rank % 2,
+                    neighbours=(1, 2, 3), neighbour_similarity=(0.9, 0.8, 0.7), is_control=rank == 2)
+
+
+def test_round_is_persisted_and_read_back_in_rank_order(session) -> None:  # type: ignore[no-untyped-def]
+    project = _project(session, 0, 6)
+    ids = list(session.scalars(select(Pair.id).order_by(Pair.id)))
+    chosen = [_sel(ids[4], 3), _sel(ids[1], 1), _sel(ids[5], 2)]  # given out of order
+    rnd = create_round(session, project.id, None, {"budget": 3}, chosen)
+    assert round_queue(session, rnd.id) == [ids[1], ids[5], ids[4]]
+    items = round_items(session, rnd.id)
+    assert [i.is_control for i in items] == [False, True, False]
+    assert items[0].reasons["neighbours"] == [1, 2, 3] and items[0].reasons["parts"] == {"knn": 0.5}
+    with pytest.raises(NotFoundError, match="No selection round 999"):
+        round_queue(session, 999)
+    with pytest.raises(PoolError):
+        create_round(session, project.id, None, {}, [])
+
+
+@pytest.fixture
+def tiny_backbone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = make_tiny("bert", tmp_path / "tiny-bert")
+    monkeypatch.setenv("DARL_MODEL", str(path))
+    return path
+
+
+def test_run_selection_end_to_end(session, tiny_backbone: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    import darl_core.embeddings as emb
+
+    embedded: list[int] = []
+    real = emb.model_compute
+
+    def counting(model, **kw):  # type: ignore[no-untyped-def]
+        run = real(model, **kw)
+        return lambda q, i: (embedded.append(len(q)), run(q, i))[1]
+    monkeypatch.setattr(emb, "model_compute", counting)
+
+    project = _project(session, 20, 40)
+    progress: list[float] = []
+    rnd = run_selection(session, "demo", 10, progress=lambda f, _m: progress.append(f))
+    queue = round_queue(session, rnd.id)
+    assert len(queue) == len(set(queue)) == 10
+    assert sum(embedded) == 60  # bank + pool, once
+    assert progress[-1] == 1.0
+    assert rnd.params["budget"] == 10 and rnd.params["model_version"] == "base"
+    n_scores = session.scalar(select(func.count(PairScore.id)).where(PairScore.model_version_id == rnd.model_version_id))
+    assert n_scores == 40
+    # The open round's pairs are queued already: a second round picks others and embeds nothing new.
+    again = run_selection(session, "demo", 10)
+    assert not set(round_queue(session, again.id)) & set(queue)
+    assert sum(embedded) == 60
+    with pytest.raises(PoolError, match="pool exhausted: 20 left, 50 asked"):
+        run_selection(session, "demo", 50)
+    assert session.scalar(select(func.count(SelectionRound.id)).where(SelectionRound.project_id == project.id)) == 2
+
+
+def test_run_selection_needs_labelled_pairs(session, tiny_backbone: Path) -> None:  # type: ignore[no-untyped-def]
+    _project(session, 0, 10)
+    with pytest.raises(PoolError, match="no labelled pairs"):
+        run_selection(session, "demo", 5)
