@@ -115,7 +115,7 @@ class StageConfig:
     replay_ratio: float = 1.0
     dpo_beta: float = 0.5
     dpo_sft_weight: float = 1.0
-    dpo_include_correct: bool = False
+    dpo_pairs: str = "over"  # over: only over-predictions are rejected; wrong: every wrong prediction
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
@@ -147,6 +147,8 @@ class StageConfig:
         _non_negative("replay_ratio", self.replay_ratio)
         _positive("dpo_beta", self.dpo_beta)
         _non_negative("dpo_sft_weight", self.dpo_sft_weight)
+        if self.dpo_pairs not in ("over", "wrong"):
+            raise ConfigError(f"`dpo_pairs` must be 'over' or 'wrong', got {self.dpo_pairs!r}")
         if self.stage == "lp" and self.tuning != "head":
             object.__setattr__(self, "tuning", "head")  # a linear probe trains the head only, by definition
         if isinstance(self.loss.class_weights, tuple) and len(self.loss.class_weights) != self.num_grades:

@@ -1,0 +1,139 @@
+"""Evaluation metrics for graded relevance: classification, ordinal agreement, calibration, ranking.
+
+``evaluate(y_true, probs, queries)`` returns a flat dict; ``id_ood_report`` adds the ID − OOD gap.
+Grades are 0-based indices, 0 = the least relevant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from darl_core.errors import ConfigError
+
+ECE_BINS = 15
+
+
+def _check(y_true: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    y = np.asarray(y_true, dtype=np.int64)
+    p = np.asarray(probs, dtype=np.float64)
+    if p.ndim != 2 or y.ndim != 1 or len(y) != len(p):
+        raise ConfigError(f"need y_true [N] and probs [N, K], got shapes {y.shape} and {p.shape}")
+    if len(y) and (y.min() < 0 or y.max() >= p.shape[1]):
+        raise ConfigError(f"grades must be in 0..{p.shape[1] - 1}, got {y.min()}..{y.max()}")
+    return y, p
+
+
+def confusion(y_true: np.ndarray, y_pred: np.ndarray, k: int) -> np.ndarray:
+    m = np.zeros((k, k), dtype=np.int64)
+    np.add.at(m, (y_true, y_pred), 1)
+    return m
+
+
+def per_grade_prf(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Precision, recall, F1 per grade; 0 where undefined (as scikit-learn's zero_division=0)."""
+    tp = np.diag(cm).astype(np.float64)
+    pred = cm.sum(axis=0)
+    true = cm.sum(axis=1)
+    precision = np.divide(tp, pred, out=np.zeros_like(tp), where=pred > 0)
+    recall = np.divide(tp, true, out=np.zeros_like(tp), where=true > 0)
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
+    return precision, recall, f1
+
+
+def quadratic_kappa(cm: np.ndarray) -> float:
+    """Cohen's kappa with quadratic weights, from a confusion matrix."""
+    k = cm.shape[0]
+    n = cm.sum()
+    if n == 0:
+        return 0.0
+    i, j = np.meshgrid(np.arange(k), np.arange(k), indexing="ij")
+    w = (i - j) ** 2 / max((k - 1) ** 2, 1)
+    expected = np.outer(cm.sum(axis=1), cm.sum(axis=0)) / n
+    denom = (w * expected).sum()
+    return float(1.0 - (w * cm).sum() / denom) if denom > 0 else 0.0
+
+
+def ece(y_true: np.ndarray, probs: np.ndarray, bins: int = ECE_BINS) -> float:
+    """Top-label expected calibration error with equal-width confidence bins."""
+    y, p = _check(y_true, probs)
+    if not len(y):
+        return 0.0
+    conf = p.max(axis=1)
+    correct = (p.argmax(axis=1) == y).astype(np.float64)
+    idx = np.clip(np.ceil(conf * bins).astype(int) - 1, 0, bins - 1)  # bins are (lo, hi]
+    total = 0.0
+    for b in range(bins):
+        sel = idx == b
+        if sel.any():
+            total += sel.mean() * abs(conf[sel].mean() - correct[sel].mean())
+    return float(total)
+
+
+def ndcg_at_k(y_true: np.ndarray, scores: np.ndarray, queries: Sequence[str], k: int = 10) -> float:
+    """Mean NDCG@k over queries (gain 2^grade − 1); queries whose pairs are all grade 0 are skipped."""
+    y = np.asarray(y_true, dtype=np.float64)
+    s = np.asarray(scores, dtype=np.float64)
+    q = np.asarray(list(queries))
+    values = []
+    for query in np.unique(q):
+        sel = np.flatnonzero(q == query)
+        gains = 2.0 ** y[sel] - 1
+        ideal = np.sort(gains)[::-1][:k]
+        discounts = 1.0 / np.log2(np.arange(2, len(ideal) + 2))
+        idcg = (ideal * discounts).sum()
+        if idcg <= 0:
+            continue
+        order = np.argsort(-s[sel], kind="stable")[:k]
+        values.append((gains[order] * discounts[:len(order)]).sum() / idcg)
+    return float(np.mean(values)) if values else float("nan")
+
+
+def evaluate(y_true: np.ndarray, probs: np.ndarray, queries: Sequence[str] | None = None,
+             grade_names: Sequence[str] | None = None) -> dict[str, float]:
+    """All metrics for one test set. Keys: accuracy, macro_f1, qwk, ece, overconfidence, over_recall,
+    under_recall, ndcg@10 (with queries), and ``{precision,recall,f1,predicted}_<grade>`` per grade."""
+    y, p = _check(y_true, probs)
+    k = p.shape[1]
+    names = list(grade_names) if grade_names is not None else default_grade_names(k)
+    pred = p.argmax(axis=1)
+    cm = confusion(y, pred, k)
+    precision, recall, f1 = per_grade_prf(cm)
+    conf = p.max(axis=1)
+    acc = float((pred == y).mean()) if len(y) else 0.0
+    out: dict[str, float] = {
+        "n": float(len(y)),
+        "accuracy": acc,
+        "macro_f1": float(f1.mean()),
+        "qwk": quadratic_kappa(cm),
+        "ece": ece(y, p),
+        "overconfidence": float(conf.mean() - acc) if len(y) else 0.0,
+        "over_recall": float((pred > y).mean()) if len(y) else 0.0,
+        "under_recall": float((pred < y).mean()) if len(y) else 0.0,
+    }
+    for g, name in enumerate(names):
+        out[f"precision_{name}"] = float(precision[g])
+        out[f"recall_{name}"] = float(recall[g])
+        out[f"f1_{name}"] = float(f1[g])
+        out[f"predicted_{name}"] = float((pred == g).sum())
+    if queries is not None:
+        expected = (p * np.arange(k)).sum(axis=1)
+        out["ndcg@10"] = ndcg_at_k(y, expected, queries, 10)
+    return out
+
+
+def default_grade_names(k: int) -> list[str]:
+    if k == 3:
+        return ["irrelevant", "weak", "strong"]
+    return [f"g{g}" for g in range(k)]
+
+
+def id_ood_report(id_metrics: dict[str, float], ood_metrics: dict[str, float]) -> dict[str, float]:
+    """Prefix ID and OOD metrics and add ``gap_<m>`` = ID − OOD for every shared metric."""
+    out = {f"id_{k}": v for k, v in id_metrics.items()}
+    out.update({f"ood_{k}": v for k, v in ood_metrics.items()})
+    for key in id_metrics.keys() & ood_metrics.keys():
+        out[f"gap_{key}"] = id_metrics[key] - ood_metrics[key]
+    return out

@@ -1,0 +1,304 @@
+"""The stage runner: ``run_stage(config, train, val, out_dir, ...)`` for lp, ft, wi, dasa and dpo.
+
+One loop (``_train_loop``) serves every gradient stage and reads top to bottom. A stage directory
+holds ``config.json``, ``model.pt`` (changed backbone tensors + head), ``optimizer.pt``,
+``metrics.json`` when finished, and ``resume.pt`` while unfinished. Calling ``run_stage`` again on
+the same directory resumes from ``resume.pt`` (or returns the finished result). The batch order of
+an epoch is a pure function of (seed, epoch) and the torch RNG is saved, so a resumed run ends with
+the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from darl_core import stages
+from darl_core.config import StageConfig
+from darl_core.errors import ConfigError, DarlError
+from darl_core.losses import class_weights_for, darl_loss
+from darl_core.metrics import evaluate
+from darl_core.model import (
+    RelevanceModel,
+    add_lora,
+    load_model,
+    model_from_weights,
+    save_weights,
+    score_pairs,
+)
+
+
+@dataclass
+class Examples:
+    """Query-item pairs; ``grades`` are 0-based ints (None for unlabelled pairs)."""
+
+    queries: list[str]
+    items: list[str]
+    grades: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        self.queries, self.items = list(map(str, self.queries)), list(map(str, self.items))
+        if len(self.queries) != len(self.items):
+            raise ConfigError(f"queries and items differ in length: {len(self.queries)} vs {len(self.items)}")
+        if self.grades is not None:
+            self.grades = np.array(self.grades, dtype=np.int64)  # a private, writable copy
+            if self.grades.shape != (len(self.queries),):
+                raise ConfigError(f"grades must have shape ({len(self.queries)},), got {self.grades.shape}")
+
+    def __len__(self) -> int:
+        return len(self.queries)
+
+    def subset(self, rows) -> Examples:
+        rows = np.asarray(rows, dtype=np.int64)
+        return Examples([self.queries[i] for i in rows], [self.items[i] for i in rows],
+                        None if self.grades is None else self.grades[rows])
+
+    def concat(self, other: Examples) -> Examples:
+        if self.grades is None or other.grades is None:
+            raise ConfigError("only labelled Examples can be concatenated")
+        return Examples(self.queries + other.queries, self.items + other.items,
+                        np.concatenate([self.grades, other.grades]))
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    stage: str
+    step: int
+    total_steps: int
+    epoch: float
+    loss: float | None
+    message: str
+
+
+@dataclass(frozen=True)
+class StageResult:
+    stage: str
+    checkpoint: Path
+    metrics: dict = field(default_factory=dict)
+
+
+class StageCancelled(DarlError):
+    """``should_stop`` asked the stage to stop; a resumable checkpoint was saved in ``out_dir``."""
+
+    def __init__(self, out_dir: Path, step: int) -> None:
+        self.out_dir, self.step = out_dir, step
+        super().__init__(f"stage cancelled at step {step}; run it again with the same directory "
+                         f"({out_dir}) to resume")
+
+
+Progress = Callable[[ProgressEvent], None]
+
+
+def run_stage(config: StageConfig, train: Examples, val: Examples, out_dir: Path, *, parent: Path | None = None,
+              new_labels: Examples | None = None, progress: Progress | None = None,
+              should_stop: Callable[[], bool] | None = None) -> StageResult:
+    """Run one stage and return its checkpoint and validation metrics (see module docstring).
+
+    ``parent``: the checkpoint to start from (lp: none; ft: the lp checkpoint; wi: the ft checkpoint;
+    dasa: the best model so far; dpo: the reference model). ``new_labels``: dasa's newly labelled pairs
+    (dpo also trains on them when given).
+    """
+    out_dir = Path(out_dir)
+    _validate(config, train, val, parent, new_labels)
+    if (out_dir / "metrics.json").is_file() and (out_dir / "model.pt").is_file():
+        return StageResult(config.stage, out_dir, json.loads((out_dir / "metrics.json").read_text()))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    record = {"config": config.to_dict(), "parent": str(parent) if parent else None}
+    (out_dir / "config.json").write_text(json.dumps(record, indent=2))
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    start = time.perf_counter()
+    if config.stage == "wi":
+        model, extra = stages.interpolate(config, val, Path(parent), _emit(progress, config))
+        save_weights(model, extra.pop("tuning"), out_dir / "model.pt")
+    else:
+        model, extra = _train_loop(config, train, val, out_dir, parent, new_labels, progress, should_stop)
+    metrics = {**_val_metrics(model, val, config), **extra, "wall_s": time.perf_counter() - start}
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    _emit(progress, config)(-1, -1, float("nan"), None, "done")
+    return StageResult(config.stage, out_dir, metrics)
+
+
+def _validate(config: StageConfig, train: Examples, val: Examples, parent: Path | None,
+              new_labels: Examples | None) -> None:
+    if train.grades is None or val.grades is None:
+        raise ConfigError("train and val must be labelled Examples (grades given)")
+    for name, ex in (("train", train), ("val", val), ("new_labels", new_labels)):
+        if ex is not None and ex.grades is not None and len(ex) and ex.grades.max() >= config.num_grades:
+            raise ConfigError(f"{name} has grade {ex.grades.max()} but num_grades is {config.num_grades}")
+    if len(train) == 0 or len(val) == 0:
+        raise ConfigError(f"train and val must not be empty (got {len(train)} and {len(val)} pairs)")
+    if config.stage in ("wi", "dasa", "dpo") and parent is None:
+        raise ConfigError(f"stage {config.stage!r} needs a parent checkpoint (pass parent=...)")
+    if parent is not None and not (Path(parent) / "model.pt").is_file():
+        raise ConfigError(f"parent {parent} is not a finished stage checkpoint (no model.pt)")
+    if config.stage == "dasa" and (new_labels is None or new_labels.grades is None or not len(new_labels)):
+        raise ConfigError("stage 'dasa' needs new_labels: the labelled pairs picked by selection")
+
+
+def _emit(progress: Progress | None, config: StageConfig):
+    def emit(step: int, total: int, epoch: float, loss: float | None, message: str) -> None:
+        if progress is not None:
+            progress(ProgressEvent(config.stage, step, total, epoch, loss, message))
+    return emit
+
+
+def build_model(config: StageConfig, parent: Path | None) -> RelevanceModel:
+    """The starting model: the parent's weights (or the bare backbone) with this stage's tuning set up."""
+    torch.manual_seed(config.seed)
+    if parent is not None:
+        model = model_from_weights(Path(parent) / "model.pt")
+        if model.num_grades != config.num_grades:
+            raise ConfigError(f"parent has {model.num_grades} grades, config.num_grades is {config.num_grades}")
+    else:
+        model = load_model(config.model_dir, config.num_grades, pooling=config.pooling)
+    if config.tuning == "lora" and model.lora is None:
+        add_lora(model, config.lora)
+    for name, p in model.backbone.named_parameters():
+        if config.tuning == "full":
+            p.requires_grad_(True)
+        elif config.tuning == "head":
+            p.requires_grad_(False)
+        else:
+            p.requires_grad_("lora_" in name)
+    return model
+
+
+def _epoch_batches(lengths: np.ndarray, rows: np.ndarray, batch_size: int, rng: np.random.Generator) -> list:
+    """Shuffled batches of similar-length rows: sort inside chunks of 50 batches, then shuffle batches."""
+    rows = rows[rng.permutation(len(rows))]
+    chunk = batch_size * 50
+    batches = []
+    for i in range(0, len(rows), chunk):
+        part = rows[i:i + chunk]
+        part = part[np.argsort(-lengths[part], kind="stable")]
+        batches += [part[j:j + batch_size] for j in range(0, len(part), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def _train_loop(config: StageConfig, train: Examples, val: Examples, out_dir: Path, parent: Path | None,
+                new_labels: Examples | None, progress: Progress | None,
+                should_stop: Callable[[], bool] | None) -> tuple[RelevanceModel, dict]:
+    emit = _emit(progress, config)
+    model = build_model(config, parent)
+    data = train if new_labels is None or config.stage == "ft" else train.concat(new_labels)
+    grades = torch.as_tensor(data.grades)
+    weight = class_weights_for(config.loss, data.grades, config.num_grades)
+
+    # lp: the backbone is frozen, so pool every pair once and train the head on cached features.
+    features = None
+    if config.stage == "lp":
+        cache = out_dir / "features.npy"
+        if not cache.is_file():
+            emit(0, 0, 0.0, None, f"pooling {len(data)} training pairs")
+            out = score_pairs(model, data.queries, data.items, batch_size=config.eval_batch_size,
+                              max_length=config.max_length)
+            np.save(cache, out.embeddings)
+        features = torch.from_numpy(np.load(cache))
+        enc, lengths = None, np.ones(len(data), dtype=np.int64)
+    else:
+        enc = model.tokenize(data.queries, data.items, config.max_length)
+        lengths = np.array([len(x) for x in enc["input_ids"]])
+
+    # dpo: the parent is the frozen reference; its logits are computed once and cached.
+    pairs = None
+    if config.stage == "dpo":
+        pairs = stages.dpo_pairs(model, data, config, out_dir)
+        emit(0, 0, 0.0, None, f"dpo: {int((pairs['rejected'] >= 0).sum())} preference pairs")
+
+    # dasa: every epoch = all new labels + replay_ratio x as many replayed training pairs.
+    n_train = len(train)
+    def epoch_rows(epoch: int) -> np.ndarray:
+        if config.stage != "dasa":
+            return np.arange(len(data))
+        rng = np.random.default_rng([config.seed, epoch, 7])
+        n_replay = min(n_train, int(round(config.replay_ratio * len(new_labels))))
+        replay = rng.choice(n_train, size=n_replay, replace=False)
+        return np.concatenate([np.arange(n_train, len(data)), replay])
+
+    steps_per_epoch = math.ceil(len(epoch_rows(0)) / config.batch_size)
+    total = max(1, math.ceil(config.epochs * steps_per_epoch))
+    head_params = list(model.head.parameters())
+    body_params = [p for p in model.backbone.parameters() if p.requires_grad]
+    groups = [{"params": head_params, "lr": config.head_lr, "weight_decay": 0.0}]
+    if body_params:
+        groups.append({"params": body_params, "lr": config.lr, "weight_decay": config.weight_decay})
+    optimizer = torch.optim.AdamW(groups)
+    warmup = int(config.warmup_ratio * total)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: (s + 1) / (warmup + 1) if s < warmup else max(0.0, (total - s) / max(1, total - warmup)))
+
+    step = 0
+    resume = out_dir / "resume.pt"
+    if resume.is_file():  # pick up exactly where the interrupted run saved
+        state = torch.load(resume, map_location="cpu", weights_only=False)
+        stages.load_trainable(model, state["weights"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        torch.set_rng_state(state["torch_rng"])
+        step = state["step"]
+        emit(step, total, step / steps_per_epoch, None, f"resumed at step {step}")
+
+    def save_resume() -> None:
+        torch.save({"weights": stages.trainable_tensors(model, config.tuning), "optimizer": optimizer.state_dict(),
+                    "schedule": schedule.state_dict(), "torch_rng": torch.get_rng_state(), "step": step},
+                   resume.with_suffix(".tmp"))
+        resume.with_suffix(".tmp").replace(resume)  # atomic: a crash mid-write keeps the old file
+
+    model.train()
+    batches, batches_epoch, running, seen, t0 = [], -1, None, 0, time.perf_counter()
+    while step < total:
+        epoch = step // steps_per_epoch
+        if epoch != batches_epoch:
+            rng = np.random.default_rng([config.seed, epoch])
+            batches, batches_epoch = _epoch_batches(lengths, epoch_rows(epoch), config.batch_size, rng), epoch
+        rows = batches[step % steps_per_epoch]
+        if features is not None:
+            logits = model.head(features[rows])
+        else:
+            logits, _ = model(**model.collate(enc, rows))
+        loss, _parts = darl_loss(logits, grades[rows], config.loss, weight)
+        if pairs is not None:
+            loss = config.dpo_sft_weight * loss + stages.batch_dpo_loss(logits, pairs, rows, config)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(head_params + body_params, config.grad_clip)
+        optimizer.step()
+        schedule.step()
+        step += 1
+        seen += len(rows)
+        value = loss.item()
+        running = value if running is None else 0.9 * running + 0.1 * value
+        if step % 10 == 0 or step == total:
+            emit(step, total, step / steps_per_epoch, running, f"step {step}/{total} loss {running:.4f}")
+        if step % config.save_every == 0 and step < total:
+            save_resume()
+        if should_stop is not None and step < total and should_stop():
+            save_resume()
+            raise StageCancelled(out_dir, step)
+    model.eval()
+    elapsed = time.perf_counter() - t0
+    save_weights(model, config.tuning, out_dir / "model.pt")
+    torch.save({"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(), "step": step},
+               out_dir / "optimizer.pt")
+    resume.unlink(missing_ok=True)
+    return model, {"train_pairs": len(data), "steps": step, "train_loss": running,
+                   "train_pairs_per_s": seen / elapsed if elapsed > 0 else None, "tuning": config.tuning}
+
+
+def _val_metrics(model: RelevanceModel, val: Examples, config: StageConfig) -> dict:
+    out = score_pairs(model, val.queries, val.items, batch_size=config.eval_batch_size,
+                      max_length=config.max_length)
+    return {f"val_{k}": v for k, v in evaluate(val.grades, out.probs, val.queries).items()}
+
+
+def predict(model: RelevanceModel, examples: Examples, *, batch_size: int = 128, max_length: int = 64):
+    """Convenience: ``score_pairs`` on an Examples object."""
+    return score_pairs(model, examples.queries, examples.items, batch_size=batch_size, max_length=max_length)

@@ -1,0 +1,153 @@
+"""The stage runner on tiny backbones: the lp -> ft -> wi -> dasa -> dpo chain, resume, cancel, K grades."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from tiny_models import make_tiny  # tests/integration is on sys.path (pytest prepend mode)
+
+from darl_core.config import LossConfig, StageConfig
+from darl_core.errors import ConfigError
+from darl_core.model import load_checkpoint, load_model, score_pairs
+from darl_core.training import Examples, StageCancelled, run_stage
+
+torch.set_num_threads(1)
+WORDS = ["drill", "paint", "hose", "saw", "lamp", "door", "tile", "fan", "sink", "rake"]
+DARL = LossConfig(class_weights="inverse", ordinal_weight=1.0, occ_weight=1.0)
+
+
+def make_examples(n: int, k: int, seed: int) -> Examples:
+    rng = np.random.default_rng(seed)
+    queries = [str(rng.choice(WORDS)) for _ in range(n)]
+    items = [f"{rng.choice(WORDS)} {rng.choice(WORDS)} pro" for _ in range(n)]
+    grades = [k - 1 if q in it else int(rng.integers(0, k - 1)) for q, it in zip(queries, items, strict=True)]
+    return Examples(queries, items, np.array(grades))
+
+
+@pytest.fixture(scope="module")
+def bert(tmp_path_factory) -> Path:
+    return make_tiny("bert", tmp_path_factory.mktemp("bert"))
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_examples(48, 3, 0), make_examples(24, 3, 1)
+
+
+def cfg(stage: str, model_dir: Path | None = None, **kw) -> StageConfig:
+    base = dict(epochs=1, batch_size=8, max_length=24, lr=5e-3, head_lr=1e-2, loss=DARL, seed=0)
+    base.update(kw)
+    return StageConfig(stage, model_dir=str(model_dir) if model_dir else None, **base)
+
+
+@pytest.fixture(scope="module")
+def chain(bert, data, tmp_path_factory):
+    train, val = data
+    root = tmp_path_factory.mktemp("chain")
+    events = []
+    lp = run_stage(cfg("lp", bert, epochs=3), train, val, root / "lp", progress=events.append)
+    ft = run_stage(cfg("ft", lora={"r": 4, "alpha": 8, "dropout": 0.0}), train, val, root / "ft",
+                   parent=lp.checkpoint, progress=events.append)
+    return {"lp": lp, "ft": ft, "root": root, "events": events}
+
+
+def logits_of(ckpt: Path, ex: Examples) -> np.ndarray:
+    return score_pairs(load_checkpoint(ckpt), ex.queries, ex.items, max_length=24).logits
+
+
+def test_lp_trains_the_head_only_and_ft_changes_lora_not_base(chain, bert, data):
+    lp = torch.load(chain["lp"].checkpoint / "model.pt", weights_only=True)
+    assert lp["backbone"] == {} and lp["head"]["weight"].abs().sum() > 0
+    ft = torch.load(chain["ft"].checkpoint / "model.pt", weights_only=True)
+    assert ft["backbone"] and all("lora_" in k for k in ft["backbone"])
+    assert any(v.abs().sum() > 0 for k, v in ft["backbone"].items() if "lora_B" in k)  # B starts at zero
+    model = load_checkpoint(chain["ft"].checkpoint)
+    base = load_model(bert, 3).backbone.state_dict()
+    for key, value in model.backbone.base_model.model.state_dict().items():
+        if "lora_" not in key:
+            torch.testing.assert_close(value, base[key.replace(".base_layer", "")], rtol=0, atol=0)
+    assert {"val_macro_f1", "val_ece", "val_ndcg@10", "wall_s"} <= set(chain["ft"].metrics)
+    assert not np.allclose(logits_of(chain["lp"].checkpoint, data[1]), logits_of(chain["ft"].checkpoint, data[1]))
+
+
+def test_progress_events_count_steps(chain):
+    ft_events = [e for e in chain["events"] if e.stage == "ft" and e.step > 0]
+    assert ft_events and ft_events[-1].step == ft_events[-1].total_steps == 6
+    assert all(e.loss is not None and np.isfinite(e.loss) for e in ft_events)
+
+
+@pytest.mark.parametrize("alpha, endpoint", [(0.0, "lp"), (1.0, "ft")])
+def test_wi_endpoints_reproduce_lp_and_ft(chain, data, alpha, endpoint):
+    train, val = data
+    wi = run_stage(cfg("wi", wi_alphas=(alpha,)), train, val, chain["root"] / f"wi{alpha}",
+                   parent=chain["ft"].checkpoint)
+    assert wi.metrics["alpha"] == alpha and wi.metrics["lp_checkpoint"] == str(chain["lp"].checkpoint)
+    np.testing.assert_allclose(logits_of(wi.checkpoint, val), logits_of(chain[endpoint].checkpoint, val),
+                               atol=1e-5)
+
+
+def test_wi_picks_alpha_by_validation(chain, data):
+    train, val = data
+    wi = run_stage(cfg("wi", wi_alphas=(0.0, 0.5, 1.0)), train, val, chain["root"] / "wi", parent=chain["ft"].checkpoint)
+    table = wi.metrics["alphas"]
+    assert max(table.values(), key=lambda r: r["macro_f1"])["macro_f1"] == pytest.approx(wi.metrics["val_macro_f1"])
+
+
+def test_dasa_and_dpo_continue_the_chain(chain, data):
+    train, val = data
+    new = make_examples(16, 3, 5)
+    dasa = run_stage(cfg("dasa", replay_ratio=1.0, lr=1e-3), train, val, chain["root"] / "dasa",
+                     parent=chain["ft"].checkpoint, new_labels=new)
+    assert dasa.metrics["train_pairs"] == len(train) + len(new) and dasa.metrics["steps"] == 4  # 16 new + 16 replay
+    dpo = run_stage(cfg("dpo", dpo_pairs="wrong", lr=1e-3), train, val, chain["root"] / "dpo",
+                    parent=dasa.checkpoint, new_labels=new)
+    ref = np.load(dpo.checkpoint / "ref_logits.npy")
+    np.testing.assert_allclose(ref[:len(train)], logits_of(dasa.checkpoint, train), atol=1e-5)
+    assert not np.allclose(logits_of(dpo.checkpoint, val), logits_of(dasa.checkpoint, val))
+
+
+def test_interrupted_stage_resumes_to_the_same_result(bert, data, tmp_path):
+    train, val = data
+    config = cfg("ft", bert, epochs=2, save_every=4, tuning="full", lr=1e-3)
+    whole = run_stage(config, train, val, tmp_path / "whole")
+    calls = {"n": 0}
+
+    def stop_after_8() -> bool:
+        calls["n"] += 1
+        return calls["n"] == 8  # mid-epoch 2 (6 steps per epoch)
+
+    with pytest.raises(StageCancelled, match="step 8"):
+        run_stage(config, train, val, tmp_path / "cut", should_stop=stop_after_8)
+    assert (tmp_path / "cut" / "resume.pt").is_file() and not (tmp_path / "cut" / "model.pt").exists()
+    resumed = run_stage(config, train, val, tmp_path / "cut")
+    assert resumed.metrics["steps"] == whole.metrics["steps"] == 12
+    np.testing.assert_allclose(logits_of(resumed.checkpoint, val), logits_of(whole.checkpoint, val), atol=1e-6)
+    again = run_stage(config, train, val, tmp_path / "cut")  # finished: returned, not retrained
+    assert again.metrics == resumed.metrics
+
+
+@pytest.mark.parametrize("kind, k", [("bert", 4), ("qwen2", 5)])
+def test_other_grade_scales_train(tmp_path, kind, k):
+    model_dir = make_tiny(kind, tmp_path / kind)
+    train, val = make_examples(40, k, 2), make_examples(16, k, 3)
+    lp = run_stage(cfg("lp", model_dir, num_grades=k, epochs=2), train, val, tmp_path / "lp")
+    ft = run_stage(cfg("ft", num_grades=k), train, val, tmp_path / "ft", parent=lp.checkpoint)
+    assert logits_of(ft.checkpoint, val).shape == (16, k)
+    assert f"val_f1_g{k - 1}" in ft.metrics
+
+
+def test_inputs_are_checked_up_front(bert, data, chain, tmp_path):
+    train, val = data
+    with pytest.raises(ConfigError, match="needs a parent"):
+        run_stage(cfg("wi"), train, val, tmp_path / "a")
+    with pytest.raises(ConfigError, match="new_labels"):
+        run_stage(cfg("dasa"), train, val, tmp_path / "b", parent=chain["ft"].checkpoint)
+    with pytest.raises(ConfigError, match="num_grades is 3"):
+        run_stage(cfg("lp", bert), Examples(["q"], ["i"], np.array([3])), val, tmp_path / "c")
+    with pytest.raises(ConfigError, match="same length|differ in length"):
+        Examples(["q"], [], None)
+    with pytest.raises(ConfigError, match="not a finished stage"):
+        run_stage(cfg("dpo"), train, val, tmp_path / "d", parent=tmp_path)
