@@ -1,0 +1,59 @@
+"""Small, fast seeding helpers shared by the integration, AppTest and browser tests (core inserts)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session
+
+from db.models import Item, Pair, Project, Query, Role, RoundItem, SelectionRound, User, utcnow
+from db.services.projects import create_project
+from db.services.users import create_user
+
+PASSWORD = "secret-pw"
+
+
+def _key(text: str) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+def seed_project(session: Session, name: str = "demo", n_pairs: int = 50, *, grades: Sequence[str] | None = None,
+                 guidelines: str = "Grade how well the product matches the query.",
+                 segments: Sequence[str] = ("tools", "garden"), split: str = "pool",
+                 settings: dict[str, Any] | None = None) -> Project:
+    """A project with ``n_pairs`` unlabelled pairs (one query per 5 items), in id order."""
+    project = create_project(session, name, list(grades) if grades else None, guidelines, settings)
+    now = utcnow()
+    n_queries = max(1, (n_pairs + 4) // 5)
+    session.execute(insert(Query), [{"project_id": project.id, "key": _key(f"{name}q{i}"),
+                                     "text": f"query {i} cordless drill"} for i in range(n_queries)])
+    session.execute(insert(Item), [{"project_id": project.id, "key": _key(f"{name}i{i}"), "title": f"Item {i} title",
+                                    "text": f"Description of item {i}."} for i in range(n_pairs)])
+    qids = list(session.scalars(select(Query.id).where(Query.project_id == project.id).order_by(Query.id)))
+    iids = list(session.scalars(select(Item.id).where(Item.project_id == project.id).order_by(Item.id)))
+    session.execute(insert(Pair), [{"project_id": project.id, "query_id": qids[i // 5], "item_id": iids[i],
+                                    "segment": segments[i % len(segments)], "split": split, "priority": 0,
+                                    "queue_open": True, "created_at": now} for i in range(n_pairs)])
+    return project
+
+
+def pair_ids(session: Session, project_id: int) -> list[int]:
+    return list(session.scalars(select(Pair.id).where(Pair.project_id == project_id).order_by(Pair.id)))
+
+
+def seed_user(session: Session, name: str, role: Role | str = Role.annotator, password: str = PASSWORD) -> User:
+    return create_user(session, name, role, password, bootstrap=True)
+
+
+def seed_round(session: Session, project_id: int, ids: Sequence[int], name: str = "round 1") -> SelectionRound:
+    rnd = SelectionRound(project_id=project_id, name=name, params={}, status="open")
+    session.add(rnd)
+    session.flush()
+    session.execute(insert(RoundItem), [
+        {"round_id": rnd.id, "pair_id": pid, "rank": r, "score": 1.0 - r / 100, "is_control": False,
+         "reasons": {"ood_score": round(1.0 - r / 100, 3), "knn": 0.5, "mahalanobis": 0.4, "cluster": r % 3}}
+        for r, pid in enumerate(ids)])
+    return rnd
