@@ -151,3 +151,57 @@ def test_inputs_are_checked_up_front(bert, data, chain, tmp_path):
         Examples(["q"], [], None)
     with pytest.raises(ConfigError, match="not a finished stage"):
         run_stage(cfg("dpo"), train, val, tmp_path / "d", parent=tmp_path)
+
+
+def _seed_project(session, model_dir: Path, n: int = 60) -> None:
+    from db.models import Item, LabelEvent, LabelKind, Pair, Query
+    from db.services.projects import create_project
+
+    project = create_project(session, "tiny", ["irrelevant", "weak", "strong"], settings={"model_dir": str(model_dir)})
+    ex = make_examples(n, 3, 7)
+    for i, (q, it, g) in enumerate(zip(ex.queries, ex.items, ex.grades, strict=True)):
+        query = Query(project_id=project.id, key=f"q{i}", text=q)
+        item = Item(project_id=project.id, key=f"i{i}", title=it)
+        session.add_all([query, item])
+        session.flush()
+        pair = Pair(project_id=project.id, query_id=query.id, item_id=item.id, split="val" if i % 4 == 0 else None)
+        session.add(pair)
+        session.flush()
+        session.add(LabelEvent(pair_id=pair.id, kind=LabelKind.imported, grade=int(g)))
+    session.flush()
+
+
+def test_train_stage_registers_versions_with_parents(sqlite_database, bert):
+    from db.services.training import train_stage
+    from db.session import session_scope
+
+    fractions = []
+    with session_scope(sqlite_database) as session:
+        _seed_project(session, bert)
+        fast = {"epochs": 1, "batch_size": 16, "max_length": 24}
+        lp = train_stage(session, "tiny", "lp", overrides=fast, progress=lambda f, m: fractions.append(f))
+        ft = train_stage(session, "tiny", "ft", overrides={**fast, "tuning": "lora"})
+        assert (lp.name, ft.name, ft.parent_id, ft.stage) == ("lp-1", "ft-1", lp.id, "ft")
+        snap = ft.label_snapshot  # 15 val-split pairs, topped up by query hash (MIN_VAL)
+        assert snap["train"] + snap["val"] == 60 and snap["val"] > 15
+        assert "val_macro_f1" in ft.metrics and Path(ft.artifact_path, "model.pt").is_file()
+        again = train_stage(session, "tiny", "ft", overrides={**fast, "tuning": "lora"})
+        assert again.id == ft.id  # same parent, labels and settings: the finished version, not a retrain
+        with pytest.raises(ConfigError, match="new_labels"):
+            train_stage(session, "tiny", "dasa", from_version=ft.name, overrides=fast)
+    assert fractions and fractions[-1] == 1.0 and all(0 <= f <= 1 for f in fractions)
+
+
+def test_score_cli_writes_probabilities(chain, tmp_path):
+    import pandas as pd
+
+    from darl_core.cli import main
+
+    src = tmp_path / "pairs.csv"
+    pd.DataFrame({"query": ["drill", "paint"], "title": ["drill pro", "hose"], "text": ["18 V", None]}).to_csv(src)
+    assert main(["score", "--version", str(chain["ft"].checkpoint), "--in", str(src), "--out",
+                 str(tmp_path / "out.csv")]) == 0
+    out = pd.read_csv(tmp_path / "out.csv")
+    assert list(out.columns[-5:]) == ["p0", "p1", "p2", "expected", "predicted"]
+    assert out["item"][0] == "drill pro — 18 V"
+    np.testing.assert_allclose(out[["p0", "p1", "p2"]].sum(1), 1, atol=1e-5)

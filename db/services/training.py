@@ -1,0 +1,159 @@
+"""Training a model version: the project's labelled pairs -> ``run_stage`` -> a ``ModelVersion`` row.
+
+``train_stage`` is the whole job (CLI ``train`` and the background worker call it). Labels are the
+final grade per pair (label service). Pairs in test splits never train; the validation part is the
+pairs whose split is ``val``/``val_id``, topped up (when fewer than ``MIN_VAL``) with every pair whose
+query falls in bucket 0 of ``sha1(query) % 10`` — deterministic and by query, so no query is in both.
+For ``dasa`` the new labels are the pairs first labelled after the parent version's label snapshot.
+The checkpoint directory is keyed by stage, parent, label snapshot and overrides, so a retried job
+resumes the interrupted run instead of starting over.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from darl_core.config import STAGES, StageConfig
+from darl_core.errors import ConfigError, NotFoundError
+from darl_core.metrics import evaluate
+from darl_core.model import item_text, load_checkpoint, score_pairs
+from darl_core.settings import darl_home
+from darl_core.training import Examples, ProgressEvent, run_stage
+from db.models import LabelEvent, ModelVersion, Pair
+from db.services.labels import final_labels
+from db.services.projects import get_project
+from db.services.rounds import resolve_version
+
+Progress = Callable[[float, str], None]
+VAL_SPLITS = ("val", "val_id")
+TEST_SPLITS = ("test", "test_id", "test_ood")
+MIN_VAL = 50
+DEFAULT_PARENT = {"ft": ("lp",), "wi": ("ft",), "dasa": ("dpo", "dasa", "wi", "ft"), "dpo": ("dasa", "wi", "ft")}
+
+
+def _query_bucket(text: str) -> int:
+    return int(hashlib.sha1(text.encode("utf-8")).hexdigest(), 16) % 10
+
+
+def _default_parent(session: Session, project, stage: str) -> ModelVersion | None:
+    if stage == "lp":
+        return None
+    if stage in ("dasa", "dpo") and project.current_version_id:
+        current = session.get(ModelVersion, project.current_version_id)
+        if current is not None and current.artifact_path:
+            return current
+    for wanted in DEFAULT_PARENT[stage]:
+        found = session.scalar(select(ModelVersion).where(ModelVersion.project_id == project.id,
+                                                          ModelVersion.stage == wanted)
+                               .order_by(ModelVersion.id.desc()).limit(1))
+        if found is not None:
+            return found
+    raise NotFoundError(f"stage {stage!r} starts from a {' or '.join(DEFAULT_PARENT[stage])} version and this "
+                        f"project has none: train {DEFAULT_PARENT[stage][-1]!r} first or pass --from")
+
+
+def collect_examples(session: Session, project_id: int, since_event_id: int = 0) -> dict[str, Any]:
+    """Labelled pairs split into train / val / new (first labelled after ``since_event_id``) / tests."""
+    labels = final_labels(session, project_id)
+    first_event = dict(session.execute(
+        select(LabelEvent.pair_id, func.min(LabelEvent.id)).join(Pair, Pair.id == LabelEvent.pair_id)
+        .where(Pair.project_id == project_id).group_by(LabelEvent.pair_id)).all())
+    parts: dict[str, tuple[list[str], list[str], list[int]]] = {}
+    for pair in session.scalars(select(Pair).where(Pair.project_id == project_id, Pair.id.in_(list(labels)))
+                                .order_by(Pair.id)):
+        split = pair.split or ""
+        if split in TEST_SPLITS:
+            part = split
+        elif split in VAL_SPLITS:
+            part = "val"
+        elif since_event_id and first_event.get(pair.id, 0) > since_event_id:
+            part = "new"
+        else:
+            part = "train"
+        q, i, g = parts.setdefault(part, ([], [], []))
+        q.append(pair.query.text)
+        i.append(item_text(pair.item.title, pair.item.text))
+        g.append(labels[pair.id].grade)
+    out = {name: Examples(q, i, np.array(g, dtype=np.int64)) for name, (q, i, g) in parts.items()}
+    train = out.get("train", Examples([], [], np.zeros(0, dtype=np.int64)))
+    val = out.get("val", Examples([], [], np.zeros(0, dtype=np.int64)))
+    if len(val) < MIN_VAL and len(train):
+        rows = np.array([_query_bucket(q) == 0 for q in train.queries])
+        val = val.concat(train.subset(np.flatnonzero(rows))) if len(val) else train.subset(np.flatnonzero(rows))
+        train = train.subset(np.flatnonzero(~rows))
+    out["train"], out["val"] = train, val
+    out["last_event_id"] = int(session.scalar(select(func.max(LabelEvent.id)).join(Pair, Pair.id == LabelEvent.pair_id)
+                                              .where(Pair.project_id == project_id)) or 0)
+    return out
+
+
+def train_stage(session: Session, project_name: str, stage: str, *, from_version: str | int | None = None,
+                overrides: dict[str, Any] | None = None, progress: Progress | None = None,
+                should_stop: Callable[[], bool] | None = None) -> ModelVersion:
+    """Train one stage on the project's labels and register the result as a new ModelVersion."""
+    if stage not in STAGES:
+        raise ConfigError(f"stage must be one of {STAGES}, got {stage!r}")
+    project = get_project(session, project_name)
+    parent = resolve_version(session, project.id, from_version) if from_version is not None \
+        else _default_parent(session, project, stage)
+    if parent is not None and not parent.artifact_path:
+        parent = None if stage == "lp" else parent
+        if parent is not None:
+            raise ConfigError(f"version {parent.name!r} is the untrained backbone; stage {stage!r} needs a trained parent")
+    settings = dict(project.settings or {})
+    base = {"model_dir": settings.get("model_dir"), "num_grades": len(project.grades)}
+    config = StageConfig.from_dict({"stage": stage, **base, **(overrides or {})})
+    since = int((parent.label_snapshot or {}).get("last_event_id", 0)) if parent is not None else 0
+    data = collect_examples(session, project.id, since if stage == "dasa" else 0)
+    train, val, new = data["train"], data["val"], data.get("new")
+    if stage != "dasa" and new is not None:
+        train = train.concat(new)
+        new = None
+    if len(train) == 0 or len(val) == 0:
+        raise ConfigError(f"project {project_name!r} has {len(train)} training and {len(val)} validation labels; "
+                          "label more pairs (or import graded pairs) before training")
+    key = hashlib.sha1(json.dumps([stage, parent.id if parent else 0, data["last_event_id"], overrides or {}],
+                                  sort_keys=True, default=str).encode()).hexdigest()[:12]
+    out_dir = darl_home() / "checkpoints" / f"project{project.id}" / f"{stage}-{key}"
+    existing = session.scalar(select(ModelVersion).where(ModelVersion.artifact_path == str(out_dir)))
+    if existing is not None:
+        return existing
+
+    def relay(ev: ProgressEvent) -> None:
+        if progress is not None:
+            frac = ev.step / ev.total_steps if ev.total_steps > 0 else (1.0 if ev.message == "done" else 0.0)
+            progress(max(0.0, min(1.0, frac)), f"{ev.stage}: {ev.message}")
+
+    result = run_stage(config, train, val, out_dir, parent=_path(parent), new_labels=new, progress=relay,
+                       should_stop=should_stop)
+    metrics = dict(result.metrics)
+    tests = {k: v for k, v in data.items() if k in TEST_SPLITS and len(v)}
+    if tests:
+        model = load_checkpoint(result.checkpoint)
+        for split, ex in tests.items():
+            out = score_pairs(model, ex.queries, ex.items, max_length=config.max_length)
+            m = evaluate(ex.grades, out.probs, ex.queries)
+            metrics.update({f"{split}_{k}": v for k, v in m.items()})
+    count = session.scalar(select(func.count(ModelVersion.id)).where(ModelVersion.project_id == project.id,
+                                                                      ModelVersion.stage == stage)) or 0
+    version = ModelVersion(project_id=project.id, name=f"{stage}-{count + 1}", stage=stage,
+                           parent_id=parent.id if parent else None, artifact_path=str(out_dir),
+                           config=config.to_dict(), metrics=metrics,
+                           label_snapshot={"last_event_id": data["last_event_id"], "train": len(train),
+                                           "val": len(val), "new": len(new) if new is not None else 0})
+    session.add(version)
+    session.flush()
+    return version
+
+
+def _path(version: ModelVersion | None):
+    from pathlib import Path
+
+    return Path(version.artifact_path) if version is not None and version.artifact_path else None
