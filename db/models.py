@@ -28,6 +28,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy import true as sa_true
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 NAMING = {
@@ -151,15 +152,26 @@ class Pair(Base):
     segment: Mapped[str | None] = mapped_column(String(100))
     split: Mapped[str | None] = mapped_column(String(32))  # origin split: train, val, test, pool, ...
     priority: Mapped[int] = mapped_column(Integer, default=0)
+    # A hint kept by the annotation service (migration 0002): False once the pair has all the leases it
+    # needs or carries an imported grade. Lease counts stay the truth.
+    queue_open: Mapped[bool] = mapped_column(Boolean, default=True, server_default=sa_true())
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
     query: Mapped[Query] = relationship(lazy="joined")
     item: Mapped[Item] = relationship(lazy="joined")
 
 
+# The annotation queue walks this index: open pairs of a project in priority-desc, id order.
+Index("ix_pairs_queue", Pair.project_id, Pair.queue_open, Pair.priority.desc(), Pair.id)
+
+
 class LabelEvent(Base):
     __tablename__ = "label_events"
-    __table_args__ = (Index("ix_label_events_pair", "pair_id", "id"), Index("ix_label_events_user", "user_id", "created_at"))
+    __table_args__ = (
+        Index("ix_label_events_pair", "pair_id", "id"),
+        Index("ix_label_events_user", "user_id", "created_at"),
+        Index("uq_label_events_supersedes_id", "supersedes_id", unique=True),  # withdrawn at most once
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     pair_id: Mapped[int] = mapped_column(ForeignKey("pairs.id", ondelete="CASCADE"))
@@ -180,6 +192,7 @@ class Lease(Base):
         UniqueConstraint("pair_id", "user_id"),
         Index("ix_leases_user_status", "user_id", "status"),
         Index("ix_leases_pair_status", "pair_id", "status"),
+        Index("ix_leases_status_expires", "status", "expires_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
