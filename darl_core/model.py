@@ -284,12 +284,14 @@ def load_weights(model: RelevanceModel, path: Path) -> RelevanceModel:
 
 def model_from_weights(path: Path) -> RelevanceModel:
     """Rebuild the backbone described in a weights file, then load the weights."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    spec = state["spec"]
+    return load_weights(model_from_spec(torch.load(path, map_location="cpu", weights_only=True)["spec"]), path)
+
+
+def model_from_spec(spec: dict) -> RelevanceModel:
+    """The bare backbone (and empty LoRA adapters) described by ``RelevanceModel.spec()``."""
     lora = LoraSpec(**{**spec["lora"], "target_modules": tuple(spec["lora"]["target_modules"])}) \
         if spec.get("lora") else None
-    model = load_model(spec["model_dir"], spec["num_grades"], pooling=spec["pooling"], lora=lora)
-    return load_weights(model, path)
+    return load_model(spec["model_dir"], spec["num_grades"], pooling=spec["pooling"], lora=lora)
 
 
 def load_checkpoint(path: str | Path) -> RelevanceModel:

@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from darl_core.config import LoraSpec, StageConfig
+from darl_core.config import StageConfig
 from darl_core.errors import ConfigError, ModelError
 from darl_core.losses import dpo_loss
 from darl_core.metrics import evaluate
-from darl_core.model import RelevanceModel, load_model, score_pairs, trainable_state
+from darl_core.model import RelevanceModel, model_from_spec, score_pairs, trainable_state
 
 
 def trainable_tensors(model: RelevanceModel, tuning: str) -> dict[str, dict[str, torch.Tensor]]:
@@ -51,9 +51,7 @@ def interpolate(config: StageConfig, val, ft_dir: Path, emit: Callable) -> tuple
     spec = ft["spec"]
     if lp["spec"]["num_grades"] != spec["num_grades"]:
         raise ModelError(f"lp ({lp_dir}) and ft ({ft_dir}) have different numbers of grades")
-    lora = LoraSpec(**{**spec["lora"], "target_modules": tuple(spec["lora"]["target_modules"])}) \
-        if spec.get("lora") else None
-    model = load_model(spec["model_dir"], spec["num_grades"], pooling=spec["pooling"], lora=lora)
+    model = model_from_spec(spec)
     base = {k: v.clone() for k, v in model.backbone.state_dict().items()}
     lp_body = lp["backbone"]
     if ft["tuning"] == "lora" and any("lora_" in k for k in lp_body):
