@@ -132,7 +132,8 @@ class Item(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
-    key: Mapped[str] = mapped_column(String(40))  # sha1 of title + text
+    key: Mapped[str] = mapped_column(String(40))  # sha1 of the external id, else of title + text
+    external_id: Mapped[str | None] = mapped_column(String(200))
     title: Mapped[str] = mapped_column(Text)
     text: Mapped[str | None] = mapped_column(Text)
     attributes: Mapped[dict[str, Any] | None] = mapped_column(JSON)

@@ -51,6 +51,7 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("project_id", sa.Integer(), nullable=False),
         sa.Column("key", sa.String(length=40), nullable=False),
+        sa.Column("external_id", sa.String(length=200), nullable=True),
         sa.Column("title", sa.Text(), nullable=False),
         sa.Column("text", sa.Text(), nullable=True),
         sa.Column("attributes", sa.JSON(), nullable=True),

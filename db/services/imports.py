@@ -1,0 +1,195 @@
+"""Importing pair files: streamed, validated in full before anything is written, set-based inserts.
+
+Guarantees:
+- all-or-nothing: pass 1 validates every row (and in-file conflicts) without touching the database;
+  pass 2 writes inside one transaction, so any failure rolls everything back;
+- idempotent: queries, items and pairs are keyed (sha1) and inserted with ON CONFLICT DO NOTHING, and an
+  imported grade is appended only when it differs from the pair's latest imported grade (the old event
+  stays: a changed grade is a new event that supersedes it, reported as ``labels_changed``);
+- bounded memory: both passes stream chunks; pass 2 moves each chunk through a temporary staging table
+  and lets the database join keys to ids.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from darl_core.data import ColumnMap, detect_format, read_pairs
+from darl_core.errors import ConfigError, ImportFileError, NotFoundError
+from db.models import Project, utcnow
+from db.services.projects import create_project, get_project, parse_grades
+from db.session import is_sqlite
+
+Progress = Callable[[int], None]
+
+
+@dataclass
+class ImportSummary:
+    project: str
+    project_created: bool = False
+    rows: int = 0
+    pairs_new: int = 0
+    pairs_existing: int = 0
+    labelled_rows: int = 0
+    labels_new: int = 0
+    labels_changed: int = 0
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        return (f"{self.rows:,} rows -> {self.pairs_new:,} new pairs ({self.pairs_existing:,} already there), "
+                f"{self.labels_new:,} new grades, {self.labels_changed:,} changed grades"
+                + (f"; project '{self.project}' created" if self.project_created else ""))
+
+
+def validate_file(path: Path, scale: list[str], columns: ColumnMap, fmt: str | None, grade_base: int,
+                  chunk_rows: int, progress: Progress | None = None) -> int:
+    """Pass 1: read every row; raise ImportFileError on the first bad one or on conflicting duplicates."""
+    hashes: list[np.ndarray] = []
+    grades: list[np.ndarray] = []
+    rows: list[np.ndarray] = []
+    total = 0
+    for chunk in read_pairs(path, scale, columns, fmt, chunk_rows, grade_base):
+        labelled = chunk[chunk["grade"] >= 0]
+        pair_keys = (labelled["qkey"].str[:16] + labelled["ikey"].str[:16]).map(hash)
+        hashes.append(pair_keys.to_numpy(np.int64))
+        grades.append(labelled["grade"].to_numpy(np.int16))
+        rows.append(labelled["row"].to_numpy(np.int64))
+        total += len(chunk)
+        if progress:
+            progress(len(chunk))
+    if hashes:
+        _check_conflicts(np.concatenate(hashes), np.concatenate(grades), np.concatenate(rows), scale)
+    return total
+
+
+def _check_conflicts(keys: np.ndarray, grades: np.ndarray, rows: np.ndarray, scale: list[str]) -> None:
+    """Two rows for the same pair with different grades: ambiguous, so the import is refused."""
+    if len(keys) < 2:
+        return
+    order = np.lexsort((rows, keys))
+    k, g, r = keys[order], grades[order], rows[order]
+    same = (k[1:] == k[:-1]) & (g[1:] != g[:-1])
+    if same.any():
+        hits = np.flatnonzero(same)
+        i = int(hits[np.argmin(r[hits + 1])])  # report the earliest offending row, deterministically
+        raise ImportFileError(
+            f"the same query and item appear again with a different grade ({scale[g[i + 1]]!r} here, "
+            f"{scale[g[i]]!r} at row {r[i]}); keep one grade per pair", row=int(r[i + 1]))
+
+
+_STAGE_COLUMNS = "row_no, qkey, query, ikey, ext_id, title, body, segment, split, grade, attributes"
+
+
+def _create_stage(session: Session) -> None:
+    suffix = "" if is_sqlite(session) else " ON COMMIT DROP"
+    session.execute(text(
+        "CREATE TEMP TABLE import_stage (row_no INTEGER, qkey VARCHAR(40), query TEXT, ikey VARCHAR(40), "
+        f"ext_id VARCHAR(200), title TEXT, body TEXT, segment VARCHAR(100), split VARCHAR(32), grade INTEGER, attributes TEXT){suffix}"))
+
+
+def _stage_chunk(session: Session, chunk: pd.DataFrame) -> None:
+    session.execute(text("DELETE FROM import_stage"))
+    has_attrs = "attributes" in chunk.columns
+    records = [
+        {"row_no": int(r.row), "qkey": r.qkey, "query": r.query, "ikey": r.ikey, "ext_id": r.item_id or None, "title": r.title,
+         "body": r.text or None, "segment": r.segment or None, "split": r.split or None,
+         "grade": int(r.grade) if r.grade >= 0 else None,
+         "attributes": json.dumps(r.attributes, default=str) if has_attrs else None}
+        for r in chunk.itertuples(index=False)
+    ]
+    placeholders = ", ".join(f":{c.strip()}" for c in _STAGE_COLUMNS.split(","))
+    session.execute(text(f"INSERT INTO import_stage ({_STAGE_COLUMNS}) VALUES ({placeholders})"), records)
+
+
+def _merge_stage(session: Session, project_id: int, summary: ImportSummary) -> None:
+    p = {"pid": project_id, "now": utcnow()}
+    json_cast = "MIN(s.attributes)" if is_sqlite(session) else "CAST(MIN(s.attributes) AS JSON)"
+    # "WHERE true" lets SQLite parse INSERT ... SELECT ... ON CONFLICT unambiguously.
+    session.execute(text(
+        "INSERT INTO queries (project_id, key, text) SELECT :pid, s.qkey, MIN(s.query) FROM import_stage s "
+        "WHERE true GROUP BY s.qkey ON CONFLICT (project_id, key) DO NOTHING"), p)
+    session.execute(text(
+        f"INSERT INTO items (project_id, key, external_id, title, text, attributes) SELECT :pid, s.ikey, "
+        f"MIN(s.ext_id), MIN(s.title), "
+        f"MIN(s.body), {json_cast} FROM import_stage s WHERE true GROUP BY s.ikey "
+        "ON CONFLICT (project_id, key) DO NOTHING"), p)
+    joined = ("FROM import_stage s JOIN queries q ON q.project_id = :pid AND q.key = s.qkey "
+              "JOIN items i ON i.project_id = :pid AND i.key = s.ikey")
+    distinct_pairs = session.execute(text(f"SELECT COUNT(*) FROM (SELECT DISTINCT q.id, i.id {joined}) d"), p).scalar_one()
+    new = session.execute(text(
+        f"INSERT INTO pairs (project_id, query_id, item_id, segment, split, priority, created_at) "
+        f"SELECT :pid, q.id, i.id, MIN(s.segment), COALESCE(MIN(s.split), CASE WHEN MAX(s.grade) IS NULL "
+        f"THEN 'pool' ELSE 'train' END), 0, :now {joined} WHERE true GROUP BY q.id, i.id "
+        "ON CONFLICT (project_id, query_id, item_id) DO NOTHING"), p).rowcount
+    summary.pairs_new += new
+    summary.pairs_existing += int(distinct_pairs) - new
+    graded = (f"SELECT p.id AS pair_id, MAX(s.grade) AS grade, "
+              f"(SELECT MAX(e.id) FROM label_events e WHERE e.pair_id = p.id AND e.kind = 'imported') AS last_id "
+              f"{joined} JOIN pairs p ON p.project_id = :pid AND p.query_id = q.id AND p.item_id = i.id "
+              f"WHERE s.grade IS NOT NULL GROUP BY p.id")
+    insert = ("INSERT INTO label_events (pair_id, kind, grade, supersedes_id, flagged, created_at) "
+              "SELECT g.pair_id, 'imported', g.grade, g.last_id, false, :now FROM (" + graded + ") g ")
+    summary.labels_new += session.execute(text(insert + "WHERE g.last_id IS NULL"), p).rowcount
+    summary.labels_changed += session.execute(text(
+        insert + "JOIN label_events last ON last.id = g.last_id WHERE last.grade <> g.grade"), p).rowcount
+    summary.labelled_rows += int(session.execute(
+        text("SELECT COUNT(*) FROM import_stage WHERE grade IS NOT NULL")).scalar_one())
+
+
+def import_file(session: Session, path: str | Path, project_name: str, *, create: bool = False,
+                grades: str | list[str] | None = None, guidelines: str | None = None,
+                columns: ColumnMap | None = None, fmt: str | None = None, grade_base: int = 1,
+                chunk_rows: int = 50_000, progress: Callable[[str, int], None] | None = None) -> ImportSummary:
+    """Import a pair file into a project. Writes nothing unless every row is valid.
+
+    ``progress(phase, rows)`` is called per chunk with phase ``validate`` or ``write``.
+    The caller owns the transaction (``session_scope`` commits on success and rolls back on error).
+    """
+    path = Path(path)
+    fmt = detect_format(path, fmt)
+    columns = columns or ColumnMap()
+    project = _resolve_project(session, project_name, create, grades)
+    scale = list(project.grades) if project else parse_grades(grades)
+    summary = ImportSummary(project=project_name)
+    summary.rows = validate_file(path, scale, columns, fmt, grade_base, chunk_rows,
+                                 (lambda n: progress("validate", n)) if progress else None)
+    if project is None:
+        project = create_project(session, project_name, grades=scale, guidelines=guidelines or "")
+        summary.project_created = True
+    elif guidelines is not None:
+        project.guidelines = guidelines
+    _create_stage(session)
+    try:
+        for chunk in read_pairs(path, scale, columns, fmt, chunk_rows, grade_base):
+            _stage_chunk(session, chunk)
+            _merge_stage(session, project.id, summary)
+            if progress:
+                progress("write", len(chunk))
+    finally:
+        if is_sqlite(session):
+            session.execute(text("DROP TABLE IF EXISTS temp.import_stage"))
+    session.flush()
+    return summary
+
+
+def _resolve_project(session: Session, name: str, create: bool, grades: str | list[str] | None) -> Project | None:
+    try:
+        project = get_project(session, name)
+    except NotFoundError:
+        if not create:
+            raise
+        return None
+    if grades is not None and parse_grades(grades) != list(project.grades):
+        raise ConfigError(f"Project '{name}' already has the scale {', '.join(project.grades)}; "
+                          f"--grades {grades!r} does not match it.")
+    return project
