@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,41 +135,70 @@ def sleep_job(ctx: JobContext) -> dict[str, Any]:
     return {"steps": steps, "resumed_from": start}
 
 
-def _stage_progress(ctx: JobContext) -> Callable[[Any], None]:
-    """Adapt training's ProgressEvent(stage, step, total_steps, epoch, loss, message) to ctx.progress."""
-    def on_event(ev: Any) -> None:
-        if ev.total_steps and ev.total_steps > 0 and ev.step >= 0:
-            ctx.progress(ev.step / ev.total_steps, None, loss=ev.loss, step=ev.step)
-        elif ev.message:
-            ctx.progress(1.0 if ev.message == "done" else 0.0, f"{ev.stage}: {ev.message}", force=True)
-    return on_event
+_STEP = re.compile(r"step (\d+)/(\d+) loss ([-+0-9.eE]+|nan)")
+
+
+@contextmanager
+def _service_session(ctx: JobContext) -> Iterator[tuple[Any, Callable[[float, str], None], Callable[[], bool]]]:
+    """A session for a service that holds it for a long computation, plus progress / stop callbacks.
+
+    On SQLite every transaction takes the write lock at BEGIN, so a service that reads, computes for
+    minutes and then writes would lock out our progress reports (and the UI). The callbacks commit
+    the service's session first (it has only read at that point: the services write at the end),
+    which releases the lock; its next statement starts a new transaction.
+    """
+    from db.session import is_sqlite, session_scope
+
+    with session_scope() as session:
+        sqlite = is_sqlite(session)
+
+        def release() -> None:
+            if sqlite and session.in_transaction():
+                session.commit()
+
+        def progress(fraction: float, message: str = "") -> None:
+            release()
+            m = _STEP.search(message or "")
+            if m:  # "stage: step 10/200 loss 0.8123": a loss-curve point, not a log line
+                ctx.progress(fraction, None, loss=float(m[3]), step=int(m[1]))
+            else:
+                ctx.progress(fraction, message or None)
+
+        def should_stop() -> bool:
+            release()
+            return ctx.should_stop()
+
+        yield session, progress, should_stop
 
 
 @handler("train")
 def train_job(ctx: JobContext) -> dict[str, Any]:
-    """Train one stage (lp / ft / wi / dasa / dpo) and register the new model version."""
-    from db.services import training
-    from db.session import session_scope
+    """Train one stage (lp / ft / wi / dasa / dpo), register the version, then queue its evaluation."""
+    from db.services import jobs, training
 
     p = ctx.params
-    with session_scope() as session:
+    with _service_session(ctx) as (session, progress, should_stop):
         version = training.train_stage(session, p["project"], p["stage"], from_version=p.get("from_version"),
-                                       overrides=p.get("overrides") or {}, progress=_stage_progress(ctx),
-                                       should_stop=ctx.should_stop)
-        return {"version_id": int(version.id)}
+                                       overrides=p.get("overrides") or {}, progress=progress,
+                                       should_stop=should_stop)
+        version.job_id = ctx.job_id
+        out = {"version_id": int(version.id), "version": version.name}
+        if p.get("evaluate", True) and any(k.startswith("test_") for k in version.metrics or {}):
+            out["evaluation_job"] = jobs.enqueue(session, "evaluate", {"version_id": version.id},
+                                                 project_id=version.project_id).id
+        return out
 
 
 @handler("select")
 def select_job(ctx: JobContext) -> dict[str, Any]:
     """Embed the pool with a version, score OOD, and open a DASA selection round."""
     from db.services import rounds
-    from db.session import session_scope
 
     p = ctx.params
-    with session_scope() as session:
+    with _service_session(ctx) as (session, progress, _stop):
         rnd = rounds.run_selection(session, p["project"], int(p["budget"]), version=p.get("version"),
-                                   progress=lambda *a: ctx.progress(_fraction(a), None))
-        return {"round_id": int(rnd.id) if hasattr(rnd, "id") else rnd}
+                                   progress=progress, created_by=p.get("created_by"))
+        return {"round_id": int(rnd.id), "size": int(p["budget"])}
 
 
 @handler("evaluate")
@@ -198,8 +229,3 @@ def embed_job(ctx: JobContext) -> dict[str, Any]:
                                 progress=ctx.progress, should_stop=ctx.should_stop)
 
 
-def _fraction(args: tuple[Any, ...]) -> float:
-    """Progress callbacks come as (fraction,) or (done, total)."""
-    if len(args) >= 2 and args[1]:
-        return float(args[0]) / float(args[1])
-    return float(args[0]) if args else 0.0

@@ -32,8 +32,6 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from huey.consumer import Consumer
-
 from darl_core.errors import DarlError
 
 log = logging.getLogger("darl.worker")
@@ -148,14 +146,6 @@ def watchdog_loop(rt: Runtime) -> None:
             log.exception("watchdog pass failed")
 
 
-class _Consumer(Consumer):
-    """Huey's consumer; stopping it also stops our children and hands their jobs back."""
-
-    def stop(self, graceful: bool = False) -> None:
-        _RUNTIME.stopping.set()
-        super().stop(graceful=True)
-
-
 def run_worker(concurrency: int = 1, once: bool = False) -> int:
     """Run until SIGTERM/SIGINT (or, with ``once``, until no job is queued). Returns an exit code."""
     from darl_core.queue import get_huey
@@ -179,6 +169,15 @@ def run_worker(concurrency: int = 1, once: bool = False) -> int:
                 done += execute(job_id) != "skipped"
         log.info("worker %s: %s job(s) run; none left queued", _RUNTIME.name, done)
         return 0
+    from huey.consumer import Consumer
+
+    class _Consumer(Consumer):
+        """Huey's consumer; stopping it also stops our children and hands their jobs back."""
+
+        def stop(self, graceful: bool = False) -> None:
+            _RUNTIME.stopping.set()
+            super().stop(graceful=True)
+
     consumer = _Consumer(get_huey(), workers=concurrency, worker_type="thread", periodic=False,
                          initial_delay=0.1, backoff=1.15, max_delay=1.0, graceful_signal="TERM",
                          shutdown_timeout=30)

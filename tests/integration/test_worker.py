@@ -6,7 +6,6 @@ training; DARL_JOB_STALE_S=4 makes the watchdog act in seconds.
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 from collections import Counter
@@ -19,8 +18,14 @@ from darl_core import queue
 from db.models import Item, JobStatus, LabelEvent, LabelKind, Pair, Project, Query
 from db.services import jobs
 from db.session import session_scope
-from tests.integration.worker_helpers import (pid_alive, read_record, redis_server, start_worker, stop,
-                                              wait_for)
+from tests.integration.worker_helpers import (
+    pid_alive,
+    read_record,
+    redis_server,
+    start_worker,
+    stop,
+    wait_for,
+)
 
 
 def _job(url: str, **params: object) -> int:
@@ -120,9 +125,23 @@ def test_sigterm_stops_the_worker_and_hands_the_job_back(sqlite_database: str, t
     assert not pid_alive(read_record(record)[-1][3])
 
 
-def test_two_workers_run_each_of_20_jobs_exactly_once(database: str, tmp_path: Path,
+@pytest.fixture
+def scale_database(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """PostgreSQL when the suite has one (the documented scale-out deployment), else SQLite."""
+    from db.session import reset_engines
+    from tests.conftest import PG_URL, fresh_database_url
+
+    url = fresh_database_url("postgresql" if PG_URL else "sqlite", request, tmp_path)
+    monkeypatch.setenv("DATABASE_URL", url)
+    monkeypatch.setenv("DARL_HOME", str(tmp_path / "home"))
+    reset_engines()
+    return url
+
+
+def test_two_workers_run_each_of_20_jobs_exactly_once(scale_database: str, tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    """The scale-out deployment: Redis queue, SQLite or PostgreSQL, two workers, ids delivered twice."""
+    """The scale-out deployment: Redis queue, PostgreSQL, two workers, every id delivered twice."""
+    database = scale_database
     with redis_server(tmp_path) as redis_url:
         monkeypatch.setenv("DARL_QUEUE_URL", redis_url)
         logs = [tmp_path / "w1.log", tmp_path / "w2.log"]
@@ -143,9 +162,38 @@ def test_two_workers_run_each_of_20_jobs_exactly_once(database: str, tmp_path: P
     runs = Counter((job, step) for job, _attempt, step, _pid in read_record(record))
     assert set(runs) == {(i, s) for i in ids for s in range(2)} and set(runs.values()) == {1}
     assert len({j.worker.split("/")[0] for j in done}) == 2, "both workers should have taken jobs"
-    os.environ.pop("DARL_QUEUE_URL", None)
 
 
 def _all_done(url: str, ids: list[int]) -> bool:
     with session_scope(url) as s:
         return all(jobs.get_job(s, i).status in jobs.FINISHED for i in ids)
+
+
+def test_train_job_registers_a_version_and_its_evaluation(sqlite_database: str, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real chain on a tiny BERT: a queued lp stage -> version -> queued evaluation -> stored gap."""
+    from engineer_seed import seed_project
+    from tiny_models import make_tiny
+
+    from darl_core.worker import run_worker
+    from db.services import launch, versions
+
+    monkeypatch.setenv("DARL_MODEL", str(make_tiny("bert", tmp_path / "bert")))
+    with session_scope(sqlite_database) as s:
+        project = seed_project(s)
+        job_id = launch.launch_training(s, project, "lp", from_version=None, actor=None,
+                                        overrides={"epochs": 2.0, "batch_size": 16, "max_length": 24}).id
+    assert run_worker(once=True) == 0  # runs the training job, then the evaluation it queued
+    with session_scope(sqlite_database) as s:
+        job = jobs.get_job(s, job_id)
+        assert job.status == JobStatus.succeeded, job.log
+        assert len(job.result["curve"]) >= 1 and job.result["version"] == "lp-1"
+        evaluation_job = jobs.get_job(s, job.result["evaluation_job"])
+        assert evaluation_job.status == JobStatus.succeeded, evaluation_job.log
+        mv = versions.get_version(s, job.result["version_id"])
+        assert mv.job_id == job_id
+        ev = mv.metrics["evaluation"]
+        assert set(ev["splits"]) == {"id", "ood"}
+        assert ev["id_ood"]["gap_macro_f1"] == pytest.approx(ev["id_ood"]["id_macro_f1"] - ev["id_ood"]["ood_macro_f1"])
+        assert sum(map(sum, ev["splits"]["ood"]["confusion"])) == 16
+        assert sum(ev["splits"]["id"]["reliability"]["count"]) == 16

@@ -1,0 +1,118 @@
+"""Launching the engineer's background jobs: checked up front, then queued (the worker runs them).
+
+Each ``launch_*`` validates what it can before queueing (a stage config that would be refused, a
+version of another project), so a mistake is a message on the page, not a failed job minutes later.
+``stage_form`` gives the training form its fields, defaults and bounds from ``StageConfig``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from darl_core.config import STAGES, LoraSpec, LossConfig, StageConfig
+from darl_core.errors import ConfigError, ConflictError
+from db.models import Job, Project, Role, User
+from db.services import jobs, versions
+from db.services.users import require_role
+
+
+@dataclass(frozen=True)
+class FormField:
+    name: str  # a StageConfig field, or "loss.<field>" / "lora.<field>"
+    default: Any
+    kind: str  # int, float, choice, text
+    min: float | None = None
+    max: float | None = None
+    choices: tuple[str, ...] = ()
+    help: str = ""
+
+
+# Bounds mirror the checks in StageConfig.__post_init__ (which stays the judge: it validates on launch).
+_BOUNDS: dict[str, tuple[float | None, float | None]] = {
+    "epochs": (0.05, 100.0), "batch_size": (1, 4096), "lr": (1e-7, 1.0), "head_lr": (1e-7, 1.0),
+    "max_length": (8, 4096), "seed": (0, 2**31 - 1), "warmup_ratio": (0.0, 0.99), "weight_decay": (0.0, 1.0),
+    "replay_ratio": (0.0, 100.0), "dpo_beta": (1e-4, 100.0), "dpo_sft_weight": (0.0, 100.0),
+    "save_every": (1, 10**6), "loss.label_smoothing": (0.0, 0.99), "loss.ordinal_weight": (0.0, 100.0),
+    "loss.occ_weight": (0.0, 100.0), "lora.r": (1, 1024),
+}
+_COMMON = ("epochs", "batch_size", "lr", "head_lr", "max_length", "seed", "save_every",
+           "loss.label_smoothing", "loss.ordinal_weight", "loss.occ_weight")
+_PER_STAGE = {"lp": (), "ft": ("tuning", "lora.r"), "wi": ("wi_alphas",), "dasa": ("tuning", "lora.r", "replay_ratio"),
+              "dpo": ("tuning", "lora.r", "dpo_beta", "dpo_sft_weight", "dpo_pairs")}
+_CHOICES = {"tuning": ("lora", "full", "head"), "dpo_pairs": ("over", "wrong"), "loss.occ_form": ("dca", "entropy")}
+
+
+def stage_form(stage: str) -> list[FormField]:
+    """The parameters of ``stage`` the form shows, with StageConfig's defaults."""
+    if stage not in STAGES:
+        raise ConfigError(f"stage must be one of {STAGES}, got {stage!r}")
+    defaults = StageConfig(stage=stage)
+    sub = {"loss": LossConfig(), "lora": LoraSpec()}
+    out = []
+    for name in _COMMON + _PER_STAGE[stage]:
+        obj, attr = (sub[name.split(".")[0]], name.split(".")[1]) if "." in name else (defaults, name)
+        value = getattr(obj, attr)
+        if name in _CHOICES:
+            out.append(FormField(name, value, "choice", choices=_CHOICES[name]))
+        elif isinstance(value, tuple):
+            out.append(FormField(name, ", ".join(f"{v:g}" for v in value), "text", help="comma-separated"))
+        else:
+            lo, hi = _BOUNDS.get(name, (None, None))
+            out.append(FormField(name, value, "int" if isinstance(value, int) else "float", lo, hi))
+    return out
+
+
+def overrides_from_form(stage: str, values: dict[str, Any]) -> dict[str, Any]:
+    """Form values -> StageConfig overrides (only those that differ from the default), validated."""
+    defaults = {f.name: f.default for f in stage_form(stage)}
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        if name not in defaults or value == defaults[name]:
+            continue
+        if name == "wi_alphas":
+            try:
+                value = [float(v) for v in str(value).split(",") if v.strip()]
+            except ValueError as exc:
+                raise ConfigError(f"`wi_alphas` must be numbers separated by commas, got {value!r}") from exc
+        if "." in name:
+            group, attr = name.split(".")
+            out.setdefault(group, {})[attr] = value
+        else:
+            out[name] = value
+    StageConfig.from_dict({"stage": stage, **out})  # raises ConfigError quoting the bad value
+    return out
+
+
+def launch_training(session: Session, project: Project, stage: str, *, from_version: int | None,
+                    overrides: dict[str, Any], actor: User | None) -> Job:
+    if actor is not None:
+        require_role(actor, Role.engineer)
+    StageConfig.from_dict({"stage": stage, **overrides})
+    if from_version is not None and versions.get_version(session, from_version).project_id != project.id:
+        raise ConflictError("That version belongs to another project.")
+    return jobs.enqueue(session, "train", {"project": project.name, "stage": stage, "from_version": from_version,
+                                           "overrides": overrides}, project_id=project.id, actor=actor)
+
+
+def launch_selection(session: Session, project: Project, budget: int, *, version: int | None,
+                     actor: User | None) -> Job:
+    if budget < 1:
+        raise ConfigError(f"The budget must be at least 1 pair, got {budget}.")
+    return jobs.enqueue(session, "select", {"project": project.name, "budget": int(budget), "version": version,
+                                            "created_by": actor.id if actor else None},
+                        project_id=project.id, actor=actor)
+
+
+def launch_evaluation(session: Session, project: Project, version_id: int, actor: User | None) -> Job:
+    if versions.get_version(session, version_id).project_id != project.id:
+        raise ConflictError("That version belongs to another project.")
+    return jobs.enqueue(session, "evaluate", {"version_id": version_id}, project_id=project.id, actor=actor)
+
+
+def training_overview(session: Session, project_id: int, limit: int = 20) -> dict[str, Any]:
+    """What the training page shows: versions (with metrics and lineage) and recent training jobs."""
+    return {"versions": versions.version_rows(session, project_id),
+            "jobs": jobs.list_jobs(session, project_id=project_id, kinds=["train", "evaluate"], limit=limit)}

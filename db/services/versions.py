@@ -1,0 +1,91 @@
+"""Model versions: listing with metrics, lineage, the project's current version, stored evaluations."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from darl_core.errors import ConflictError, NotFoundError
+from db.models import ModelVersion, Project, Role, User
+from db.services.users import require_role
+
+
+def get_version(session: Session, version_id: int) -> ModelVersion:
+    mv = session.get(ModelVersion, version_id)
+    if mv is None:
+        raise NotFoundError(f"No model version with id {version_id}.")
+    return mv
+
+
+def list_versions(session: Session, project_id: int) -> list[ModelVersion]:
+    """Oldest first (the order in which they were trained)."""
+    return list(session.scalars(select(ModelVersion).where(ModelVersion.project_id == project_id)
+                                .order_by(ModelVersion.id)))
+
+
+def lineage(session: Session, version_id: int) -> list[ModelVersion]:
+    """The version and its ancestors, newest first (stops on a cycle, which the schema cannot forbid)."""
+    chain: list[ModelVersion] = []
+    seen: set[int] = set()
+    mv: ModelVersion | None = get_version(session, version_id)
+    while mv is not None and mv.id not in seen:
+        chain.append(mv)
+        seen.add(mv.id)
+        mv = session.get(ModelVersion, mv.parent_id) if mv.parent_id else None
+    return chain
+
+
+def make_current(session: Session, project_id: int, version_id: int, actor: User | None = None) -> Project:
+    """Use this version for selection and scoring from now on."""
+    if actor is not None:
+        require_role(actor, Role.engineer)
+    mv = get_version(session, version_id)
+    if mv.project_id != project_id:
+        raise ConflictError(f"Version {mv.name} belongs to another project.")
+    if mv.stage != "base" and not mv.artifact_path:
+        raise ConflictError(f"Version {mv.name} has no checkpoint; it cannot be made current.")
+    project = session.get(Project, project_id)
+    if project is None:
+        raise NotFoundError(f"No project with id {project_id}.")
+    project.current_version_id = mv.id
+    session.flush()
+    return project
+
+
+def store_evaluation(session: Session, version_id: int, evaluation: dict[str, Any]) -> ModelVersion:
+    """Keep an evaluation under ``metrics["evaluation"]`` (other metrics, e.g. validation, stay)."""
+    mv = get_version(session, version_id)
+    mv.metrics = {**(mv.metrics or {}), "evaluation": evaluation}
+    session.flush()
+    return mv
+
+
+def version_rows(session: Session, project_id: int) -> list[dict[str, Any]]:
+    """One row per version for the versions table: lineage, label snapshot, key metrics, current flag."""
+    project = session.get(Project, project_id)
+    versions = list_versions(session, project_id)
+    names = {v.id: v.name for v in versions}
+    rows = []
+    for v in versions:
+        ev = (v.metrics or {}).get("evaluation") or {}
+        gap = ev.get("id_ood") or {}
+        snap = v.label_snapshot or {}
+        rows.append({
+            "id": v.id, "name": v.name, "stage": v.stage, "current": project is not None
+            and project.current_version_id == v.id, "parent": names.get(v.parent_id, "") if v.parent_id else "",
+            "labels": snap.get("n_labels", snap.get("labelled_pairs")), "last_event": snap.get("last_event_id"),
+            "val_macro_f1": _first(v.metrics or {}, "macro_f1", "val_macro_f1"),
+            "id_macro_f1": gap.get("id_macro_f1"), "ood_macro_f1": gap.get("ood_macro_f1"),
+            "gap_macro_f1": gap.get("gap_macro_f1"), "id_ece": gap.get("id_ece"), "ood_ece": gap.get("ood_ece"),
+            "job": v.job_id, "created": v.created_at,
+        })
+    return rows
+
+
+def _first(d: dict[str, Any], *keys: str) -> Any:
+    for k in keys:
+        if isinstance(d.get(k), int | float):
+            return d[k]
+    return None

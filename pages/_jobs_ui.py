@@ -1,0 +1,70 @@
+"""The live job panel the engineer pages share: progress, loss curve, log tail, cancel.
+
+It is a fragment that re-runs on its own every few seconds (``st.fragment(run_every=...)``), so a
+running job updates without re-running the whole page.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from db.models import Job, JobStatus, User
+from db.services import jobs as job_service
+from pages._shared import db
+
+REFRESH_S = 2
+ACTIVE = (JobStatus.queued, JobStatus.running)
+
+
+def _curve(job: Job) -> go.Figure | None:
+    curve = (job.result or {}).get("curve") or []
+    if len(curve) < 2:
+        return None
+    fig = go.Figure(go.Scatter(x=[p[0] for p in curve], y=[p[1] for p in curve], mode="lines", name="loss"))
+    fig.update_layout(height=220, margin=dict(l=10, r=10, t=10, b=10), xaxis_title="step", yaxis_title="loss")
+    return fig
+
+
+def render_job(job: Job, user: User, key: str) -> None:
+    icon = {"succeeded": ":material/check_circle:", "failed": ":material/error:",
+            "cancelled": ":material/cancel:"}.get(job.status.value, ":material/hourglass_top:")
+    what = job.params.get("stage") or job.params.get("version_id") or ""
+    with st.container(border=True):
+        cols = st.columns([4, 1])
+        cols[0].markdown(f"{icon} **Job {job.id}** · {job.kind} {what} · {job.status.value} · "
+                         f"attempt {job.attempts}/{job.max_attempts}")
+        if job.status in ACTIVE and not job.cancel_requested:
+            if cols[1].button("Cancel", key=f"{key}_cancel_{job.id}", icon=":material/stop:"):
+                with db() as session:
+                    job_service.request_cancel(session, job.id, actor=user)
+                st.toast(f"Cancel requested for job {job.id}")
+        st.progress(min(max(job.progress, 0.0), 1.0), text=f"{job.progress:.0%}")
+        if job.error:
+            st.error(job.error)
+        fig = _curve(job)
+        if fig is not None:
+            st.plotly_chart(fig, key=f"{key}_curve_{job.id}")
+        if job.result and "version" in job.result:
+            st.caption(f"New version: **{job.result['version']}**")
+        with st.expander("Log", expanded=job.status in ACTIVE):
+            st.code("\n".join(job.log.splitlines()[-15:]) or "(empty)", language=None)
+
+
+def job_panel(user: User, project_id: int, kinds: Sequence[str], key: str, show: int = 3) -> None:
+    """Active jobs of these kinds, plus the latest finished ones; refreshes itself while shown."""
+
+    @st.fragment(run_every=REFRESH_S)
+    def panel() -> None:
+        with db() as session:
+            recent = job_service.list_jobs(session, project_id=project_id, kinds=list(kinds), limit=20)
+        active = [j for j in recent if j.status in ACTIVE]
+        done = [j for j in recent if j.status not in ACTIVE][: max(show - len(active), 1)]
+        if not recent:
+            st.caption("No jobs yet.")
+        for job in active + done:
+            render_job(job, user, key)
+
+    panel()

@@ -1,0 +1,81 @@
+"""ID/OOD gap (engineer): macro-F1 on test_id vs test_ood per version and stage, calibration, confusion.
+
+Everything here is read from stored evaluations (``model_versions.metrics["evaluation"]``); the
+"Evaluate" button on the Training page (or a finished training job) computes them in the background.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from db.models import Role
+from db.services import evaluation
+from pages._shared import db, require_role, selected_project
+
+user = require_role(Role.engineer)
+project = selected_project()
+st.title("ID / OOD gap")
+
+with db() as session:
+    history = evaluation.gap_history(session, project.id)
+if not history:
+    st.info("No evaluated version yet. Train a stage (it is evaluated when it finishes) or press "
+            "“Evaluate” on the Training page; this needs labelled pairs in the test_id and test_ood splits.")
+    st.stop()
+
+
+def metric(ev: dict, split: str, name: str) -> float | None:
+    return ((ev["splits"].get(split) or {}).get("metrics") or {}).get(name)
+
+
+rows = []
+for h in history:
+    ev = h["evaluation"]
+    id_f1, ood_f1 = metric(ev, "id", "macro_f1"), metric(ev, "ood", "macro_f1")
+    rows.append({"version": h["name"], "stage": h["stage"], "evaluated": ev.get("evaluated_at", ""),
+                 "ID macro-F1": id_f1, "OOD macro-F1": ood_f1,
+                 "gap": id_f1 - ood_f1 if id_f1 is not None and ood_f1 is not None else None,
+                 "ID ECE": metric(ev, "id", "ece"), "OOD ECE": metric(ev, "ood", "ece"),
+                 "ID over-recall": metric(ev, "id", "over_recall"), "OOD over-recall": metric(ev, "ood", "over_recall"),
+                 "ID n": metric(ev, "id", "n"), "OOD n": metric(ev, "ood", "n")})
+table = pd.DataFrame(rows)
+
+fig = go.Figure()
+for col, dash in (("ID macro-F1", "solid"), ("OOD macro-F1", "solid"), ("gap", "dot")):
+    fig.add_trace(go.Scatter(x=table["version"], y=table[col], name=col, mode="lines+markers",
+                             line=dict(dash=dash), text=table["stage"],
+                             hovertemplate="%{x} (%{text})<br>" + col + " %{y:.3f}<extra></extra>"))
+fig.update_layout(height=320, margin=dict(l=10, r=10, t=30, b=10), yaxis_title="macro-F1",
+                  title="ID vs OOD macro-F1 and the gap, in training order")
+st.plotly_chart(fig, key="gap_chart")
+st.dataframe(table, key="gap_table", hide_index=True, use_container_width=True,
+             column_config={c: st.column_config.NumberColumn(format="%.3f") for c in table.columns
+                            if c not in ("version", "stage", "evaluated", "ID n", "OOD n")})
+
+st.subheader("Calibration and errors of one version")
+picked = st.selectbox("Version", list(table["version"]), index=len(table) - 1, key="gap_version")
+ev = next(h["evaluation"] for h in history if h["name"] == picked)
+grades = ev.get("grades") or list(project.grades)
+cols = st.columns(len(ev["splits"]))
+for col, (split, data) in zip(cols, ev["splits"].items(), strict=True):
+    with col:
+        st.markdown(f"**{split.upper()}** · macro-F1 {data['metrics']['macro_f1']:.3f} · "
+                    f"ECE {data['metrics']['ece']:.3f} · over-recall {data['metrics']['over_recall']:.3f}")
+        rel = data["reliability"]
+        width = 1.0 / len(rel["lower"])
+        rfig = go.Figure([
+            go.Bar(x=[lo + width / 2 for lo in rel["lower"]], y=rel["accuracy"], width=width * 0.9, name="accuracy",
+                   customdata=rel["count"], hovertemplate="conf %{x:.2f}: acc %{y:.2f} (n=%{customdata})<extra></extra>"),
+            go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfect", line=dict(dash="dash", color="gray")),
+        ])
+        rfig.update_layout(height=260, margin=dict(l=10, r=10, t=30, b=10), title="Reliability diagram",
+                           xaxis_title="confidence", yaxis_title="accuracy", showlegend=False)
+        st.plotly_chart(rfig, key=f"rel_{split}")
+        cm = data["confusion"]
+        cfig = go.Figure(go.Heatmap(z=cm, x=[f"pred {g}" for g in grades], y=[f"true {g}" for g in grades],
+                                    text=cm, texttemplate="%{text}", colorscale="Blues", showscale=False))
+        cfig.update_layout(height=260, margin=dict(l=10, r=10, t=30, b=10), title="Confusion matrix",
+                           yaxis_autorange="reversed")
+        st.plotly_chart(cfig, key=f"cm_{split}")
