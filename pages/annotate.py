@@ -6,7 +6,6 @@ or ``next_card`` when there is none — and renders the card it returns.
 
 from __future__ import annotations
 
-import re
 import time
 
 import streamlit as st
@@ -14,13 +13,7 @@ import streamlit as st
 from db.models import Role
 from db.services import annotation
 from pages._shared import db, require_role, selected_project
-
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|>~<$])")
-
-
-def md(text: str | None) -> str:
-    """Show user data literally in markdown (no accidental bold, links or headings)."""
-    return _MD_SPECIAL.sub(r"\\\1", text or "")
+from pages._text import md
 
 
 def _act(kind: str, value: int | None = None) -> None:

@@ -114,6 +114,14 @@ def adjudicate(session: Session, actor: User, pair_id: int, grade: int, comment:
     return event
 
 
+def adjudicate_and_list(session: Session, actor: User, project_id: int, decision: tuple[int, int, str | None] | None,
+                        limit: int = 50) -> tuple[list[ReviewItem], int]:
+    """Apply a reviewer's decision (pair id, grade, comment), if any, then return the review queue."""
+    if decision is not None:
+        adjudicate(session, actor, decision[0], decision[1], decision[2])
+    return review_queue(session, actor, project_id, limit)
+
+
 def _annotator_votes(session: Session, project_id: int) -> tuple[dict[int, dict[str, int]], dict[int, int],
                                                                   dict[int, str | None], list[Any]]:
     """Effective annotator votes per pair, adjudicated grades, segments, and raw label rows."""

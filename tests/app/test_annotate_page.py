@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from sqlalchemy import select
 from streamlit.testing.v1 import AppTest
 
 from db.models import LabelEvent, Role
 from db.session import session_scope
+from tests.app.pagetest import page
 from tests.seed import pair_ids, seed_project, seed_round, seed_user
-
-PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "annotate.py")
 
 
 @pytest.fixture
@@ -21,9 +18,7 @@ def grading(sqlite_database: str):  # type: ignore[no-untyped-def]
         project = seed_project(s, n_pairs=6, guidelines="Perfect match: the product is what was searched.")
         seed_round(s, project.id, pair_ids(s, project.id)[:2])
         user = seed_user(s, "ann", Role.annotator)
-    at = AppTest.from_file(PAGE, default_timeout=30)
-    at.session_state["user_id"] = user.id
-    return at.run()
+    return page("annotate", user.id).run()
 
 
 def _events(url: str) -> list[LabelEvent]:
@@ -61,6 +56,6 @@ def test_grade_flag_skip_undo(grading: AppTest, sqlite_database: str) -> None:
 
 
 def test_needs_login(sqlite_database: str) -> None:
-    at = AppTest.from_file(PAGE, default_timeout=30).run()
+    at = page("annotate", None).run()
     assert not at.exception
     assert "Log in first" in at.error[0].value

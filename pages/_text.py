@@ -1,0 +1,12 @@
+"""Showing user data (queries, titles, comments) literally inside Streamlit markdown."""
+
+from __future__ import annotations
+
+import re
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|>~<$:])")
+
+
+def md(text: str | None) -> str:
+    """Escape markdown so that data never turns into bold, links, headings, badges or LaTeX."""
+    return _MD_SPECIAL.sub(r"\\\1", text or "")
