@@ -74,7 +74,7 @@ def main() -> int:
     sp = homedepot.load_splits("small")
     work = Path(".darl/bench/ablation")
     work.mkdir(parents=True, exist_ok=True)
-    lp_cache = Path(".darl/bench/quality/small_full/seed0/lp/features.npy")
+    lp_cache = Path(".darl/bench/quality/small_full2/seed0/lp/features.npy")
     xtr = features(sp.train, lp_cache)
     val_cache = work / "val_features.npy"
     if not val_cache.is_file():

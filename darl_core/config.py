@@ -96,6 +96,7 @@ class StageConfig:
     num_grades: int = 3
     pooling: str = "auto"
     tuning: str = "lora"
+    train_layers: int | None = None  # lora/full: tune only the top N transformer layers (None: all)
     lora: LoraSpec = field(default_factory=LoraSpec)
     loss: LossConfig = field(default_factory=LossConfig)
     epochs: float = 2.0
@@ -139,6 +140,8 @@ class StageConfig:
         _non_negative("weight_decay", self.weight_decay)
         if not 0 <= self.warmup_ratio < 1:
             raise ConfigError(f"`warmup_ratio` must be in [0, 1), got {self.warmup_ratio!r}")
+        if self.train_layers is not None and (not isinstance(self.train_layers, int) or self.train_layers <= 0):
+            raise ConfigError(f"`train_layers` must be a positive integer or None, got {self.train_layers!r}")
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads <= 0):
             raise ConfigError(f"`threads` must be a positive integer or None, got {self.threads!r}")
         object.__setattr__(self, "wi_alphas", tuple(float(a) for a in self.wi_alphas))

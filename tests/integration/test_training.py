@@ -205,3 +205,14 @@ def test_score_cli_writes_probabilities(chain, tmp_path):
     assert list(out.columns[-5:]) == ["p0", "p1", "p2", "expected", "predicted"]
     assert out["item"][0] == "drill pro — 18 V"
     np.testing.assert_allclose(out[["p0", "p1", "p2"]].sum(1), 1, atol=1e-5)
+
+
+def test_train_layers_tunes_only_the_top_layers(bert, data, tmp_path):
+    train, val = data
+    res = run_stage(cfg("ft", bert, tuning="full", train_layers=1, lr=1e-2), train, val, tmp_path / "top1")
+    tuned = torch.load(res.checkpoint / "model.pt", weights_only=True)["backbone"]
+    base = load_model(bert, 3).backbone.state_dict()
+    changed = {k for k, v in tuned.items() if not torch.equal(v, base[k])}
+    assert changed and all(".layer.1." in k for k in changed)  # 2-layer model: layer 0 and embeddings frozen
+    with pytest.raises(ConfigError, match="train_layers"):
+        cfg("ft", train_layers=0)
