@@ -13,6 +13,10 @@ st.set_page_config(page_title="DaRL Studio", page_icon=":material/travel_explore
 # (file, title, icon, minimum role). Roles are cumulative; unlisted pages cannot be reached by URL.
 PAGES: list[tuple[str, str, str, Role]] = [
     ("pages/overview.py", "Overview", ":material/dashboard:", Role.annotator),
+    ("pages/annotate.py", "Annotate", ":material/rate_review:", Role.annotator),
+    ("pages/review.py", "Review", ":material/gavel:", Role.reviewer),
+    ("pages/export.py", "Export", ":material/download:", Role.engineer),
+    ("pages/users.py", "Users", ":material/group:", Role.admin),
 ]
 
 
