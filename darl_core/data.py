@@ -66,7 +66,7 @@ def _raw_chunks(path: Path, fmt: str, chunk_rows: int) -> Iterator[pd.DataFrame]
         raise ImportFileError(f"file not found: {path}")
     try:
         if fmt == "csv":
-            yield from pd.read_csv(path, chunksize=chunk_rows, dtype=str, keep_default_na=False,
+            yield from pd.read_csv(path, chunksize=chunk_rows, dtype=object, keep_default_na=False,
                                    encoding="utf-8", encoding_errors="surrogateescape",
                                    sep="\t" if path.suffix.lower() == ".tsv" else ",")
         elif fmt == "jsonl":

@@ -109,8 +109,8 @@ def _serialisable(frame: pd.DataFrame, fmt: str) -> pd.DataFrame:
     if fmt == "csv":
         out["votes"] = [json.dumps(v, ensure_ascii=False) for v in out["votes"]]
         for col in out.columns:
-            if out[col].dtype == object:
-                out[col] = out[col].map(_escape_formula)
+            if not pd.api.types.is_numeric_dtype(out[col]) and not pd.api.types.is_datetime64_any_dtype(out[col]):
+                out[col] = out[col].map(_escape_formula).astype(object)
     elif fmt == "jsonl":
         for col in ("first_label_at", "last_label_at"):
             out[col] = out[col].map(lambda t: t.isoformat() if pd.notna(t) else None).astype(object)

@@ -60,8 +60,8 @@ def validate_file(path: Path, scale: list[str], columns: ColumnMap, fmt: str | N
     total = 0
     for chunk in read_pairs(path, scale, columns, fmt, chunk_rows, grade_base):
         labelled = chunk[chunk["grade"] >= 0]
-        pair_keys = (labelled["qkey"].str[:16] + labelled["ikey"].str[:16]).map(hash)
-        hashes.append(pair_keys.to_numpy(np.int64))
+        hashes.append(np.fromiter((hash(q[:16] + i[:16]) for q, i in zip(labelled["qkey"], labelled["ikey"], strict=True)),
+                                  dtype=np.int64, count=len(labelled)))
         grades.append(labelled["grade"].to_numpy(np.int16))
         rows.append(labelled["row"].to_numpy(np.int64))
         total += len(chunk)
@@ -117,11 +117,11 @@ def _merge_stage(session: Session, project_id: int, summary: ImportSummary) -> N
     # "WHERE true" lets SQLite parse INSERT ... SELECT ... ON CONFLICT unambiguously.
     session.execute(text(
         "INSERT INTO queries (project_id, key, text) SELECT :pid, s.qkey, MIN(s.query) FROM import_stage s "
-        "WHERE true GROUP BY s.qkey ON CONFLICT (project_id, key) DO NOTHING"), p)
+        "WHERE true GROUP BY s.qkey ORDER BY MIN(s.row_no) ON CONFLICT (project_id, key) DO NOTHING"), p)
     session.execute(text(
         f"INSERT INTO items (project_id, key, external_id, title, text, attributes) SELECT :pid, s.ikey, "
         f"MIN(s.ext_id), MIN(s.title), "
-        f"MIN(s.body), {json_cast} FROM import_stage s WHERE true GROUP BY s.ikey "
+        f"MIN(s.body), {json_cast} FROM import_stage s WHERE true GROUP BY s.ikey ORDER BY MIN(s.row_no) "
         "ON CONFLICT (project_id, key) DO NOTHING"), p)
     joined = ("FROM import_stage s JOIN queries q ON q.project_id = :pid AND q.key = s.qkey "
               "JOIN items i ON i.project_id = :pid AND i.key = s.ikey")
@@ -129,7 +129,7 @@ def _merge_stage(session: Session, project_id: int, summary: ImportSummary) -> N
     new = session.execute(text(
         f"INSERT INTO pairs (project_id, query_id, item_id, segment, split, priority, created_at) "
         f"SELECT :pid, q.id, i.id, MIN(s.segment), COALESCE(MIN(s.split), CASE WHEN MAX(s.grade) IS NULL "
-        f"THEN 'pool' ELSE 'train' END), 0, :now {joined} WHERE true GROUP BY q.id, i.id "
+        f"THEN 'pool' ELSE 'train' END), 0, :now {joined} WHERE true GROUP BY q.id, i.id ORDER BY MIN(s.row_no) "
         "ON CONFLICT (project_id, query_id, item_id) DO NOTHING"), p).rowcount
     summary.pairs_new += new
     summary.pairs_existing += int(distinct_pairs) - new
