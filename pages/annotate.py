@@ -13,7 +13,7 @@ import streamlit as st
 from db.models import Role
 from db.services import annotation
 from pages._shared import db, require_role, selected_project
-from pages._text import md
+from pages._text import md, md_lines
 
 
 def _act(kind: str, value: int | None = None) -> None:
@@ -54,13 +54,13 @@ main, side = st.columns([3, 1.2], gap="large")
 with side:
     st.markdown("**Guidelines**")
     with st.container(height=520, border=True, key="annotate_guidelines"):
-        st.markdown(md(project.guidelines) if project.guidelines else "_No guidelines for this project yet._")
+        st.markdown(md_lines(project.guidelines) if project.guidelines else "_No guidelines for this project yet._")
 with main:
     p = step.progress
-    m1, m2, m3 = st.columns(3)
+    m1, m2 = st.columns(2)
     m1.metric("Done today", p.done_today)
-    m2.metric("Left in round", "—" if p.left_in_round is None else p.left_in_round)
-    m3.metric("Round", p.round_name or "no open round")
+    m2.metric("Left in round", "—" if p.left_in_round is None else p.left_in_round,
+              help=f"Pairs of {p.round_name} that still need a vote." if p.round_name else "No round is open.")
     if card is None:
         st.success("Nothing left to grade in this project right now. Thank you!", icon=":material/task_alt:")
         st.button("Undo last", key="annotate_undo_empty", shortcut="U", on_click=_act, args=("undo",))
