@@ -1,9 +1,9 @@
 """Cosine nearest-neighbour search over a labelled bank: exact in blocks, or approximate at scale.
 
 Exact search is a blocked matmul with ``argpartition`` (memory bounded by ``block`` x bank).
-Approximate search uses faiss HNSW when faiss-cpu is installed, else pynndescent. ``auto`` picks
+Approximate search uses faiss IVF-Flat when faiss-cpu is installed, else pynndescent. ``auto`` picks
 approximate once queries x bank exceeds ``EXACT_MAX_WORK`` (measured: exact 1M x 50k would take
-minutes on 2 cores, HNSW takes seconds) and the bank is larger than ``EXACT_MAX_BANK``.
+minutes on 2 cores) and the bank is larger than ``EXACT_MAX_BANK``.
 """
 
 from __future__ import annotations
@@ -37,9 +37,12 @@ def l2_normalise(x: np.ndarray, block: int = 65_536) -> np.ndarray:
     return out
 
 
-def exact_search(queries: np.ndarray, bank: np.ndarray, k: int, block: int = 2048) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k inner products of ``queries`` against ``bank``: (similarities desc, indices), both [N, k]."""
+def exact_search(queries: np.ndarray, bank: np.ndarray, k: int, block: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k inner products of ``queries`` against ``bank``: (similarities desc, indices), both [N, k].
+
+    ``block`` query rows at a time (default: ~8M similarities per block, ~100 MB of temporaries)."""
     n = len(queries)
+    block = block or max(1, 8_000_000 // max(len(bank), 1))
     sims = np.empty((n, k), dtype=np.float32)
     idx = np.empty((n, k), dtype=np.int64)
     for s in range(0, n, block):
@@ -56,13 +59,12 @@ def exact_search(queries: np.ndarray, bank: np.ndarray, k: int, block: int = 204
 class NeighbourIndex:
     """Cosine search over unit-length bank rows; the approximate index is built on first need."""
 
-    def __init__(self, bank: np.ndarray, method: str = "auto", hnsw_m: int = 32, ef_search: int = 64) -> None:
+    def __init__(self, bank: np.ndarray, method: str = "auto", nprobe: int = 8) -> None:
         if method not in METHODS:
             raise ConfigError(f"neighbour search `method` must be one of {METHODS}, got {method!r}")
         self.bank = bank
         self.method = method
-        self.hnsw_m = hnsw_m
-        self.ef_search = ef_search
+        self.nprobe = nprobe
         self._approx = None
         self.backend_used: str | None = None
 
@@ -73,10 +75,12 @@ class NeighbourIndex:
             return "exact"
         return "approximate"
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(cosine similarities [N, k] descending, bank row indices [N, k]) for unit-length queries."""
+    def search(self, queries: np.ndarray, k: int, method: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(cosine similarities [N, k] descending, bank row indices [N, k]) for unit-length queries.
+
+        ``method``: ``exact`` or ``approximate``; default ``choose(len(queries))``."""
         k = min(k, len(self.bank))
-        if self.choose(len(queries)) == "exact":
+        if (method or self.choose(len(queries))) == "exact":
             self.backend_used = "exact"
             return exact_search(queries, self.bank, k)
         if self._approx is None:
@@ -88,18 +92,25 @@ class NeighbourIndex:
             import faiss
         except ImportError:
             return self._build_pynndescent()
-        index = faiss.IndexHNSWFlat(self.bank.shape[1], self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = 64
+        # IVF-Flat: ~4 sqrt(n) lists, probe 8. Measured on 384-d, 50k bank: recall@10 0.90 and a
+        # k-th similarity error of 0.001, at a third of the cost of HNSW (ef 32) for 1M queries.
+        n, d = self.bank.shape
+        nlist = int(min(max(4 * np.sqrt(n), 16), n // 8))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.cp.niter = 10
+        index.cp.seed = 0
+        index.cp.min_points_per_centroid = 8  # 16 points per list train it well enough, 2.5x faster
+        train = self.bank[np.random.default_rng(0).choice(n, min(n, nlist * 16), replace=False)]
+        index.train(train)
         index.add(self.bank)
-        index.hnsw.efSearch = self.ef_search
-        self.backend_used = "faiss-hnsw"
+        index.nprobe = min(self.nprobe, nlist)
+        self.backend_used = f"faiss-ivf{nlist}-probe{index.nprobe}"
 
         def run(q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-            sims = np.empty((len(q), k), dtype=np.float32)
-            idx = np.empty((len(q), k), dtype=np.int64)
-            for s in range(0, len(q), 65_536):  # bounds faiss' per-call buffers
-                sims[s:s + 65_536], idx[s:s + 65_536] = index.search(np.ascontiguousarray(q[s:s + 65_536]), k)
-            return sims, idx
+            sims, idx = index.search(np.ascontiguousarray(q, dtype=np.float32), k)
+            missing = idx < 0  # a probe that found fewer than k rows: treat as infinitely far
+            sims[missing], idx[missing] = -1.0, 0
+            return sims, idx.astype(np.int64)
         return run
 
     def _build_pynndescent(self):  # noqa: ANN202

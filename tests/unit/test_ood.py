@@ -101,7 +101,9 @@ def test_knn_leaves_itself_out_of_calibration() -> None:
 
 def test_exact_search_matches_brute_force_and_approximate_agrees() -> None:
     rng = np.random.default_rng(3)
-    bank, q = l2_normalise(rng.normal(size=(3000, 16))), l2_normalise(rng.normal(size=(200, 16)))
+    centres = rng.normal(scale=3.0, size=(20, 16))
+    bank = l2_normalise(centres[rng.integers(0, 20, 3000)] + rng.normal(size=(3000, 16)))
+    q = l2_normalise(centres[rng.integers(0, 20, 200)] + rng.normal(size=(200, 16)))
     sims, idx = exact_search(q, bank, 5, block=64)
     brute = np.argsort(-(q @ bank.T), axis=1)[:, :5]
     assert (idx == brute).mean() > 0.99
@@ -109,3 +111,16 @@ def test_exact_search_matches_brute_force_and_approximate_agrees() -> None:
     _, approx = NeighbourIndex(bank, method="approximate").search(q, 5)
     assert (approx[:, 0] == idx[:, 0]).mean() > 0.9
     assert NeighbourIndex(bank).choose(200) == "exact"
+
+
+def test_ledoit_wolf_matches_scikit_learn() -> None:
+    from sklearn.covariance import ledoit_wolf
+
+    from darl_core.ood import ledoit_wolf_cov
+
+    x = np.random.default_rng(4).normal(size=(300, 20)) @ np.random.default_rng(5).normal(size=(20, 20))
+    x -= x.mean(0)
+    ours, shrink = ledoit_wolf_cov(x)
+    theirs, their_shrink = ledoit_wolf(x, assume_centered=True)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-8)
+    assert shrink == pytest.approx(their_shrink)
