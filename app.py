@@ -38,13 +38,14 @@ def login() -> None:
 
 
 def logout() -> None:
+    """Button callback: runs before the rerun, so the next run starts logged out."""
     for key in list(st.session_state.keys()):
         del st.session_state[key]
-    st.rerun()
 
 
 user = current_user()
 if user is None:
+    # A hidden one-page navigation replaces the previous menu, so no stale page links stay visible.
     st.navigation([st.Page(login, title="Log in", icon=":material/login:")], position="hidden").run()
     st.stop()
 
@@ -52,6 +53,5 @@ role = Role(user.role)
 allowed = [st.Page(path, title=title, icon=icon) for path, title, icon, need in PAGES if role.allows(need)]
 with st.sidebar:
     st.caption(f"Signed in as **{user.name}** ({role.value})")
-    if st.button("Log out", key="logout", icon=":material/logout:"):
-        logout()
+    st.button("Log out", key="logout", icon=":material/logout:", on_click=logout)
 st.navigation(allowed).run()

@@ -28,7 +28,7 @@ ARTIFACTS = ROOT / "tests" / "artifacts"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-GUIDELINES = Path("/work/shared/data/homedepot/guidelines.txt")
+GUIDELINES = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "homedepot" / "guidelines.txt"
 USERS = {"ann": "annotator", "rita": "reviewer", "eve": "engineer", "root": "admin"}
 
 if not Path(CHROMIUM).exists():

@@ -1,0 +1,60 @@
+"""AppTest: the login gate and the Overview page on the demo project."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from db.services.demo import load_demo
+from db.session import session_scope
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def demo_db(sqlite_database: str) -> str:
+    with session_scope() as s:
+        load_demo(s)
+    return sqlite_database
+
+
+def app() -> AppTest:
+    return AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+
+
+def test_wrong_password_is_refused(demo_db: str) -> None:
+    at = app().run()
+    at.text_input(key="login_name").input("alice")
+    at.text_input(key="login_password").input("not-her-password")
+    at.button[0].click().run()
+    assert not at.exception
+    assert any("wrong password" in e.value for e in at.error)
+    assert "user_id" not in at.session_state
+
+
+def test_login_then_overview_shows_project_statistics(demo_db: str) -> None:
+    at = app().run()
+    at.text_input(key="login_name").input("alice")
+    at.text_input(key="login_password").input("alice-demo")
+    at.button[0].click().run()
+    assert not at.exception
+    assert "user_id" in at.session_state
+    assert at.title[0].value == "demo-home-improvement"
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Pairs"] == "3,000"
+    assert metrics["Annotators"] == "2"
+    assert int(metrics["Labelled"].replace(",", "")) > 2000
+    assert len(at.get("plotly_chart")) >= 2
+
+
+def test_logout_clears_the_session(demo_db: str) -> None:
+    at = app().run()
+    at.text_input(key="login_name").input("erin")
+    at.text_input(key="login_password").input("erin-demo")
+    at.button[0].click().run()
+    at.button(key="logout").click().run()
+    assert not at.exception
+    assert "user_id" not in at.session_state
+    assert not [b for b in at.sidebar.button if b.key == "logout"]
