@@ -216,8 +216,10 @@ def map_job(ctx: JobContext) -> dict[str, Any]:
     """Fit a UMAP map of a version's pair embeddings and store it (coordinates + clusters)."""
     from db.services import maps
 
-    return maps.compute_map_job(int(ctx.params["version_id"]), progress=ctx.progress,
-                                should_stop=ctx.should_stop, n_neighbors=int(ctx.params.get("n_neighbors", 15)))
+    p = ctx.params
+    return maps.compute_map_job(int(p["version_id"]), progress=ctx.progress, should_stop=ctx.should_stop,
+                                n_neighbors=int(p.get("n_neighbors", 15)), refit=bool(p.get("refit")),
+                                shards=[int(i) for i in p.get("shards") or []], seed=p.get("seed"))
 
 
 @handler("embed")

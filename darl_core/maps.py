@@ -63,14 +63,43 @@ def cluster_points(xy: np.ndarray, k: int, seed: int = 0) -> tuple[np.ndarray, n
     return km.labels_.astype(np.int32), km.cluster_centers_.astype(np.float32)
 
 
+def _import_umap():  # noqa: ANN202
+    """Import umap with numba's on-disk cache switched on for its compiled functions.
+
+    umap-learn compiles ~100 numba functions on first use in every process (~45 s on 2 cores) and
+    marks almost none ``cache=True``; every map job runs in a fresh child process, so each would pay
+    it again. Importing umap with ``cache=True`` as the default makes numba keep the machine code
+    (next to the sources, or in ``NUMBA_CACHE_DIR``): only the first process on a machine compiles.
+    """
+    import sys
+
+    if "umap" in sys.modules:
+        return sys.modules["umap"]
+    import numba
+
+    original = numba.njit
+
+    def njit(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        if len(args) == 1 and callable(args[0]) and not kwargs:  # bare @numba.njit
+            return original(cache=True)(args[0])
+        kwargs.setdefault("cache", True)
+        return original(*args, **kwargs)
+
+    numba.njit = njit
+    try:
+        import umap
+    finally:
+        numba.njit = original
+    return umap
+
+
 def fit_map(embeddings: np.ndarray, *, n_neighbors: int = 15, min_dist: float = 0.1, seed: int | None = None,
             n_clusters: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any]:
     """UMAP to 2-D, then k-means clusters. Returns (xy, cluster, centroids, reducer).
 
     ``seed=None`` lets UMAP use every core (a seed makes it single-threaded but reproducible).
     """
-    import umap
-
+    umap = _import_umap()
     x = np.asarray(embeddings, dtype=np.float32)
     if x.ndim != 2 or len(x) < 4:
         raise ConfigError(f"a map needs at least 4 embeddings of shape [N, D], got {x.shape}")

@@ -1,0 +1,82 @@
+"""Maps: a version's pairs embedded (in shards), mapped with UMAP, stored, read back with roles,
+extended with ``transform`` (no refit), clusters sent to the annotation queue.
+
+The only test of the suite that runs UMAP (its first call compiles numba code; numba caches it on
+disk, so later runs are faster).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from engineer_seed import seed_project
+from sqlalchemy import select
+from tiny_models import make_tiny
+
+from darl_core import maps as core_maps
+from db.models import Item, JobStatus, Pair, PairScore, Query
+from db.services import jobs, maps
+from db.services.rounds import resolve_version
+from db.session import session_scope
+
+
+def _add_pool_pairs(url: str, project_id: int, n: int) -> list[int]:
+    ids = []
+    with session_scope(url) as s:
+        for i in range(n):
+            key = hashlib.sha1(f"new{i}".encode()).hexdigest()
+            q, it = Query(project_id=project_id, key=key, text=f"kettle {i}"), Item(project_id=project_id, key=key,
+                                                                                     title=f"violin case {i}")
+            s.add_all([q, it])
+            s.flush()
+            pair = Pair(project_id=project_id, query_id=q.id, item_id=it.id, split="pool")
+            s.add(pair)
+            s.flush()
+            ids.append(pair.id)
+    return ids
+
+
+def test_map_is_computed_in_shards_stored_read_back_and_extended(sqlite_database: str, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DARL_MODEL", str(make_tiny("bert", tmp_path / "bert")))
+    with session_scope(sqlite_database) as s:
+        project = seed_project(s)
+        base = resolve_version(s, project.id, None)
+        job = maps.launch_map(s, project, base.id, actor=None, shard_size=50)
+        n_pairs = s.query(Pair).count()
+    assert len(job.params["shards"]) == 3  # 136 pairs in shards of 50
+    # The map job runs the shards no worker took (here: all of them) itself, then fits.
+    out = maps.compute_map_job(base.id, shards=job.params["shards"], seed=0, n_neighbors=10)
+    assert out["points"] == n_pairs and out["placed"] == 0
+    with session_scope(sqlite_database) as s:
+        assert {jobs.get_job(s, i).status for i in job.params["shards"]} == {JobStatus.succeeded}
+        coords = dict(s.execute(select(PairScore.pair_id, PairScore.map_x).where(PairScore.model_version_id == base.id)).all())
+        view = maps.map_view(s, project.id, base.id)
+    assert len(coords) == n_pairs and all(v is not None for v in coords.values())
+    assert set(view["role"]) == {"train", "ID test", "OOD test", "pool"}
+    assert np.isfinite(view[["x", "y"]].to_numpy()).all()
+    before = view.set_index("pair_id")[["x", "y"]]
+
+    new_ids = _add_pool_pairs(sqlite_database, project.id, 5)
+    out = maps.compute_map_job(base.id, seed=0)  # no refit: the new pairs are placed with transform
+    assert (out["points"], out["placed"]) == (n_pairs + 5, 5)
+    with session_scope(sqlite_database) as s:
+        view = maps.map_view(s, project.id, base.id)
+    after = view.set_index("pair_id")[["x", "y"]]
+    assert np.allclose(after.loc[before.index].to_numpy(), before.to_numpy())  # old points did not move
+    assert set(new_ids) <= set(view["pair_id"])
+
+    summary = maps.cluster_summary(view)
+    assert summary["size"].sum() == n_pairs + 5
+    cluster = int(view.loc[view["pair_id"] == new_ids[0], "cluster"].iloc[0])
+    members = view.loc[view["cluster"] == cluster, "pair_id"].tolist()
+    with session_scope(sqlite_database) as s:
+        sent = maps.queue_pairs(s, project.id, members, priority=7, actor=None)
+        labelled_in_cluster = view.loc[view["cluster"] == cluster, "labelled"].sum()
+        assert sent == len(members) - labelled_in_cluster
+        assert s.get(Pair, new_ids[0]).priority == 7
+    stored = core_maps.load_map(core_maps.map_dir("base"))
+    assert stored.meta["points"] == n_pairs and stored.meta["placed"] == 5
