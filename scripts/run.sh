@@ -16,10 +16,8 @@ cleanup() {
   echo "DaRL Studio stopped."
 }
 trap cleanup INT TERM EXIT
-if $PY -m darl_core --help | grep -q "^ *worker"; then
-  $PY -m darl_core worker &
-  pids+=($!)
-fi
+$PY -m darl_core worker &
+pids+=($!)
 .venv/bin/streamlit run app.py --server.address 127.0.0.1 --server.port "$PORT" --server.headless true \
   --browser.gatherUsageStats false &
 pids+=($!)
