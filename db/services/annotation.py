@@ -14,8 +14,10 @@ Rules (the README's "Annotation" section):
   one vote more than it needed.
 
 Concurrency: on SQLite every transaction is BEGIN IMMEDIATE, so claims serialise. On PostgreSQL the
-candidate pair row is locked with ``FOR UPDATE SKIP LOCKED`` before its leases are counted, so two
-annotators never both take the last slot; the other one moves on to the next candidate without waiting.
+candidate pair row is locked with ``FOR UPDATE SKIP LOCKED`` first, and its leases are counted by the
+next statement: under READ COMMITTED that statement's snapshot includes every claim committed before the
+lock was granted (a count read in the locking statement itself could predate one, and double-assign the
+pair). So two annotators never both take the last slot; the other one moves on without waiting.
 """
 
 from __future__ import annotations
@@ -211,12 +213,11 @@ _SQL_REASONS = text("SELECT reasons, score FROM round_items WHERE round_id = :ri
     column("reasons", JSON), column("score"))
 
 
-def _check_sql(session: Session, open_only: bool) -> Any:
-    # Lock the candidate row before counting its leases; SKIP LOCKED: someone is claiming it now.
-    sql = _CHECK + (" AND p.queue_open = TRUE" if open_only else "")
-    if not is_sqlite(session):
-        sql += " FOR UPDATE OF p SKIP LOCKED"
-    return text(sql)
+_SQL_CHECK = text(_CHECK)
+_SQL_CHECK_OPEN = text(_CHECK + " AND p.queue_open = TRUE")
+# PostgreSQL: lock the candidate row (SKIP LOCKED: someone is claiming it now), then count in a new statement.
+_SQL_LOCK = text("SELECT p.id FROM pairs p WHERE p.id = :id FOR UPDATE OF p SKIP LOCKED")
+_SQL_LOCK_OPEN = text("SELECT p.id FROM pairs p WHERE p.id = :id AND p.queue_open = TRUE FOR UPDATE OF p SKIP LOCKED")
 
 
 def _params(actor: User, overlap: int, share: float) -> dict[str, Any]:
@@ -226,9 +227,13 @@ def _params(actor: User, overlap: int, share: float) -> dict[str, Any]:
 def _try_claim(session: Session, actor: User, candidates: list[int], round_id: int | None, open_only: bool,
                params: dict[str, Any], now: datetime, minutes: int) -> tuple[int | None, int]:
     """Claim the first free candidate. Returns (lease id or None, how many were locked by others)."""
-    check = _check_sql(session, open_only)
+    check = _SQL_CHECK_OPEN if open_only else _SQL_CHECK
+    lock = None if is_sqlite(session) else (_SQL_LOCK_OPEN if open_only else _SQL_LOCK)
     locked = 0
     for pair_id in candidates:
+        if lock is not None and session.execute(lock, {"id": pair_id}).first() is None:
+            locked += 1  # being claimed by someone else right now (or closed meanwhile)
+            continue
         row = session.execute(check, {**params, "id": pair_id}).first()
         if row is None:
             locked += 1

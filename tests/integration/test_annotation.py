@@ -197,3 +197,40 @@ def test_twenty_concurrent_annotators_no_duplicates_no_loss(database: str) -> No
     assert len({p for p, _ in events}) == len(events)  # no pair graded twice
     assert Counter(u for _, u in events) == {u.id: per_user for u in people}
     assert done == len(events) and active == n_users  # each holds the next card; nothing vanished
+
+
+def test_twenty_concurrent_annotators_on_a_round_never_share_a_pair(database: str) -> None:
+    """The round path too (pairs claimed by rank, not by the open-pair hint): no pair is leased twice.
+
+    On PostgreSQL a claim whose lease count was read before a concurrent claim of the same pair
+    committed would double-assign it; the count must be read after the row lock is held.
+    """
+    n_users, per_user = 20, 30
+    names = tuple(f"r{i:02d}" for i in range(n_users))
+    pid, people, ids = _setup(database, n_pairs=n_users * per_user + 20, users=names)
+    with session_scope(database) as s:
+        seed_round(s, pid, ids[: n_users * per_user])
+    errors: list[BaseException] = []
+    start = threading.Barrier(n_users)
+
+    def work(user) -> None:  # type: ignore[no-untyped-def]
+        try:
+            start.wait()
+            step = _next(database, user, pid)
+            for i in range(per_user):
+                step = _label(database, user, step, grade=i % 3)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(u,)) for u in people]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:3]
+    with session_scope(database) as s:
+        taken = Counter(s.scalars(select(Lease.pair_id).where(Lease.status.in_((LeaseStatus.active, LeaseStatus.done)))))
+        events = list(s.scalars(select(LabelEvent.pair_id)))
+    assert [p for p, n in taken.items() if n > 1] == []
+    assert len(events) == len(set(events)) == n_users * per_user
+    assert set(ids[: n_users * per_user]) <= set(taken)  # the whole round was handed out first
