@@ -175,29 +175,35 @@ def normalise_chunk(raw: pd.DataFrame, columns: ColumnMap, scale: list[str], fir
 
     query, title, text = col(columns.query), col(columns.title), col(columns.text)
     segment, split, ids = col(columns.segment), col(columns.split), col(columns.item_id)
+    # Column-wise checks (C-speed over a whole column); the per-row search runs only on a failure.
+    for name, values, limit in ((columns.query, query, MAX_QUERY), (columns.title, title, MAX_TITLE),
+                                (columns.text, text, MAX_TEXT), (columns.segment, segment, MAX_SEGMENT),
+                                (columns.split, split, MAX_SPLIT), (columns.item_id, ids, MAX_ITEM_ID)):
+        if n and max(map(len, values)) > limit:
+            i = next(i for i, v in enumerate(values) if len(v) > limit)
+            raise ImportFileError(f"field is {len(values[i]):,} characters; the limit is {limit:,}", row=rows[i],
+                                  column=name)
+        if _has_surrogates("".join(values)):
+            i = next(i for i, v in enumerate(values) if _has_surrogates(v))
+            raise ImportFileError("text is not valid UTF-8 (undecodable bytes)", row=rows[i], column=name)
+    query = [v.strip() for v in query]
+    title = [v.strip() for v in title]
+    for name, values, what in ((columns.query, query, "query"), (columns.title, title, "item title")):
+        if not all(values):
+            raise ImportFileError(f"{what} is empty", row=rows[values.index("")], column=name)
     grade_cells = raw[columns.grade].tolist() if columns.grade in raw.columns else [None] * n
     grades = np.empty(n, dtype=np.int16)
-    for i in range(n):
-        row = rows[i]
-        for name, value, limit in ((columns.query, query[i], MAX_QUERY), (columns.title, title[i], MAX_TITLE),
-                                   (columns.text, text[i], MAX_TEXT), (columns.segment, segment[i], MAX_SEGMENT),
-                                   (columns.split, split[i], MAX_SPLIT),
-                                   (columns.item_id, ids[i], MAX_ITEM_ID)):
-            if len(value) > limit:
-                raise ImportFileError(f"field is {len(value):,} characters; the limit is {limit:,}", row=row,
-                                      column=name)
-            if _has_surrogates(value):
-                raise ImportFileError("text is not valid UTF-8 (undecodable bytes)", row=row, column=name)
-        query[i] = query[i].strip()
-        title[i] = title[i].strip()
-        if not query[i]:
-            raise ImportFileError("query is empty", row=row, column=columns.query)
-        if not title[i]:
-            raise ImportFileError("item title is empty", row=row, column=columns.title)
+    parsed: dict[object, int] = {}  # grade cells repeat: parse each distinct value once
+    for i, cell in enumerate(grade_cells):
         try:
-            grades[i] = parse_grade(grade_cells[i], scale, grade_base)
-        except ValueError as exc:
-            raise ImportFileError(str(exc), row=row, column=columns.grade) from None
+            grades[i] = parsed[cell]
+        except (KeyError, TypeError):  # new value, or unhashable
+            try:
+                grades[i] = parse_grade(cell, scale, grade_base)
+            except ValueError as exc:
+                raise ImportFileError(str(exc), row=rows[i], column=columns.grade) from None
+            if type(cell) in (str, int, float):  # not bool: True == 1 would share 1's entry
+                parsed[cell] = int(grades[i])
     out = pd.DataFrame({
         "row": rows, "query": query, "title": title, "text": text, "segment": segment, "split": split,
         "grade": grades,

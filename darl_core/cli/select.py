@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from darl_core.selection import SelectionConfig
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("select", help="pick the next batch to annotate (DASA: OOD + diversity) as a new round")
@@ -23,6 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_select(args: argparse.Namespace) -> int:
     from darl_core.cli.data import ensure_schema
+    from darl_core.selection import SelectionConfig  # sklearn: imported only when selecting
     from db.services.rounds import round_items, run_selection
     from db.session import session_scope
 

@@ -13,6 +13,7 @@ Guarantees:
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -52,15 +53,22 @@ class ImportSummary:
 
 
 def validate_file(path: Path, scale: list[str], columns: ColumnMap, fmt: str | None, grade_base: int,
-                  chunk_rows: int, progress: Progress | None = None) -> int:
-    """Pass 1: read every row; raise ImportFileError on the first bad one or on conflicting duplicates."""
+                  chunk_rows: int, progress: Progress | None = None, spool: Path | None = None) -> int:
+    """Pass 1: read every row; raise ImportFileError on the first bad one or on conflicting duplicates.
+
+    With ``spool`` (a directory), each normalised chunk is also written there as a pickle, so the
+    write pass reads them back instead of parsing and validating the file a second time.
+    """
     hashes: list[np.ndarray] = []
     grades: list[np.ndarray] = []
     rows: list[np.ndarray] = []
     total = 0
     for chunk in read_pairs(path, scale, columns, fmt, chunk_rows, grade_base):
         labelled = chunk[chunk["grade"] >= 0]
-        hashes.append(np.fromiter((hash(q[:16] + i[:16]) for q, i in zip(labelled["qkey"], labelled["ikey"], strict=True)),
+        if spool is not None:
+            chunk.to_pickle(spool / f"{len(rows):06d}.pkl")
+        hashes.append(np.fromiter((hash(q[:16] + i[:16]) for q, i in zip(labelled["qkey"].tolist(),
+                                                                           labelled["ikey"].tolist(), strict=True)),
                                   dtype=np.int64, count=len(labelled)))
         grades.append(labelled["grade"].to_numpy(np.int16))
         rows.append(labelled["row"].to_numpy(np.int64))
@@ -100,15 +108,21 @@ def _create_stage(session: Session) -> None:
 def _stage_chunk(session: Session, chunk: pd.DataFrame) -> None:
     session.execute(text("DELETE FROM import_stage"))
     has_attrs = "attributes" in chunk.columns
-    records = [
-        {"row_no": int(r.row), "qkey": r.qkey, "query": r.query, "ikey": r.ikey, "ext_id": r.item_id or None, "title": r.title,
-         "body": r.text or None, "segment": r.segment or None, "split": r.split or None,
-         "grade": int(r.grade) if r.grade >= 0 else None,
-         "attributes": json.dumps(r.attributes, default=str) if has_attrs else None}
-        for r in chunk.itertuples(index=False)
-    ]
-    placeholders = ", ".join(f":{c.strip()}" for c in _STAGE_COLUMNS.split(","))
-    session.execute(text(f"INSERT INTO import_stage ({_STAGE_COLUMNS}) VALUES ({placeholders})"), records)
+    cols = {c: chunk[c].tolist() for c in ("row", "qkey", "query", "ikey", "item_id", "title", "text", "segment",
+                                            "split", "grade")}
+    attrs = [json.dumps(a, default=str) for a in chunk["attributes"].tolist()] if has_attrs else [None] * len(chunk)
+    records = list(zip(
+        cols["row"], cols["qkey"], cols["query"], cols["ikey"], [v or None for v in cols["item_id"]], cols["title"],
+        [v or None for v in cols["text"]], [v or None for v in cols["segment"]], [v or None for v in cols["split"]],
+        [g if g >= 0 else None for g in cols["grade"]], attrs, strict=True))
+    # Straight to the driver: SQLAlchemy's per-row parameter handling would cost more than the insert.
+    dbapi = session.connection().connection.dbapi_connection
+    if is_sqlite(session):
+        dbapi.executemany(f"INSERT INTO import_stage ({_STAGE_COLUMNS}) VALUES ({', '.join('?' * 11)})", records)
+    else:  # psycopg: COPY is the bulk path on PostgreSQL
+        with dbapi.cursor() as cur, cur.copy(f"COPY import_stage ({_STAGE_COLUMNS}) FROM STDIN") as copy:
+            for record in records:
+                copy.write_row(record)
 
 
 def _merge_stage(session: Session, project_id: int, summary: ImportSummary) -> None:
@@ -161,23 +175,25 @@ def import_file(session: Session, path: str | Path, project_name: str, *, create
     project = _resolve_project(session, project_name, create, grades)
     scale = list(project.grades) if project else parse_grades(grades)
     summary = ImportSummary(project=project_name)
-    summary.rows = validate_file(path, scale, columns, fmt, grade_base, chunk_rows,
-                                 (lambda n: progress("validate", n)) if progress else None)
-    if project is None:
-        project = create_project(session, project_name, grades=scale, guidelines=guidelines or "")
-        summary.project_created = True
-    elif guidelines is not None:
-        project.guidelines = guidelines
-    _create_stage(session)
-    try:
-        for chunk in read_pairs(path, scale, columns, fmt, chunk_rows, grade_base):
-            _stage_chunk(session, chunk)
-            _merge_stage(session, project.id, summary)
-            if progress:
-                progress("write", len(chunk))
-    finally:
-        if is_sqlite(session):
-            session.execute(text("DROP TABLE IF EXISTS temp.import_stage"))
+    with tempfile.TemporaryDirectory(prefix="darl-import-") as spool:
+        summary.rows = validate_file(path, scale, columns, fmt, grade_base, chunk_rows,
+                                     (lambda n: progress("validate", n)) if progress else None, Path(spool))
+        if project is None:
+            project = create_project(session, project_name, grades=scale, guidelines=guidelines or "")
+            summary.project_created = True
+        elif guidelines is not None:
+            project.guidelines = guidelines
+        _create_stage(session)
+        try:
+            for chunk_file in sorted(Path(spool).glob("*.pkl")):
+                chunk = pd.read_pickle(chunk_file)
+                _stage_chunk(session, chunk)
+                _merge_stage(session, project.id, summary)
+                if progress:
+                    progress("write", len(chunk))
+        finally:
+            if is_sqlite(session):
+                session.execute(text("DROP TABLE IF EXISTS temp.import_stage"))
     session.flush()
     return summary
 
