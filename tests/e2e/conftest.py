@@ -110,8 +110,11 @@ def app_url(app_db_url: str, tmp_path_factory) -> Iterator[str]:  # type: ignore
 
 @pytest.fixture(scope="session")
 def browser():  # type: ignore[no-untyped-def]
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
+    # Assertions wait as long as actions do: on a loaded 2-core machine a Streamlit rerun can take more
+    # than expect's default 5 s (the login helper timed out there while the app was fine).
+    expect.set_options(timeout=20_000)
     with sync_playwright() as pw:
         b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
         yield b
