@@ -13,7 +13,7 @@ import streamlit as st
 from db.models import Role
 from db.services import annotation
 from pages._shared import db, require_role, selected_project
-from pages._text import md, md_lines
+from pages._text import guidelines_md, md
 
 
 def _act(kind: str, value: int | None = None) -> None:
@@ -50,11 +50,11 @@ if card is not None and st.session_state.get("annotate_lease") != card.lease_id:
     st.session_state["annotate_lease"] = card.lease_id
     st.session_state["annotate_started"] = time.time()
 
-main, side = st.columns([3, 1.2], gap="large")
+main, side = st.columns([2.5, 1.5], gap="large")
 with side:
     st.markdown("**Guidelines**")
     with st.container(height=520, border=True, key="annotate_guidelines"):
-        st.markdown(md_lines(project.guidelines) if project.guidelines else "_No guidelines for this project yet._")
+        st.markdown(guidelines_md(project.guidelines) if project.guidelines else "_No guidelines for this project yet._")
 with main:
     p = step.progress
     m1, m2 = st.columns(2)
@@ -74,13 +74,13 @@ with main:
         if card.reasons is not None:
             with st.expander("Why this pair was picked", expanded=False):
                 st.json({"score": card.score, **card.reasons})
-    cols = st.columns(len(grades))
-    for i, (col, name) in enumerate(zip(cols, grades, strict=True)):
-        col.button(name, key=f"annotate_grade_{i}", shortcut=str(i + 1) if i < 9 else None,
-                   on_click=_act, args=("grade", i), width="stretch")
-    b1, b2, _ = st.columns([1, 1, 2])
-    b1.button("Skip", key="annotate_skip", shortcut="S", on_click=_act, args=("skip",), icon=":material/skip_next:")
-    b2.button("Undo last", key="annotate_undo", shortcut="U", on_click=_act, args=("undo",), icon=":material/undo:")
+    with st.container(horizontal=True, key="annotate_grades"):  # wraps rather than truncating grade names
+        for i, name in enumerate(grades):
+            st.button(name, key=f"annotate_grade_{i}", shortcut=str(i + 1) if i < 9 else None,
+                      on_click=_act, args=("grade", i), width="stretch")
+    with st.container(horizontal=True, key="annotate_actions"):  # content-wide: labels never truncate
+        st.button("Skip", key="annotate_skip", shortcut="S", on_click=_act, args=("skip",), icon=":material/skip_next:")
+        st.button("Undo last", key="annotate_undo", shortcut="U", on_click=_act, args=("undo",), icon=":material/undo:")
     st.toggle("Flag this card for review", key="annotate_flag")
     if st.session_state.get("annotate_flag"):
         st.text_input("What is wrong with it?", key="annotate_comment", placeholder="e.g. image shows another brand")

@@ -48,6 +48,8 @@ if view == "Disagreements":
                                         "comment": v.comment or "", "seconds": v.seconds_on_card} for v in it.votes]),
                          hide_index=True, key=f"review_votes_{it.pair_id}")
             st.text_input("Comment (optional)", key=f"review_comment_{it.pair_id}")
+            st.caption(f"Standing now: **{md(grades[it.majority])}** (majority of votes, a tie goes to the lower "
+                       "grade), highlighted. Click the grade you decide on.")
             cols = st.columns(len(grades))
             for g, (col, name) in enumerate(zip(cols, grades, strict=True)):
                 col.button(name, key=f"review_grade_{it.pair_id}_{g}", on_click=_decide, args=(it.pair_id, g),
