@@ -51,8 +51,10 @@ def map_dir(key: str, root: Path | None = None) -> Path:
 
 
 def n_clusters_for(n: int) -> int:
-    """About one cluster per 150 points, between 2 and 40."""
-    return int(min(40, max(2, round(n / 150))))
+    """sqrt(n / 2) clusters, between 2 and 40: 136 pairs -> 8, 1,000 -> 22, 3,200 and more -> 40.
+
+    (One per 150 points gave 2 clusters to a 136-pair map that shows five blobs.)"""
+    return int(min(40, max(2, round((n / 2) ** 0.5))))
 
 
 def cluster_points(xy: np.ndarray, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -31,7 +31,7 @@ def _curve(job: Job) -> go.Figure | None:
 def render_job(job: Job, user: User, key: str) -> None:
     icon = {"succeeded": ":material/check_circle:", "failed": ":material/error:",
             "cancelled": ":material/cancel:"}.get(job.status.value, ":material/hourglass_top:")
-    what = job.params.get("stage") or job.params.get("version_id") or ""
+    what = job.params.get("stage") or (f"of version {job.params['version_id']}" if "version_id" in job.params else "")
     with st.container(border=True):
         cols = st.columns([4, 1])
         cols[0].markdown(f"{icon} **Job {job.id}** · {job.kind} {what} · {job.status.value} · "
@@ -66,5 +66,12 @@ def job_panel(user: User, project_id: int, kinds: Sequence[str], key: str, show:
             st.caption("No jobs yet.")
         for job in active + done:
             render_job(job, user, key)
+        # A job seen running that has now finished changed what the rest of the page shows (a new
+        # version, a new map): re-run the whole page once, not just this fragment.
+        seen_key = f"{key}_active_ids"
+        was_active = set(st.session_state.get(seen_key, ()))
+        st.session_state[seen_key] = [j.id for j in active]
+        if was_active - {j.id for j in active}:
+            st.rerun(scope="app")
 
     panel()

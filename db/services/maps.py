@@ -17,23 +17,27 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import exists, or_, select, update
+from sqlalchemy.orm import Session, aliased
 
 from darl_core.errors import ConfigError
 from db.models import (
     Job,
     JobStatus,
     LabelEvent,
+    LabelKind,
     ModelVersion,
     Pair,
     PairScore,
     Project,
+    Role,
     RoundItem,
     SelectionRound,
     User,
 )
 from db.services import jobs, versions
+from db.services.rounds import BASE_KEY, resolve_version
+from db.services.users import require_role
 from db.session import is_sqlite, session_scope
 
 SHARD_SIZE = 20_000
@@ -44,8 +48,14 @@ Progress = Callable[..., None]
 
 
 def cache_key(version: ModelVersion) -> str:
-    """The embedding cache / map key of a version (the same keys as the DASA rounds service)."""
+    """The embedding cache key of a version (the same keys as the DASA rounds service)."""
     return "base" if version.artifact_path is None else f"v{version.id}"
+
+
+def map_key(version: ModelVersion) -> str:
+    """The map key: one map per version row. Not the cache key: every project's "base" version shares
+    the backbone's embeddings (keyed by pair id), but each has its own pairs and so its own map."""
+    return f"v{version.id}"
 
 
 @dataclass
@@ -149,7 +159,7 @@ def compute_map_job(version_id: int, progress: Progress | None = None, should_st
     with session_scope() as session:
         mv = versions.get_version(session, version_id)
         texts = _pair_texts(session, mv.project_id)
-    directory = maps.map_dir(cache_key(mv))
+    directory = maps.map_dir(map_key(mv))
     if not texts.ids:
         raise ConfigError("This project has no pairs to map.")
     extend = maps.has_map(directory) and not refit
@@ -200,46 +210,83 @@ def _write_coordinates(session: Session, version_id: int, m: Any, only: set[int]
 # --- the page side -----------------------------------------------------------------------------------
 
 
-def launch_map(session: Session, project: Project, version_id: int, *, actor: User | None, refit: bool = False,
-               shard_size: int = SHARD_SIZE) -> Job:
-    """Queue the map job of a version (and, for a large project, embedding shards first)."""
+def map_choices(session: Session, project_id: int) -> list[dict[str, Any]]:
+    """The versions a map can be drawn for, oldest first, each with ``has_map`` and ``current``.
+
+    The pretrained backbone is always offered first; its version row (``id`` None here) is created
+    when its first map is launched, as a DASA round would.
+    """
+    from darl_core import maps
+
+    project = session.get(Project, project_id)
+    rows = [{"id": v.id, "name": v.name, "stage": v.stage, "has_map": maps.has_map(maps.map_dir(map_key(v))),
+             "current": project is not None and project.current_version_id == v.id}
+            for v in versions.list_versions(session, project_id)]
+    if not any(r["stage"] == "base" for r in rows):
+        rows.insert(0, {"id": None, "name": BASE_KEY, "stage": "base", "has_map": False, "current": False})
+    return rows
+
+
+def launch_map(session: Session, project: Project, version_id: int | None, *, actor: User | None,
+               refit: bool = False, shard_size: int = SHARD_SIZE) -> Job:
+    """Queue the map job of a version (None: the pretrained backbone) and, for a large project,
+    embedding shards first that any worker can take."""
     from darl_core.embeddings import EmbeddingCache
 
-    mv = versions.get_version(session, version_id)
+    if actor is not None:
+        require_role(actor, Role.engineer)
+    mv = resolve_version(session, project.id, None) if version_id is None else versions.get_version(session, version_id)
     if mv.project_id != project.id:
         raise ConfigError("That version belongs to another project.")
     ids = list(session.scalars(select(Pair.id).where(Pair.project_id == project.id).order_by(Pair.id)))
+    if not ids:
+        raise ConfigError("This project has no pairs to map: import some first.")
     cached = set(EmbeddingCache(cache_key(mv)).load()[0]) if len(ids) > shard_size else set()
     missing = [i for i in ids if str(i) not in cached]
     shard_ids = []
     if len(missing) > shard_size:
         for s in range(0, len(missing), shard_size):
-            shard_ids.append(jobs.enqueue(session, "embed", {"version_id": version_id,
+            shard_ids.append(jobs.enqueue(session, "embed", {"version_id": mv.id,
                                                              "pair_ids": missing[s:s + shard_size]},
                                           project_id=project.id, actor=actor).id)
-    return jobs.enqueue(session, "map", {"version_id": version_id, "refit": refit, "shards": shard_ids},
+    return jobs.enqueue(session, "map", {"version_id": mv.id, "refit": refit, "shards": shard_ids},
                         project_id=project.id, actor=actor)
 
 
+def _labelled_pairs(session: Session, project_id: int) -> set[int]:
+    """Pairs with a grade that stands: a vote, an imported grade or an adjudication not withdrawn by undo."""
+    undo = aliased(LabelEvent)
+    withdrawn = exists().where(undo.supersedes_id == LabelEvent.id, undo.kind == LabelKind.undo)
+    return set(session.scalars(select(LabelEvent.pair_id).join(Pair, Pair.id == LabelEvent.pair_id)
+                               .where(Pair.project_id == project_id, LabelEvent.kind != LabelKind.undo, ~withdrawn)
+                               .distinct()))
+
+
 def map_view(session: Session, project_id: int, version_id: int) -> pd.DataFrame | None:
-    """The stored map with each pair's role, OOD score and predicted grade; None when not computed."""
+    """The stored map with each pair's role, OOD score and predicted grade; None when not computed.
+
+    Roles: the split's (train, ID test, OOD test, pool); a pool pair in an open selection round is
+    "selected", one with a standing grade "labelled".
+    """
     from darl_core import maps
 
     mv = versions.get_version(session, version_id)
-    directory = maps.map_dir(cache_key(mv))
+    if mv.project_id != project_id:
+        raise ConfigError("That version belongs to another project.")
+    directory = maps.map_dir(map_key(mv))
     if not maps.has_map(directory):
         return None
     m = maps.load_map(directory)
     df = pd.DataFrame({"pair_id": m.pair_ids, "x": m.xy[:, 0], "y": m.xy[:, 1], "cluster": m.cluster,
                        "split": m.split, "query": m.query, "item": m.item})
-    labelled = set(session.scalars(select(LabelEvent.pair_id).join(Pair, Pair.id == LabelEvent.pair_id)
-                                   .where(Pair.project_id == project_id).distinct()))
+    labelled = _labelled_pairs(session, project_id)
     selected = set(session.scalars(select(RoundItem.pair_id).join(SelectionRound)
                                    .where(SelectionRound.project_id == project_id, SelectionRound.status == "open")))
     scores = pd.DataFrame(session.execute(select(PairScore.pair_id, PairScore.ood_score, PairScore.predicted_grade)
                                           .where(PairScore.model_version_id == version_id)).all(),
                           columns=["pair_id", "ood_score", "predicted_grade"])
     df = df.merge(scores, on="pair_id", how="left")
+    df["ood_score"] = df["ood_score"].astype(float)
     df["labelled"] = df["pair_id"].isin(labelled)
     df["selected"] = df["pair_id"].isin(selected)
     role = df["split"].map(ROLE_OF_SPLIT).fillna("pool")
@@ -251,24 +298,33 @@ def map_view(session: Session, project_id: int, version_id: int) -> pd.DataFrame
 
 
 def cluster_summary(view: pd.DataFrame) -> pd.DataFrame:
-    """Per cluster: size, mean OOD score, labelled share, pool share."""
+    """Per cluster: size, mean OOD score, labelled share, pool share; the least covered first."""
     g = view.groupby("cluster")
     out = pd.DataFrame({"size": g.size(), "mean_ood": g["ood_score"].mean(), "labelled_share": g["labelled"].mean(),
-                        "pool_share": g["role"].apply(lambda r: float((r == "pool").mean()))})
-    return out.sort_values("mean_ood", ascending=False, na_position="last").reset_index()
+                        "pool_share": (view["role"] == "pool").groupby(view["cluster"]).mean()})
+    return out.sort_values(["mean_ood", "labelled_share"], ascending=[False, True], na_position="last").reset_index()
 
 
 def queue_pairs(session: Session, project_id: int, pair_ids: Sequence[int], priority: int,
                 actor: User | None) -> int:
-    """Raise the annotation priority of the unlabelled pairs among ``pair_ids``; returns how many."""
-    from db.models import Role
-    from db.services.users import require_role
+    """Give the pairs among ``pair_ids`` that the annotation queue can offer ``priority``; returns how many.
 
+    The queue serves open pairs by priority (highest first) after the open round's pairs. Pairs in a
+    test split or with an imported or adjudicated grade are never offered outside a round, so they
+    are left alone (the returned count says how many were sent).
+    """
     if actor is not None:
         require_role(actor, Role.engineer)
-    labelled = set(session.scalars(select(LabelEvent.pair_id).where(LabelEvent.pair_id.in_(list(pair_ids)))))
-    todo = [int(i) for i in pair_ids if int(i) not in labelled]
-    for s in range(0, len(todo), 5000):
-        session.execute(update(Pair).where(Pair.project_id == project_id, Pair.id.in_(todo[s:s + 5000]))
-                        .values(priority=priority).execution_options(synchronize_session=False))
-    return len(todo)
+    if not -1_000_000 <= int(priority) <= 1_000_000:
+        raise ConfigError(f"`priority` must be between -1,000,000 and 1,000,000, got {priority}.")
+    wanted = sorted({int(i) for i in pair_ids})
+    graded = exists().where(LabelEvent.pair_id == Pair.id,
+                            LabelEvent.kind.in_((LabelKind.imported, LabelKind.adjudication)))
+    sent = 0
+    for s in range(0, len(wanted), 5000):
+        result = session.execute(
+            update(Pair).where(Pair.project_id == project_id, Pair.id.in_(wanted[s:s + 5000]),
+                               or_(Pair.split.is_(None), ~Pair.split.like("test%")), ~graded)
+            .values(priority=int(priority)).execution_options(synchronize_session=False))
+        sent += int(result.rowcount or 0)
+    return sent

@@ -78,5 +78,5 @@ def test_map_is_computed_in_shards_stored_read_back_and_extended(sqlite_database
         labelled_in_cluster = view.loc[view["cluster"] == cluster, "labelled"].sum()
         assert sent == len(members) - labelled_in_cluster
         assert s.get(Pair, new_ids[0]).priority == 7
-    stored = core_maps.load_map(core_maps.map_dir("base"))
+    stored = core_maps.load_map(core_maps.map_dir(f"v{base.id}"))
     assert stored.meta["points"] == n_pairs and stored.meta["placed"] == 5

@@ -1,0 +1,145 @@
+"""Maps (engineer): a version's pairs on a 2-D UMAP map, coloured by role, OOD score or predicted grade;
+clusters with their size, mean OOD score and labelled share; a cluster's pairs sent to the annotation
+queue with a priority.
+
+The worker computes maps ("Compute map" queues a map job) and stores them; this page only reads the
+stored map back, so drawing one needs no model and no UMAP.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from db.models import Role
+from db.services import maps
+from pages._jobs_ui import job_panel
+from pages._shared import db, require_role, selected_project
+
+# In drawing order: the unlabelled pool at the bottom, what stands out on top.
+ROLE_COLOURS = {"pool": "#c7ccd4", "train": "#9aa5b1", "ID test": "#1f77b4", "OOD test": "#d62728",
+                "labelled": "#2ca02c", "selected": "#ff7f0e"}
+GRADE_COLOURS = ["#d62728", "#ff7f0e", "#bcbd22", "#2ca02c", "#17becf", "#1f77b4", "#9467bd"]
+COLOUR_BY = ("role", "OOD score", "predicted grade")
+HOVER = ("<b>%{customdata[0]}</b><br>%{customdata[1]}<br>%{customdata[2]} · cluster %{customdata[3]}"
+         " · OOD %{customdata[4]}<extra></extra>")
+
+user = require_role(Role.engineer)
+project = selected_project()
+st.title("Maps")
+
+with db() as session:
+    choices = maps.map_choices(session, project.id)
+labels = {f"{c['name']} ({c['stage']})" + (" · current" if c["current"] else "")
+          + ("" if c["has_map"] else " · no map yet"): c for c in choices}
+default = next((i for i, c in enumerate(choices) if c["current"] and c["has_map"]),
+               next((i for i, c in enumerate(choices) if c["has_map"]), 0))
+
+left, right = st.columns([3, 2])
+with left:
+    picked = labels[st.selectbox("Model version", list(labels), index=default, key="map_version")]
+    refit = st.checkbox("Refit from scratch", key="map_refit", disabled=not picked["has_map"],
+                        help="By default a stored map keeps its coordinates and only new pairs are placed on it "
+                             "(UMAP transform). A refit recomputes every position.")
+    if st.button("Compute map", key="map_compute", type="primary", icon=":material/scatter_plot:"):
+        with db() as session:
+            job = maps.launch_map(session, project, picked["id"], actor=user, refit=refit)
+        st.success(f"Map job {job.id} queued. The worker embeds the pairs and fits the map; progress shows "
+                   "on the right, and the map appears here when it is done.")
+with right:
+    job_panel(user, project.id, ["map", "embed"], key="map_jobs", show=2)
+
+if not picked["has_map"] or picked["id"] is None:
+    st.info(f"No map of {picked['name']} yet: press “Compute map” (the worker must be running: `make run`).")
+    st.stop()
+with db() as session:
+    view = maps.map_view(session, project.id, picked["id"])
+if view is None:
+    st.info("The stored map has gone (the map folder was removed); compute it again.")
+    st.stop()
+
+
+def hover_data(df: pd.DataFrame) -> np.ndarray:
+    ood = df["ood_score"].map(lambda v: "-" if pd.isna(v) else f"{v:.2f}")
+    return np.stack([df["query"].str.slice(0, 80), df["item"].str.slice(0, 100), df["role"],
+                     df["cluster"].astype(str), ood], axis=1)
+
+
+def scatter(df: pd.DataFrame, name: str, size: float, **marker: object) -> go.Scattergl:
+    return go.Scattergl(x=df["x"], y=df["y"], mode="markers", name=f"{name} ({len(df):,})",
+                        customdata=hover_data(df), hovertemplate=HOVER, marker=dict(size=size, **marker))
+
+
+def figure(view: pd.DataFrame, colour: str, grades: list[str]) -> go.Figure:
+    size = 7.0 if len(view) < 2_000 else 4.0 if len(view) < 20_000 else 2.5
+    fig = go.Figure()
+    if colour == "role":
+        for role, hex_colour in ROLE_COLOURS.items():
+            part = view[view["role"] == role]
+            if len(part):
+                fig.add_trace(scatter(part, role, size, color=hex_colour))
+    elif colour == "OOD score":
+        scored = view["ood_score"].notna()
+        if (~scored).any():
+            fig.add_trace(scatter(view[~scored], "no OOD score", size, color="#e3e6ea"))
+        if scored.any():
+            fig.add_trace(scatter(view[scored], "OOD score", size, color=view.loc[scored, "ood_score"],
+                                  colorscale="Viridis", showscale=True, colorbar=dict(title="OOD", thickness=12)))
+    else:
+        pred = view["predicted_grade"]
+        if pred.isna().any():
+            fig.add_trace(scatter(view[pred.isna()], "no prediction", size, color="#e3e6ea"))
+        for g, name in enumerate(grades):
+            part = view[pred == g]
+            if len(part):
+                fig.add_trace(scatter(part, name, size, color=GRADE_COLOURS[g % len(GRADE_COLOURS)]))
+    # Cluster names on a light label, so they stay readable over dense points.
+    for c, (x, y) in view.groupby("cluster")[["x", "y"]].median().iterrows():
+        fig.add_annotation(x=x, y=y, text=f"C{c}", showarrow=False, font=dict(size=10, color="#222"),
+                           bgcolor="rgba(255,255,255,0.75)", borderpad=1)
+    fig.update_layout(height=640, margin=dict(l=10, r=10, t=10, b=10), legend=dict(orientation="h", y=1.02, x=0),
+                      xaxis=dict(visible=False), yaxis=dict(visible=False), plot_bgcolor="white")
+    return fig
+
+
+meta = view.attrs.get("meta") or {}
+st.caption(f"{len(view):,} pairs · fitted on {meta.get('points', len(view)):,} in {meta.get('fit_s', '?')} s"
+           + (f" · {meta['placed']:,} placed since without refitting" if meta.get("placed") else ""))
+colour = st.segmented_control("Colour by", COLOUR_BY, default="role", key="map_colour") or "role"
+if colour == "OOD score" and view["ood_score"].isna().all():
+    st.caption("No OOD scores for this version yet: a DASA selection round with it scores the pool.")
+if colour == "predicted grade" and view["predicted_grade"].isna().all():
+    st.caption("No predictions for this version yet: a DASA selection round with it stores them.")
+st.plotly_chart(figure(view, colour, list(project.grades)), key="map_chart", width="stretch")
+
+st.subheader("Clusters")
+summary = maps.cluster_summary(view)
+st.dataframe(summary, key="map_clusters", hide_index=True, width="stretch",
+             column_config={"cluster": st.column_config.NumberColumn("cluster", format="C%d"),
+                            "mean_ood": st.column_config.NumberColumn("mean OOD score", format="%.3f"),
+                            "labelled_share": st.column_config.ProgressColumn("labelled", min_value=0, max_value=1),
+                            "pool_share": st.column_config.ProgressColumn("unlabelled pool", min_value=0, max_value=1)})
+options = {int(r.cluster): f"C{int(r.cluster)} · {int(r.size):,} pairs · mean OOD "
+           + ("-" if pd.isna(r.mean_ood) else f"{r.mean_ood:.2f}") + f" · {r.labelled_share:.0%} labelled"
+           for r in summary.itertuples()}
+cluster = st.selectbox("Cluster", list(options), format_func=options.__getitem__, key="map_cluster")
+members = view[view["cluster"] == cluster].sort_values("ood_score", ascending=False, na_position="last")
+grade_names = dict(enumerate(project.grades))
+st.dataframe(members.assign(predicted=members["predicted_grade"].map(grade_names))
+             [["pair_id", "query", "item", "role", "ood_score", "predicted"]],
+             key="map_members", hide_index=True, width="stretch", height=280,
+             column_config={"query": st.column_config.TextColumn(width="medium"),
+                            "item": st.column_config.TextColumn(width="large"),
+                            "ood_score": st.column_config.NumberColumn("OOD score", format="%.3f")})
+
+c1, c2 = st.columns([1, 3], vertical_alignment="bottom")
+priority = c1.number_input("Priority", min_value=1, max_value=1000, value=10, step=1, key="map_priority",
+                           help="The annotation queue serves open pairs by priority, highest first "
+                                "(after the open selection round's pairs).")
+if c2.button(f"Send cluster C{cluster} to the annotation queue", key="map_send", icon=":material/playlist_add:"):
+    with db() as session:
+        sent = maps.queue_pairs(session, project.id, members["pair_id"].tolist(), int(priority), actor=user)
+    st.success(f"{sent:,} of {len(members):,} pairs of C{cluster} queued with priority {int(priority)}; "
+               "the others are in a test split or already have an imported or adjudicated grade.")
