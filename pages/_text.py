@@ -13,11 +13,6 @@ def md(text: str | None) -> str:
     return _MD_SPECIAL.sub(r"\\\1", text or "")
 
 
-def md_lines(text: str | None) -> str:
-    """Like ``md`` but keeps the line breaks of plain text (guidelines written as a text file)."""
-    return "  \n".join(md(line) for line in (text or "").splitlines())
-
-
 def guidelines_md(text: str | None) -> str:
     """Project guidelines as Markdown: they are written by the project's engineers (headings, bold and
     tables should render), but plain-text guidelines of short lines keep their line breaks, and a price

@@ -5,6 +5,8 @@ Reusable pieces (import ``login`` / ``ARTIFACTS`` from here; fixtures are picked
 - ``seed``: module-scoped fixture returning ``callable(database_url)``; override it in a test module to
   seed other data (the default gives a small project and one user per role, password ``PASSWORD``);
 - ``app_db_url`` / ``app_url``: the database and the base URL of the running app (one server per module);
+- ``app_home``: the app's ``DARL_HOME`` (a worker started by a test must share it: queue, checkpoints, maps);
+- ``app_env``: module-scoped hook, extra environment for the app (e.g. ``DARL_MODEL``); default none;
 - ``browser`` (session) and ``page`` (a fresh context per test);
 - ``login(page, app_url, name, password)``: log in through the form and wait for the navigation.
 """
@@ -76,10 +78,20 @@ def sqlite_template_module(request: pytest.FixtureRequest) -> Path:
 
 
 @pytest.fixture(scope="module")
-def app_url(app_db_url: str, tmp_path_factory) -> Iterator[str]:  # type: ignore[no-untyped-def]
+def app_home(tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
+    return tmp_path_factory.mktemp("e2e_home")
+
+
+@pytest.fixture(scope="module")
+def app_env() -> dict[str, str]:
+    return {}
+
+
+@pytest.fixture(scope="module")
+def app_url(app_db_url: str, app_home: Path, app_env: dict[str, str]) -> Iterator[str]:
     port = free_port()
-    home = tmp_path_factory.mktemp("e2e_home")
-    env = {**os.environ, "DATABASE_URL": app_db_url, "DARL_HOME": str(home), "PYTHONPATH": str(ROOT)}
+    home = app_home
+    env = {**os.environ, **app_env, "DATABASE_URL": app_db_url, "DARL_HOME": str(home), "PYTHONPATH": str(ROOT)}
     log = open(home / "streamlit.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.address", "127.0.0.1",
