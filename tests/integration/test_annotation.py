@@ -168,15 +168,14 @@ def test_roles_and_ownership_are_checked_in_the_service(database: str) -> None:
         annotation.next_card(s, None, pid)  # type: ignore[arg-type]
 
 
-def test_twenty_concurrent_annotators_no_duplicates_no_loss(database: str) -> None:
-    """20 annotators x 200 labels, k = 1: exactly 4,000 events, each on its own pair, none lost."""
-    n_users, per_user = 20, 200
-    names = tuple(f"a{i:02d}" for i in range(n_users))
-    pid, people, ids = _setup(database, n_pairs=n_users * per_user + 50, users=names)
+def _grade_concurrently(database: str, pid: int, people: list, per_user: int) -> None:  # type: ignore[type-arg]
+    """Each user in its own thread, all starting together: claim a card, then grade ``per_user`` cards."""
     errors: list[BaseException] = []
+    start = threading.Barrier(len(people))
 
     def work(user) -> None:  # type: ignore[no-untyped-def]
         try:
+            start.wait()
             step = _next(database, user, pid)
             for i in range(per_user):
                 step = _label(database, user, step, grade=i % 3)
@@ -189,6 +188,14 @@ def test_twenty_concurrent_annotators_no_duplicates_no_loss(database: str) -> No
     for t in threads:
         t.join()
     assert not errors, errors[:3]
+
+
+def test_twenty_concurrent_annotators_no_duplicates_no_loss(database: str) -> None:
+    """20 annotators x 200 labels, k = 1: exactly 4,000 events, each on its own pair, none lost."""
+    n_users, per_user = 20, 200
+    names = tuple(f"a{i:02d}" for i in range(n_users))
+    pid, people, ids = _setup(database, n_pairs=n_users * per_user + 50, users=names)
+    _grade_concurrently(database, pid, people, per_user)
     with session_scope(database) as s:
         events = list(s.execute(select(LabelEvent.pair_id, LabelEvent.user_id)))
         done = s.scalar(select(func.count()).select_from(Lease).where(Lease.status == LeaseStatus.done))
@@ -210,24 +217,7 @@ def test_twenty_concurrent_annotators_on_a_round_never_share_a_pair(database: st
     pid, people, ids = _setup(database, n_pairs=n_users * per_user + 20, users=names)
     with session_scope(database) as s:
         seed_round(s, pid, ids[: n_users * per_user])
-    errors: list[BaseException] = []
-    start = threading.Barrier(n_users)
-
-    def work(user) -> None:  # type: ignore[no-untyped-def]
-        try:
-            start.wait()
-            step = _next(database, user, pid)
-            for i in range(per_user):
-                step = _label(database, user, step, grade=i % 3)
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=work, args=(u,)) for u in people]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors[:3]
+    _grade_concurrently(database, pid, people, per_user)
     with session_scope(database) as s:
         taken = Counter(s.scalars(select(Lease.pair_id).where(Lease.status.in_((LeaseStatus.active, LeaseStatus.done)))))
         events = list(s.scalars(select(LabelEvent.pair_id)))
