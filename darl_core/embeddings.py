@@ -112,6 +112,21 @@ def model_compute(model, *, batch_size: int = 64, progress: Progress | None = No
     return run
 
 
+def lazy_compute(artifact_path: str | None) -> Compute:
+    """``model_compute`` of a checkpoint (None: the pretrained backbone), loaded on the first call only,
+    so a run whose pairs are all in the cache never loads a model."""
+    from darl_core.model import load_checkpoint, load_model
+
+    model = None
+
+    def run(queries: Sequence[str], items: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        nonlocal model
+        if model is None:
+            model = load_model() if artifact_path is None else load_checkpoint(artifact_path)
+        return model_compute(model)(queries, items)
+    return run
+
+
 @torch.inference_mode()
 def pooled_layers(model, queries: Sequence[str], items: Sequence[str], *, layers: Sequence[int] | None = None,  # noqa: ANN001
                   batch_size: int = 64, max_length: int = 128,

@@ -83,16 +83,7 @@ def _pair_texts(session: Session, project_id: int, only: Sequence[int] | None = 
 
 def _embed(version: ModelVersion, texts: PairTexts, progress: Progress, should_stop: Callable[[], bool] | None,
            span: tuple[float, float]) -> np.ndarray:
-    from darl_core.embeddings import EmbeddingCache, embed_cached, model_compute
-    from darl_core.model import load_checkpoint, load_model
-
-    model = None
-
-    def compute(queries: Sequence[str], items: Sequence[str]):  # noqa: ANN202 - loads the model on first need
-        nonlocal model
-        if model is None:
-            model = load_model() if version.artifact_path is None else load_checkpoint(version.artifact_path)
-        return model_compute(model)(queries, items)
+    from darl_core.embeddings import EmbeddingCache, embed_cached, lazy_compute
 
     def tick(done: int, total: int) -> None:
         progress(span[0] + (span[1] - span[0]) * done / max(total, 1), None)
@@ -101,8 +92,8 @@ def _embed(version: ModelVersion, texts: PairTexts, progress: Progress, should_s
 
             raise JobStopped(f"stopped after embedding {done:,} of {total:,} pairs (saved parts are kept)")
 
-    emb, _ = embed_cached(EmbeddingCache(cache_key(version)), texts.ids, texts.queries, texts.items, compute,
-                          chunk=2048, progress=tick)
+    emb, _ = embed_cached(EmbeddingCache(cache_key(version)), texts.ids, texts.queries, texts.items,
+                          lazy_compute(version.artifact_path), chunk=2048, progress=tick)
     return emb
 
 

@@ -111,22 +111,15 @@ def _pairs(session: Session, project_id: int, ids: Sequence[int] | None, exclude
 
 
 def _embed(version: ModelVersion, texts: PairTexts, progress: Progress | None, span: tuple[float, float]):  # noqa: ANN202
-    from darl_core.embeddings import EmbeddingCache, embed_cached, model_compute
-    from darl_core.model import load_checkpoint, load_model
+    from darl_core.embeddings import EmbeddingCache, embed_cached, lazy_compute
 
     cache = EmbeddingCache(BASE_KEY if version.artifact_path is None else f"v{version.id}")
-    model = None
-
-    def compute(queries: Sequence[str], items: Sequence[str]):  # noqa: ANN202 - loads the model on first need
-        nonlocal model
-        if model is None:
-            model = load_model() if version.artifact_path is None else load_checkpoint(version.artifact_path)
-        return model_compute(model)(queries, items)
 
     def tick(done: int, total: int) -> None:
         if progress:
             progress(span[0] + (span[1] - span[0]) * done / max(total, 1), f"embedded {done:,}/{total:,} pairs")
-    return embed_cached(cache, texts.ids, texts.queries, texts.items, compute, progress=tick)
+    return embed_cached(cache, texts.ids, texts.queries, texts.items, lazy_compute(version.artifact_path),
+                        progress=tick)
 
 
 def upsert_scores(session: Session, version_id: int, rows: list[dict[str, Any]]) -> None:

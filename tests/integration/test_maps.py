@@ -80,3 +80,37 @@ def test_map_is_computed_in_shards_stored_read_back_and_extended(sqlite_database
         assert s.get(Pair, new_ids[0]).priority == 7
     stored = core_maps.load_map(core_maps.map_dir(f"v{base.id}"))
     assert stored.meta["points"] == n_pairs and stored.meta["placed"] == 5
+
+
+def test_map_service_sql_on_both_backends(database: str) -> None:
+    """Coordinates upserted, roles read back, a cluster queued: the SQL parts, on SQLite and PostgreSQL
+    (a stored map written directly, so no UMAP here)."""
+    with session_scope(database) as s:
+        project = seed_project(s)
+        base = resolve_version(s, project.id, None)
+        pairs = list(s.scalars(select(Pair).where(Pair.project_id == project.id).order_by(Pair.id)))
+        s.add(PairScore(pair_id=pairs[0].id, model_version_id=base.id, ood_score=0.9))  # a DASA score is kept
+        s.flush()
+        n = len(pairs)
+        ids = np.array([p.id for p in pairs], dtype=np.int64)
+        split = np.array([p.split for p in pairs])
+        texts = np.array([f"t{i}" for i in range(n)])
+        stored = core_maps.StoredMap(ids, np.stack([np.arange(n), -np.arange(n)], 1).astype(np.float32),
+                                     (np.arange(n) % 2).astype(np.int32), np.zeros((2, 2), np.float32), split, texts,
+                                     texts, {"points": n})
+        core_maps.save_map(core_maps.map_dir(maps.map_key(base)), stored)
+        maps._write_coordinates(s, base.id, stored, only=set(ids.tolist()))
+        maps._write_coordinates(s, base.id, stored, only=set(ids.tolist()))  # idempotent upsert
+        base_id, project_id = base.id, project.id
+    with session_scope(database) as s:
+        rows = {r.pair_id: r for r in s.scalars(select(PairScore).where(PairScore.model_version_id == base_id))}
+        assert len(rows) == n and rows[int(ids[3])].map_y == -3.0
+        assert rows[int(ids[0])].ood_score == 0.9  # the upsert only touched the coordinates
+        view = maps.map_view(s, project_id, base_id)
+        assert view["role"].value_counts().to_dict() == {"train": 64, "pool": 40, "ID test": 16, "OOD test": 16}
+        sent = maps.queue_pairs(s, project_id, view.loc[view["cluster"] == 1, "pair_id"].tolist(), 9, actor=None)
+        assert sent == int(((view["cluster"] == 1) & (view["role"] == "pool")).sum()) > 0
+        priorities = dict(s.execute(select(Pair.id, Pair.priority)).all())
+    odd_pool = {int(i) for i, c, r in zip(view["pair_id"], view["cluster"], view["role"], strict=True)
+                if c == 1 and r == "pool"}
+    assert {i for i, p in priorities.items() if p == 9} == odd_pool
