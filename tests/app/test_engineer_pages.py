@@ -1,0 +1,124 @@
+"""AppTest: the Training page (launch with form values, versions table, make current, cancel from the job
+panel) and the Gap page (from stored evaluations only)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from sqlalchemy import select, update
+
+from db.models import Job, JobStatus, ModelVersion, Project, Role, User
+from db.services import evaluation, jobs
+from db.session import session_scope
+from tests.app.pagetest import page
+from tests.integration.engineer_seed import seed_project
+from tests.seed import seed_user
+
+GRADES = ["irrelevant", "weak", "strong"]
+
+
+def _evaluation(id_acc: float, ood_acc: float) -> dict[str, Any]:
+    """A stored evaluation whose ID / OOD predictions are right with the given shares."""
+    rng = np.random.default_rng(0)
+    sets, probs = {}, {}
+    for name, acc in (("id", id_acc), ("ood", ood_acc)):
+        y = np.tile([0, 1, 2], 20)
+        pred = np.where(rng.random(60) < acc, y, (y + 1) % 3)
+        sets[name] = evaluation.TestSet(name, list(range(60)), [f"q{i % 7}" for i in range(60)], ["i"] * 60, y)
+        probs[name] = np.full((60, 3), 0.1) + 0.7 * np.eye(3)[pred]
+    return evaluation.summarise(sets, probs, GRADES)
+
+
+@pytest.fixture
+def people(sqlite_database: str) -> dict[str, int]:
+    with session_scope(sqlite_database) as s:
+        project = seed_project(s)
+        eng = s.scalars(select(User).where(User.name == "eng")).one()
+        ann = seed_user(s, "ann", Role.annotator)
+        return {"eng": eng.id, "ann": ann.id, "project": project.id}
+
+
+def _versions(url: str, project_id: int, evaluated: bool) -> list[int]:
+    with session_scope(url) as s:
+        lp = ModelVersion(project_id=project_id, name="lp-1", stage="lp", artifact_path="/ckpt/lp", metrics={})
+        s.add(lp)
+        s.flush()
+        ft = ModelVersion(project_id=project_id, name="ft-1", stage="ft", artifact_path="/ckpt/ft", parent_id=lp.id,
+                          metrics={}, label_snapshot={"last_event_id": 96})
+        s.add(ft)
+        s.flush()
+        if evaluated:
+            lp.metrics = {"evaluation": _evaluation(0.9, 0.5)}
+            ft.metrics = {"evaluation": _evaluation(0.9, 0.8)}
+        return [lp.id, ft.id]
+
+
+def test_launch_uses_the_form_values(people: dict[str, int], sqlite_database: str) -> None:
+    at = page("training", people["eng"]).run()
+    assert not at.exception
+    assert "No model version yet" in at.info[0].value
+    at.selectbox(key="train_stage").set_value("ft").run()
+    assert at.selectbox(key="train_ft_tuning").value == "lora"  # the stage's own fields appear
+    at.number_input(key="train_ft_epochs").set_value(1.0)
+    at.selectbox(key="train_ft_tuning").set_value("head")
+    at.button[0].click().run()  # the form's Launch
+    assert not at.exception and "queued: ft" in at.success[0].value
+    with session_scope(sqlite_database) as s:
+        job = s.scalars(select(Job)).one()
+    assert (job.kind, job.status) == ("train", JobStatus.queued)
+    assert job.params["stage"] == "ft" and job.params["overrides"] == {"epochs": 1.0, "tuning": "head"}
+
+
+def test_versions_table_lineage_and_make_current(people: dict[str, int], sqlite_database: str) -> None:
+    lp, ft = _versions(sqlite_database, people["project"], evaluated=False)
+    at = page("training", people["eng"]).run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert table["name"].tolist() == ["lp-1", "ft-1"] and table.loc[ft, "parent"] == "lp-1"
+    assert "**ft-1** (labels up to event 96) ← **lp-1**" in at.caption[-1].value
+    at.button(key="make_current").click().run()
+    assert not at.exception
+    with session_scope(sqlite_database) as s:
+        assert s.get(Project, people["project"]).current_version_id == ft
+    assert at.dataframe[0].value.loc[ft, "current"]
+
+
+def test_running_job_is_cancelled_from_the_panel(people: dict[str, int], sqlite_database: str) -> None:
+    with session_scope(sqlite_database) as s:
+        job_id = jobs.enqueue(s, "train", {"project": "demo", "stage": "lp", "overrides": {}},
+                              project_id=people["project"]).id
+        s.execute(update(Job).where(Job.id == job_id).values(status=JobStatus.running, progress=0.4))
+    at = page("training", people["eng"]).run()
+    assert [p.proto.value for p in at.get("progress")] == [40] and "40%" in at.get("progress")[0].proto.text
+    at.button(key=f"train_jobs_cancel_{job_id}").click().run()
+    assert not at.exception
+    with session_scope(sqlite_database) as s:
+        job = s.get(Job, job_id)
+        assert job.cancel_requested and job.status == JobStatus.running  # the runner stops at its next step
+
+
+def test_gap_page_reads_stored_evaluations(people: dict[str, int], sqlite_database: str) -> None:
+    _versions(sqlite_database, people["project"], evaluated=True)
+    at = page("gap", people["eng"]).run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert table["version"].tolist() == ["lp-1", "ft-1"]
+    assert np.allclose(table["gap"], table["ID macro-F1"] - table["OOD macro-F1"])
+    assert table["gap"].iloc[0] > table["gap"].iloc[1] > 0  # ft closed part of lp's gap
+    assert len(at.get("plotly_chart")) == 1 + 2 * 2  # the gap over versions; reliability + confusion per split
+    at.selectbox(key="gap_version").set_value("lp-1").run()
+    assert not at.exception and "ECE" in at.markdown[0].value
+
+
+def test_gap_page_without_evaluations_explains(people: dict[str, int], sqlite_database: str) -> None:
+    _versions(sqlite_database, people["project"], evaluated=False)
+    at = page("gap", people["eng"]).run()
+    assert not at.exception and "No evaluated version yet" in at.info[0].value
+
+
+@pytest.mark.parametrize("name", ["training", "gap", "maps"])
+def test_annotator_is_refused(people: dict[str, int], name: str) -> None:
+    at = page(name, people["ann"]).run()
+    assert "needs the engineer role" in at.error[0].value
