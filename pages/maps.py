@@ -21,7 +21,8 @@ from pages._shared import db, require_role, selected_project
 # In drawing order: the unlabelled pool at the bottom, what stands out on top.
 ROLE_COLOURS = {"pool": "#c7ccd4", "train": "#9aa5b1", "ID test": "#1f77b4", "OOD test": "#d62728",
                 "labelled": "#2ca02c", "selected": "#ff7f0e"}
-GRADE_COLOURS = ["#d62728", "#ff7f0e", "#bcbd22", "#2ca02c", "#17becf", "#1f77b4", "#9467bd"]
+# Grades are ordinal: spread K of these red-to-green steps over the scale (3 grades: red, yellow, green).
+GRADE_STEPS = ["#d62728", "#f46d43", "#fdae61", "#e6c229", "#a6d96a", "#66bd63", "#1a9850"]
 COLOUR_BY = ("role", "OOD score", "predicted grade")
 HOVER = ("<b>%{customdata[0]}</b><br>%{customdata[1]}<br>%{customdata[2]} · cluster %{customdata[3]}"
          " · OOD %{customdata[4]}<extra></extra>")
@@ -91,10 +92,11 @@ def figure(view: pd.DataFrame, colour: str, grades: list[str]) -> go.Figure:
         pred = view["predicted_grade"]
         if pred.isna().any():
             fig.add_trace(scatter(view[pred.isna()], "no prediction", size, color="#e3e6ea"))
+        steps = np.linspace(0, len(GRADE_STEPS) - 1, max(len(grades), 2)).round().astype(int)
         for g, name in enumerate(grades):
             part = view[pred == g]
             if len(part):
-                fig.add_trace(scatter(part, name, size, color=GRADE_COLOURS[g % len(GRADE_COLOURS)]))
+                fig.add_trace(scatter(part, name, size, color=GRADE_STEPS[steps[min(g, len(steps) - 1)]]))
     # Cluster names on a light label, so they stay readable over dense points.
     for c, (x, y) in view.groupby("cluster")[["x", "y"]].median().iterrows():
         fig.add_annotation(x=x, y=y, text=f"C{c}", showarrow=False, font=dict(size=10, color="#222"),
