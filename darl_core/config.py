@@ -116,6 +116,7 @@ class StageConfig:
     replay_ratio: float = 1.0
     dpo_beta: float = 0.5
     dpo_sft_weight: float = 1.0
+    dpo_alphas: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)  # strength picked on val (stages.dpo_strength)
     dpo_pairs: str = "over"  # over: only over-predictions are rejected; wrong: every wrong prediction
 
     def __post_init__(self) -> None:
@@ -145,6 +146,9 @@ class StageConfig:
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads <= 0):
             raise ConfigError(f"`threads` must be a positive integer or None, got {self.threads!r}")
         object.__setattr__(self, "wi_alphas", tuple(float(a) for a in self.wi_alphas))
+        object.__setattr__(self, "dpo_alphas", tuple(float(a) for a in self.dpo_alphas))
+        if not self.dpo_alphas or any(not 0 <= a <= 1 for a in self.dpo_alphas):
+            raise ConfigError(f"`dpo_alphas` must be weights in [0, 1], got {self.dpo_alphas!r}")
         if not self.wi_alphas or any(not 0 <= a <= 1 for a in self.wi_alphas):
             raise ConfigError(f"`wi_alphas` must be values in [0, 1], got {self.wi_alphas!r}")
         _non_negative("replay_ratio", self.replay_ratio)

@@ -52,36 +52,85 @@ def interpolate(config: StageConfig, val, ft_dir: Path, emit: Callable) -> tuple
     if lp["spec"]["num_grades"] != spec["num_grades"]:
         raise ModelError(f"lp ({lp_dir}) and ft ({ft_dir}) have different numbers of grades")
     model = model_from_spec(spec)
-    base = {k: v.clone() for k, v in model.backbone.state_dict().items()}
-    lp_body = lp["backbone"]
-    if ft["tuning"] == "lora" and any("lora_" in k for k in lp_body):
+    if ft["tuning"] == "lora" and any("lora_" in k for k in lp["backbone"]):
         raise ModelError(f"the lp checkpoint {lp_dir} has adapter weights; wi expects a frozen-backbone probe")
-
-    def weights_at(alpha: float) -> None:
-        body = {}
-        for key, tensor in ft["backbone"].items():
-            if "lora_B" in key and ft["tuning"] == "lora":
-                body[key] = alpha * tensor
-            elif "lora_" in key:
-                body[key] = tensor
-            else:
-                start = lp_body.get(key, base[key])
-                body[key] = (1 - alpha) * start + alpha * tensor
-        model.backbone.load_state_dict(body, strict=False)
-        model.head.load_state_dict({k: (1 - alpha) * lp["head"][k] + alpha * ft["head"][k] for k in ft["head"]})
-
+    weights_at = blender(model, lp, ft)
     table = {}
     for i, alpha in enumerate(config.wi_alphas):
         weights_at(alpha)
-        out = score_pairs(model, val.queries, val.items, batch_size=config.eval_batch_size,
-                          max_length=config.max_length)
-        m = evaluate(val.grades, out.probs)
-        table[f"{alpha:g}"] = {"macro_f1": m["macro_f1"], "ece": m["ece"], "accuracy": m["accuracy"]}
-        emit(i + 1, len(config.wi_alphas), 0.0, None, f"alpha {alpha:g}: val macro-F1 {m['macro_f1']:.4f}")
+        table[f"{alpha:g}"] = _val_scores(model, val, config)
+        emit(i + 1, len(config.wi_alphas), 0.0, None,
+             f"alpha {alpha:g}: val macro-F1 {table[f'{alpha:g}']['macro_f1']:.4f}")
     best = max(config.wi_alphas, key=lambda a: (round(table[f"{a:g}"]["macro_f1"], 4), -table[f"{a:g}"]["ece"]))
     weights_at(best)
     model.eval()
     return model, {"alpha": best, "alphas": table, "lp_checkpoint": str(lp_dir), "tuning": ft["tuning"]}
+
+
+def blender(model: RelevanceModel, start: dict, end: dict) -> Callable[[float], None]:
+    """``weights_at(α)`` loads θ(α) = (1 − α)·θ_start + α·θ_end (saved weight dicts) into ``model``.
+
+    A tensor the start does not carry is the pretrained one, except a LoRA ``B`` (no adapter means
+    ΔW = 0, so B scales with α) and a LoRA ``A`` (it only matters through B, so the end's is kept).
+    """
+    base = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+    start_body = start["backbone"]
+
+    def weights_at(alpha: float) -> None:
+        body = {}
+        for key, tensor in end["backbone"].items():
+            if key in start_body:
+                origin = start_body[key]
+            elif "lora_B" in key:
+                origin = torch.zeros_like(tensor)
+            elif "lora_" in key:
+                origin = tensor
+            else:
+                origin = base[key]
+            body[key] = (1 - alpha) * origin + alpha * tensor
+        model.backbone.load_state_dict(body, strict=False)
+        model.head.load_state_dict({k: (1 - alpha) * start["head"][k] + alpha * end["head"][k] for k in end["head"]})
+
+    return weights_at
+
+
+def _val_scores(model: RelevanceModel, val, config: StageConfig) -> dict[str, float]:
+    out = score_pairs(model, val.queries, val.items, batch_size=config.eval_batch_size, max_length=config.max_length)
+    m = evaluate(val.grades, out.probs)
+    return {"macro_f1": m["macro_f1"], "ece": m["ece"], "accuracy": m["accuracy"], "over_recall": m["over_recall"]}
+
+
+def dpo_strength(config: StageConfig, val, ref_dir: Path, model: RelevanceModel,
+                 emit: Callable) -> tuple[RelevanceModel, dict]:
+    """Pick how far to move from the reference towards the DPO-trained weights, on ``val``.
+
+    DPO on a small grade head overshoots easily: it removes the optimistic bias and then keeps
+    pushing predictions down. θ(α) = (1 − α)·θ_ref + α·θ_dpo for α in ``dpo_alphas``; α = 0 is the
+    reference itself. The pick is the lowest over-recall among the α whose val macro-F1 is not below
+    the reference's (ties to the higher macro-F1), so the stage never trades macro-F1 for de-biasing.
+    A single value in ``dpo_alphas`` is used as it is.
+    """
+    ref = torch.load(Path(ref_dir) / "model.pt", map_location="cpu", weights_only=True)
+    end = {"backbone": trainable_state(model, ref["tuning"]),
+           "head": {k: v.detach().clone() for k, v in model.head.state_dict().items()}}
+    weights_at = blender(model, ref, end)
+    if len(config.dpo_alphas) == 1:  # an explicit strength: no search
+        weights_at(config.dpo_alphas[0])
+        model.eval()
+        return model, {"dpo_alpha": config.dpo_alphas[0], "dpo_alphas": {}}
+    alphas = sorted(set(config.dpo_alphas) | {0.0})
+    table = {}
+    for i, alpha in enumerate(alphas):
+        weights_at(alpha)
+        table[f"{alpha:g}"] = m = _val_scores(model, val, config)
+        emit(i + 1, len(alphas), 0.0, None,
+             f"dpo alpha {alpha:g}: val macro-F1 {m['macro_f1']:.4f}, over-recall {m['over_recall']:.4f}")
+    floor = round(table["0"]["macro_f1"], 4)
+    ok = [a for a in alphas if round(table[f"{a:g}"]["macro_f1"], 4) >= floor]
+    best = min(ok, key=lambda a: (round(table[f"{a:g}"]["over_recall"], 4), -table[f"{a:g}"]["macro_f1"]))
+    weights_at(best)
+    model.eval()
+    return model, {"dpo_alpha": best, "dpo_alphas": table}
 
 
 def dpo_pairs(model: RelevanceModel, data, config: StageConfig, out_dir: Path) -> dict[str, torch.Tensor]:

@@ -102,11 +102,27 @@ def test_dasa_and_dpo_continue_the_chain(chain, data):
     dasa = run_stage(cfg("dasa", replay_ratio=1.0, lr=1e-3), train, val, chain["root"] / "dasa",
                      parent=chain["ft"].checkpoint, new_labels=new)
     assert dasa.metrics["train_pairs"] == len(train) + len(new) and dasa.metrics["steps"] == 4  # 16 new + 16 replay
-    dpo = run_stage(cfg("dpo", dpo_pairs="wrong", lr=1e-3), train, val, chain["root"] / "dpo",
+    dpo = run_stage(cfg("dpo", dpo_pairs="wrong", lr=1e-3, dpo_alphas=(1.0,)), train, val, chain["root"] / "dpo",
                     parent=dasa.checkpoint, new_labels=new)
     ref = np.load(dpo.checkpoint / "ref_logits.npy")
     np.testing.assert_allclose(ref[:len(train)], logits_of(dasa.checkpoint, train), atol=1e-5)
     assert not np.allclose(logits_of(dpo.checkpoint, val), logits_of(dasa.checkpoint, val))
+
+
+def test_dpo_strength_is_picked_on_val_and_never_below_the_reference(chain, data):
+    train, val = data
+    ref = chain["ft"]
+    dpo = run_stage(cfg("dpo", dpo_pairs="wrong", lr=3e-3, dpo_beta=2.0), train, val, chain["root"] / "dpo_pick",
+                    parent=ref.checkpoint)
+    table, alpha = dpo.metrics["dpo_alphas"], dpo.metrics["dpo_alpha"]
+    assert set(table) == {"0", "0.25", "0.5", "0.75", "1"}
+    floor = round(table["0"]["macro_f1"], 4)
+    assert table["0"]["macro_f1"] == pytest.approx(ref.metrics["val_macro_f1"])  # alpha 0 is the reference
+    allowed = {a: r for a, r in table.items() if round(r["macro_f1"], 4) >= floor}
+    assert round(table[f"{alpha:g}"]["over_recall"], 4) == min(round(r["over_recall"], 4) for r in allowed.values())
+    assert dpo.metrics["val_macro_f1"] == pytest.approx(table[f"{alpha:g}"]["macro_f1"])
+    assert dpo.metrics["val_macro_f1"] >= floor - 1e-9
+    assert (dpo.checkpoint / "model_dpo_full.pt").is_file()  # the unblended DPO weights are kept
 
 
 def test_interrupted_stage_resumes_to_the_same_result(bert, data, tmp_path):
