@@ -140,7 +140,7 @@ def pooled_layers(model, queries: Sequence[str], items: Sequence[str], *, layers
     out: dict[str, np.ndarray] = {}
     done = 0
     for rows in length_buckets([len(x) for x in enc["input_ids"]], batch_size):
-        batch = model.collate(enc, rows)
+        batch = {k: v.to(model.device) for k, v in model.collate(enc, rows).items()}
         hidden = model.backbone(**batch, output_hidden_states=True).hidden_states
         mask = batch["attention_mask"].float()
         segments = {"": mask}
@@ -153,7 +153,7 @@ def pooled_layers(model, queries: Sequence[str], items: Sequence[str], *, layers
                 name = f"L{layer % len(hidden)}{tag}"
                 if name not in out:
                     out[name] = np.zeros((n, pooled.shape[1]), np.float32)
-                out[name][rows] = pooled.numpy()
+                out[name][rows] = pooled.float().cpu().numpy()
         done += len(rows)
         if progress is not None:
             progress(done, n)

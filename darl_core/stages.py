@@ -24,7 +24,7 @@ from darl_core.model import RelevanceModel, model_from_spec, score_pairs, traina
 
 def trainable_tensors(model: RelevanceModel, tuning: str) -> dict[str, dict[str, torch.Tensor]]:
     return {"backbone": trainable_state(model, tuning),
-            "head": {k: v.detach().clone() for k, v in model.head.state_dict().items()}}
+            "head": {k: v.detach().cpu().clone() for k, v in model.head.state_dict().items()}}
 
 
 def load_trainable(model: RelevanceModel, state: dict) -> None:
@@ -73,7 +73,7 @@ def blender(model: RelevanceModel, start: dict, end: dict) -> Callable[[float], 
     A tensor the start does not carry is the pretrained one, except a LoRA ``B`` (no adapter means
     ΔW = 0, so B scales with α) and a LoRA ``A`` (it only matters through B, so the end's is kept).
     """
-    base = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+    base = {k: v.detach().cpu().clone() for k, v in model.backbone.state_dict().items()}
     start_body = start["backbone"]
 
     def weights_at(alpha: float) -> None:
@@ -112,7 +112,7 @@ def dpo_strength(config: StageConfig, val, ref_dir: Path, model: RelevanceModel,
     """
     ref = torch.load(Path(ref_dir) / "model.pt", map_location="cpu", weights_only=True)
     end = {"backbone": trainable_state(model, ref["tuning"]),
-           "head": {k: v.detach().clone() for k, v in model.head.state_dict().items()}}
+           "head": {k: v.detach().cpu().clone() for k, v in model.head.state_dict().items()}}
     weights_at = blender(model, ref, end)
     if len(config.dpo_alphas) == 1:  # an explicit strength: no search
         weights_at(config.dpo_alphas[0])
@@ -158,5 +158,6 @@ def batch_dpo_loss(logits: torch.Tensor, pairs: dict, rows, config: StageConfig)
     sel = rejected >= 0
     if not bool(sel.any()):
         return logits.sum() * 0.0
-    return dpo_loss(logits[sel], pairs["ref_logits"][rows][sel], pairs["chosen"][rows][sel], rejected[sel],
-                    config.dpo_beta)
+    dev = logits.device
+    return dpo_loss(logits[sel.to(dev)], pairs["ref_logits"][rows][sel].to(dev), pairs["chosen"][rows][sel].to(dev),
+                    rejected[sel].to(dev), config.dpo_beta)

@@ -216,6 +216,8 @@ def _train_loop(config: StageConfig, train: Examples, val: Examples, out_dir: Pa
     data = train if new_labels is None or config.stage == "ft" else train.concat(new_labels)
     grades = torch.as_tensor(data.grades)
     weight = class_weights_for(config.loss, data.grades, config.num_grades)
+    if weight is not None:
+        weight = weight.to(model.device)
 
     # lp: the backbone is frozen, so pool every pair once and train the head on cached features.
     features = None
@@ -286,10 +288,10 @@ def _train_loop(config: StageConfig, train: Examples, val: Examples, out_dir: Pa
             batches, batches_epoch = _epoch_batches(lengths, epoch_rows(epoch), config.batch_size, rng), epoch
         rows = batches[step % steps_per_epoch]
         if features is not None:
-            logits = model.head(features[rows])
+            logits = model.head(features[rows].to(model.device))
         else:
             logits, _ = model(**model.collate(enc, rows))
-        loss, _parts = darl_loss(logits, grades[rows], config.loss, weight)
+        loss, _parts = darl_loss(logits, grades[rows].to(logits.device), config.loss, weight)
         if pairs is not None:
             loss = config.dpo_sft_weight * loss + stages.batch_dpo_loss(logits, pairs, rows, config)
         optimizer.zero_grad(set_to_none=True)
