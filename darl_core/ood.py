@@ -4,12 +4,14 @@ One small class per detector, the math in a pure function beside it, a registry 
 (``DETECTORS``, ``get_detector``). Embedding detectors: Mahalanobis (Lee et al. 2018, shared
 Ledoit-Wolf covariance), relative Mahalanobis (Ren et al. 2021), kNN (Sun et al. 2022). Logit
 detectors (fit and score take grade logits): energy (Liu et al. 2020) and maximum softmax probability.
-The ensemble (the default) averages normalised member scores. Nearest-neighbour search lives in
+The ensemble (the default) averages normalised member scores, equally or with weights chosen on a
+labelled validation split (``tune_weights``, ``Ensemble.tune``). Nearest-neighbour search lives in
 ``darl_core.neighbours`` (exact in blocks, or approximate for large problems).
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -281,6 +283,40 @@ def combine_scores(parts: Mapping[str, np.ndarray], weights: Mapping[str, float]
     return total / sum(weights[n] for n in parts)
 
 
+def tune_weights(parts: Mapping[str, np.ndarray], is_ood: np.ndarray, *, method: str = "zscore",
+                 reference: Mapping[str, tuple[float, float]] | None = None,
+                 grid: Sequence[float] = (0.0, 0.5, 1.0)) -> tuple[dict[str, float], float]:
+    """Member weights from ``grid`` whose combined score best separates a labelled validation set
+    (``is_ood``: 1 = OOD, 0 = in-distribution), by AUROC; returns (weights, that AUROC).
+
+    Equal weights can fall below the best member when a weak one is averaged in (Mahalanobis on
+    pretrained features: 0.60 against kNN's 0.75). Every member alone is on the grid, so on the
+    validation set the result is never below the best member; ties go to fewer members.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    y = np.asarray(is_ood).reshape(-1)
+    if len(np.unique(y)) != 2:
+        raise ConfigError("tune_weights needs validation rows of both kinds: is_ood must hold 0s and 1s")
+    if any(len(s) != len(y) for s in parts.values()):
+        raise DimensionMismatchError(f"member scores and is_ood differ in length ({len(y)} labels)")
+    if not grid or any(g < 0 for g in grid) or not any(grid):
+        raise ConfigError(f"tune_weights `grid` must hold weights >= 0, not all 0, got {tuple(grid)}")
+    names = list(parts)
+    best: tuple[float, int] | None = None
+    chosen: dict[str, float] = {}
+    for combo in itertools.product(sorted(set(grid)), repeat=len(names)):
+        if not any(combo):
+            continue
+        weights = dict(zip(names, combo, strict=True))
+        used = {n: parts[n] for n in names if weights[n] > 0}
+        auc = float(roc_auc_score(y, combine_scores(used, weights, method, reference)))
+        key = (round(auc, 4), -len(used))  # 4 decimals: below that is noise on any real split
+        if best is None or key > best:
+            best, chosen = key, {n: float(w) / max(combo) for n, w in weights.items()}  # largest = 1
+    return chosen, best[0] if best else float("nan")
+
+
 @register("ensemble")
 class Ensemble(Detector):
     """Averages normalised member scores; ``score_parts`` keeps each member's raw score as a reason."""
@@ -305,6 +341,7 @@ class Ensemble(Detector):
         self.calibration_size = calibration_size
         self.seed = seed
         self.reference_: dict[str, tuple[float, float]] = {}
+        self.validation_auroc_: float | None = None  # set by tune()
 
     @property
     def uses_logits_members(self) -> list[str]:
@@ -341,3 +378,15 @@ class Ensemble(Detector):
 
     def score(self, embeddings: np.ndarray, logits: np.ndarray | None = None) -> np.ndarray:
         return self.score_parts(embeddings, logits)["ensemble"]
+
+    def tune(self, embeddings: np.ndarray, is_ood: np.ndarray, logits: np.ndarray | None = None,
+             grid: Sequence[float] = (0.0, 0.5, 1.0)) -> Ensemble:
+        """Set member weights on labelled validation rows (``is_ood`` 1 = OOD), see ``tune_weights``.
+
+        The validation rows must be disjoint from any test set the ensemble is then judged on.
+        """
+        parts = self.score_parts(embeddings, logits)
+        parts.pop("ensemble")
+        self.weights, self.validation_auroc_ = tune_weights(parts, is_ood, method=self.combine,
+                                                            reference=self.reference_, grid=grid)
+        return self

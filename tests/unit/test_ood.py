@@ -8,7 +8,15 @@ from sklearn.metrics import roc_auc_score
 
 from darl_core.errors import ConfigError, NotFittedError
 from darl_core.neighbours import NeighbourIndex, exact_search, l2_normalise
-from darl_core.ood import DETECTORS, DimensionMismatchError, EmptyBankError, Ensemble, get_detector
+from darl_core.ood import (
+    DETECTORS,
+    DimensionMismatchError,
+    EmptyBankError,
+    Ensemble,
+    combine_scores,
+    get_detector,
+    tune_weights,
+)
 
 D = 8
 MEANS = np.array([-6.0, 0.0, 6.0])
@@ -124,3 +132,47 @@ def test_ledoit_wolf_matches_scikit_learn() -> None:
     theirs, their_shrink = ledoit_wolf(x, assume_centered=True)
     np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-8)
     assert shrink == pytest.approx(their_shrink)
+
+
+def test_tune_weights_drops_a_member_that_dilutes_the_ensemble() -> None:
+    rng = np.random.default_rng(6)
+    y = np.r_[np.zeros(500), np.ones(500)]
+    parts = {"strong": y * 2.0 + rng.normal(size=1000), "noise": rng.normal(size=1000),
+             "weak": y * 0.3 + rng.normal(size=1000)}
+    equal = roc_auc_score(y, combine_scores(parts, dict.fromkeys(parts, 1.0), "zscore"))
+    best_single = max(roc_auc_score(y, s) for s in parts.values())
+    assert equal < best_single - 0.02  # the failure the tuning exists for
+    weights, auc = tune_weights(parts, y)
+    assert weights["noise"] == 0.0 and weights["strong"] == 1.0
+    assert auc >= round(best_single, 4)
+    assert auc == pytest.approx(roc_auc_score(y, combine_scores(parts, weights, "zscore")), abs=1e-4)
+
+
+def test_tune_weights_errors() -> None:
+    parts = {"a": np.arange(4.0)}
+    with pytest.raises(ConfigError, match="both kinds"):
+        tune_weights(parts, np.zeros(4))
+    with pytest.raises(DimensionMismatchError, match="differ in length"):
+        tune_weights(parts, np.array([0, 1, 0]))
+    with pytest.raises(ConfigError, match="grid"):
+        tune_weights(parts, np.array([0, 1, 0, 1]), grid=(0.0,))
+
+
+@pytest.mark.parametrize("combine", ["zscore", "rank"])
+def test_ensemble_tune_learns_on_validation_and_holds_on_test(combine: str, data: dict[str, np.ndarray]) -> None:
+    # Energy on random logits knows nothing; tuned on one half, the ensemble must ignore it on the other.
+    rng = np.random.default_rng(7)
+    fake_logits = rng.normal(size=(len(data["x"]), 3))
+    val = rng.permutation(len(data["x"]))[:300]
+    test = np.setdiff1d(np.arange(len(data["x"])), val)
+    ens = Ensemble(members=("knn", "energy"), combine=combine)
+    ens.fit(data["bank"], data["labels"], logits=rng.normal(size=(len(data["bank"]), 3)))
+    assert ens.validation_auroc_ is None
+    equal = roc_auc_score(data["y"][test], ens.score(data["x"][test], logits=fake_logits[test]))
+    ens.tune(data["x"][val], data["y"][val], logits=fake_logits[val])
+    assert ens.weights == {"knn": 1.0, "energy": 0.0}
+    assert ens.validation_auroc_ > 0.95
+    parts = ens.score_parts(data["x"][test], logits=fake_logits[test])
+    tuned = roc_auc_score(data["y"][test], parts["ensemble"])
+    assert tuned == pytest.approx(roc_auc_score(data["y"][test], parts["knn"]))
+    assert tuned > equal
