@@ -60,6 +60,7 @@ def main() -> int:
     ap.add_argument("--baseline", type=int, default=100_000)
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
+    load_start = os.getloadavg()
     rng = np.random.default_rng(0)
     latent = 128
     proj = (rng.normal(size=(latent, args.dim)) * 3 / np.sqrt(latent)).astype(np.float32)
@@ -113,7 +114,10 @@ def main() -> int:
         "per_pair_us": {"dasa_full_selection": round(per_ours * 1e6, 2), "sklearn_brute_knn": round(per_base * 1e6, 2)},
         "speedup_per_pair_vs_sklearn": round(per_base / per_ours, 2),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
                     "note": "2 cores shared with other engineers' jobs; run under nice -n 10"},
+        "load_average_1_5_15": {"start": [round(x, 2) for x in load_start],
+                                "end": [round(x, 2) for x in os.getloadavg()]},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
