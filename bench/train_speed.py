@@ -56,7 +56,8 @@ def trainer_pairs_per_s(config: StageConfig, train: Examples, out: Path) -> floa
     rows = [{"input_ids": enc["input_ids"][i], "attention_mask": enc["attention_mask"][i],
              "token_type_ids": enc["token_type_ids"][i], "labels": int(train.grades[i])} for i in range(len(train))]
     args = TrainingArguments(output_dir=str(out), per_device_train_batch_size=config.batch_size,
-                             num_train_epochs=config.epochs, learning_rate=config.lr, warmup_ratio=config.warmup_ratio,
+                             num_train_epochs=config.epochs, learning_rate=config.lr,
+                             warmup_steps=config.warmup_ratio,  # transformers 5: a float < 1 is a ratio
                              weight_decay=config.weight_decay, max_grad_norm=config.grad_clip, save_strategy="no",
                              report_to=[], logging_steps=10_000, use_cpu=True, dataloader_num_workers=0,
                              disable_tqdm=True, seed=0)
