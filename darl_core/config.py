@@ -116,6 +116,7 @@ class StageConfig:
     replay_ratio: float = 1.0
     dpo_beta: float = 0.5
     dpo_sft_weight: float = 1.0
+    calibrate: bool = False  # temperature scaling on val after the stage (argmax unchanged; see stages.py)
     dpo_alphas: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)  # strength picked on val (stages.dpo_strength)
     dpo_pairs: str = "over"  # over: only over-predictions are rejected; wrong: every wrong prediction
 

@@ -133,6 +133,22 @@ def dpo_strength(config: StageConfig, val, ref_dir: Path, model: RelevanceModel,
     return model, {"dpo_alpha": best, "dpo_alphas": table}
 
 
+def calibrate_temperature(model: RelevanceModel, val, config: StageConfig) -> dict[str, float]:
+    """Temperature scaling on ``val``: the T that minimises the NLL of softmax(z / T), folded into the
+    head (W/T, b/T), so predictions (argmax) stay the same and only the confidence changes."""
+    logits = torch.from_numpy(score_pairs(model, val.queries, val.items, batch_size=config.eval_batch_size,
+                                          max_length=config.max_length).logits).double()
+    target = torch.as_tensor(val.grades, dtype=torch.long)
+    grid = torch.exp(torch.linspace(np.log(0.25), np.log(8.0), 161, dtype=torch.float64))
+    nll = torch.stack([torch.nn.functional.cross_entropy(logits / t, target) for t in grid])
+    best = float(grid[int(nll.argmin())])
+    with torch.no_grad():
+        model.head.weight.div_(best)
+        model.head.bias.div_(best)
+    return {"temperature": best, "val_nll_before": float(nll[int(torch.argmin(torch.abs(grid - 1.0)))]),
+            "val_nll_after": float(nll.min())}
+
+
 def dpo_pairs(model: RelevanceModel, data, config: StageConfig, out_dir: Path) -> dict[str, torch.Tensor]:
     """Reference logits of the (still untrained) parent and one preference pair per chosen example.
 

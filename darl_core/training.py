@@ -119,14 +119,17 @@ def run_stage(config: StageConfig, train: Examples, val: Examples, out_dir: Path
     start = time.perf_counter()
     if config.stage == "wi":
         model, extra = stages.interpolate(config, val, Path(parent), _emit(progress, config))
-        save_weights(model, extra.pop("tuning"), out_dir / "model.pt")
+        tuning = extra.pop("tuning")
     else:
         model, extra = _train_loop(config, train, val, out_dir, parent, new_labels, progress, should_stop)
+        tuning = config.tuning
         if config.stage == "dpo":  # how far towards the DPO weights: picked on val, never below the reference
             (out_dir / "model.pt").replace(out_dir / "model_dpo_full.pt")
             model, picked = stages.dpo_strength(config, val, Path(parent), model, _emit(progress, config))
-            save_weights(model, config.tuning, out_dir / "model.pt")
             extra.update(picked)
+    if config.calibrate:
+        extra.update(stages.calibrate_temperature(model, val, config))
+    save_weights(model, tuning, out_dir / "model.pt")
     metrics = {**_val_metrics(model, val, config), **extra, "wall_s": time.perf_counter() - start}
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     _emit(progress, config)(-1, -1, float("nan"), None, "done")

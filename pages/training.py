@@ -35,6 +35,8 @@ with left:
             wkey = f"train_{stage}_{f.name}"
             if f.kind == "choice":
                 values[f.name] = st.selectbox(f.name, f.choices, index=f.choices.index(f.default), key=wkey)
+            elif f.kind == "bool":
+                values[f.name] = st.checkbox(f.name, value=bool(f.default), help=f.help, key=wkey)
             elif f.kind == "text":
                 values[f.name] = st.text_input(f.name, value=f.default, help=f.help, key=wkey)
             elif f.kind == "int":

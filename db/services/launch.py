@@ -23,7 +23,7 @@ from db.services.users import require_role
 class FormField:
     name: str  # a StageConfig field, or "loss.<field>" / "lora.<field>"
     default: Any
-    kind: str  # int, float, choice, text
+    kind: str  # int, float, bool, choice, text
     min: float | None = None
     max: float | None = None
     choices: tuple[str, ...] = ()
@@ -39,9 +39,12 @@ _BOUNDS: dict[str, tuple[float | None, float | None]] = {
     "loss.occ_weight": (0.0, 100.0), "lora.r": (1, 1024),
 }
 _COMMON = ("epochs", "batch_size", "lr", "head_lr", "max_length", "seed", "save_every",
-           "loss.label_smoothing", "loss.ordinal_weight", "loss.occ_weight")
+           "loss.label_smoothing", "loss.ordinal_weight", "loss.occ_weight", "calibrate")
+_HELP = {"calibrate": "temperature scaling on the validation pairs after the stage: confidence only, "
+                      "predictions unchanged",
+         "dpo_alphas": "comma-separated strengths tried on validation; one value is used as it is"}
 _PER_STAGE = {"lp": (), "ft": ("tuning", "lora.r"), "wi": ("wi_alphas",), "dasa": ("tuning", "lora.r", "replay_ratio"),
-              "dpo": ("tuning", "lora.r", "dpo_beta", "dpo_sft_weight", "dpo_pairs")}
+              "dpo": ("tuning", "lora.r", "dpo_beta", "dpo_sft_weight", "dpo_pairs", "dpo_alphas")}
 _CHOICES = {"tuning": ("lora", "full", "head"), "dpo_pairs": ("over", "wrong"), "loss.occ_form": ("dca", "entropy")}
 
 
@@ -57,8 +60,11 @@ def stage_form(stage: str) -> list[FormField]:
         value = getattr(obj, attr)
         if name in _CHOICES:
             out.append(FormField(name, value, "choice", choices=_CHOICES[name]))
+        elif isinstance(value, bool):
+            out.append(FormField(name, value, "bool", help=_HELP.get(name, "")))
         elif isinstance(value, tuple):
-            out.append(FormField(name, ", ".join(f"{v:g}" for v in value), "text", help="comma-separated"))
+            out.append(FormField(name, ", ".join(f"{v:g}" for v in value), "text",
+                                 help=_HELP.get(name, "comma-separated")))
         else:
             lo, hi = _BOUNDS.get(name, (None, None))
             out.append(FormField(name, value, "int" if isinstance(value, int) else "float", lo, hi))
@@ -72,11 +78,11 @@ def overrides_from_form(stage: str, values: dict[str, Any]) -> dict[str, Any]:
     for name, value in values.items():
         if name not in defaults or value == defaults[name]:
             continue
-        if name == "wi_alphas":
+        if name in ("wi_alphas", "dpo_alphas"):
             try:
                 value = [float(v) for v in str(value).split(",") if v.strip()]
             except ValueError as exc:
-                raise ConfigError(f"`wi_alphas` must be numbers separated by commas, got {value!r}") from exc
+                raise ConfigError(f"`{name}` must be numbers separated by commas, got {value!r}") from exc
         if "." in name:
             group, attr = name.split(".")
             out.setdefault(group, {})[attr] = value

@@ -232,3 +232,23 @@ def test_train_layers_tunes_only_the_top_layers(bert, data, tmp_path):
     assert changed and all(".layer.1." in k for k in changed)  # 2-layer model: layer 0 and embeddings frozen
     with pytest.raises(ConfigError, match="train_layers"):
         cfg("ft", train_layers=0)
+
+
+def test_calibrate_scales_confidence_and_keeps_every_prediction(chain, data):
+    from darl_core import stages
+
+    train, val = data
+    before = logits_of(chain["ft"].checkpoint, val)
+    model = load_checkpoint(chain["ft"].checkpoint)
+    fit = stages.calibrate_temperature(model, val, cfg("ft", max_length=24))
+    after = score_pairs(model, val.queries, val.items, max_length=24).logits
+    assert 0.25 <= fit["temperature"] <= 8.0
+    np.testing.assert_allclose(after * fit["temperature"], before, rtol=1e-4, atol=1e-5)  # W/T, b/T: exact
+    assert (after.argmax(1) == before.argmax(1)).all()
+    assert fit["val_nll_after"] <= fit["val_nll_before"] + 1e-12
+    # Through the stage runner: the stored checkpoint carries the calibrated head.
+    wi = run_stage(cfg("wi", calibrate=True), train, val, chain["root"] / "wi_cal", parent=chain["ft"].checkpoint)
+    plain = run_stage(cfg("wi"), train, val, chain["root"] / "wi_plain", parent=chain["ft"].checkpoint)
+    assert "temperature" in wi.metrics and "temperature" not in plain.metrics
+    np.testing.assert_allclose(logits_of(wi.checkpoint, val) * wi.metrics["temperature"],
+                               logits_of(plain.checkpoint, val), rtol=1e-4, atol=1e-5)
