@@ -98,11 +98,27 @@ def _check_conflicts(keys: np.ndarray, grades: np.ndarray, rows: np.ndarray, sca
 _STAGE_COLUMNS = "row_no, qkey, query, ikey, ext_id, title, body, segment, split, grade, attributes"
 
 
+_TEMP_TABLES = ("import_stage", "import_resolved", "import_graded")
+
+
 def _create_stage(session: Session) -> None:
+    """Per-import temp tables: the raw chunk, the chunk resolved to query/item ids, its graded pairs."""
     suffix = "" if is_sqlite(session) else " ON COMMIT DROP"
+    if is_sqlite(session):  # a bigger page cache for the duration: random-key index inserts at 1M+ rows
+        session.execute(text("PRAGMA cache_size=-131072"))
     session.execute(text(
         "CREATE TEMP TABLE import_stage (row_no INTEGER, qkey VARCHAR(40), query TEXT, ikey VARCHAR(40), "
         f"ext_id VARCHAR(200), title TEXT, body TEXT, segment VARCHAR(100), split VARCHAR(32), grade INTEGER, attributes TEXT){suffix}"))
+    session.execute(text("CREATE TEMP TABLE import_resolved (row_no INTEGER, query_id INTEGER, item_id INTEGER, "
+                         f"segment VARCHAR(100), split VARCHAR(32), grade INTEGER){suffix}"))
+    session.execute(text(f"CREATE TEMP TABLE import_graded (pair_id INTEGER, grade INTEGER, last_id INTEGER){suffix}"))
+
+
+def _drop_stage(session: Session) -> None:
+    if is_sqlite(session):
+        for table in _TEMP_TABLES:
+            session.execute(text(f"DROP TABLE IF EXISTS temp.{table}"))
+        session.execute(text("PRAGMA cache_size=-2000"))  # back to SQLite's default
 
 
 def _stage_chunk(session: Session, chunk: pd.DataFrame) -> None:
@@ -137,25 +153,34 @@ def _merge_stage(session: Session, project_id: int, summary: ImportSummary) -> N
         f"MIN(s.ext_id), MIN(s.title), "
         f"MIN(s.body), {json_cast} FROM import_stage s WHERE true GROUP BY s.ikey ORDER BY MIN(s.row_no) "
         "ON CONFLICT (project_id, key) DO NOTHING"), p)
-    joined = ("FROM import_stage s JOIN queries q ON q.project_id = :pid AND q.key = s.qkey "
-              "JOIN items i ON i.project_id = :pid AND i.key = s.ikey")
-    distinct_pairs = session.execute(text(f"SELECT COUNT(*) FROM (SELECT DISTINCT q.id, i.id {joined}) d"), p).scalar_one()
+    # Resolve the chunk to ids once; the pair, count and label statements read that small table.
+    session.execute(text("DELETE FROM import_resolved"))
+    session.execute(text(
+        "INSERT INTO import_resolved (row_no, query_id, item_id, segment, split, grade) "
+        "SELECT s.row_no, q.id, i.id, s.segment, s.split, s.grade FROM import_stage s "
+        "JOIN queries q ON q.project_id = :pid AND q.key = s.qkey "
+        "JOIN items i ON i.project_id = :pid AND i.key = s.ikey"), p)
+    distinct_pairs = session.execute(text(
+        "SELECT COUNT(*) FROM (SELECT DISTINCT query_id, item_id FROM import_resolved) d")).scalar_one()
     new = session.execute(text(
-        f"INSERT INTO pairs (project_id, query_id, item_id, segment, split, priority, created_at) "
-        f"SELECT :pid, q.id, i.id, MIN(s.segment), COALESCE(MIN(s.split), CASE WHEN MAX(s.grade) IS NULL "
-        f"THEN 'pool' ELSE 'train' END), 0, :now {joined} WHERE true GROUP BY q.id, i.id ORDER BY MIN(s.row_no) "
-        "ON CONFLICT (project_id, query_id, item_id) DO NOTHING"), p).rowcount
+        "INSERT INTO pairs (project_id, query_id, item_id, segment, split, priority, created_at) "
+        "SELECT :pid, r.query_id, r.item_id, MIN(r.segment), COALESCE(MIN(r.split), CASE WHEN MAX(r.grade) IS NULL "
+        "THEN 'pool' ELSE 'train' END), 0, :now FROM import_resolved r WHERE true GROUP BY r.query_id, r.item_id "
+        "ORDER BY MIN(r.row_no) ON CONFLICT (project_id, query_id, item_id) DO NOTHING"), p).rowcount
     summary.pairs_new += new
     summary.pairs_existing += int(distinct_pairs) - new
-    graded = (f"SELECT p.id AS pair_id, MAX(s.grade) AS grade, "
-              f"(SELECT MAX(e.id) FROM label_events e WHERE e.pair_id = p.id AND e.kind = 'imported') AS last_id "
-              f"{joined} JOIN pairs p ON p.project_id = :pid AND p.query_id = q.id AND p.item_id = i.id "
-              f"WHERE s.grade IS NOT NULL GROUP BY p.id")
+    session.execute(text("DELETE FROM import_graded"))
+    session.execute(text(
+        "INSERT INTO import_graded (pair_id, grade, last_id) SELECT p.id, MAX(r.grade), "
+        "(SELECT MAX(e.id) FROM label_events e WHERE e.pair_id = p.id AND e.kind = 'imported') "
+        "FROM import_resolved r JOIN pairs p ON p.project_id = :pid AND p.query_id = r.query_id "
+        "AND p.item_id = r.item_id WHERE r.grade IS NOT NULL GROUP BY p.id"), p)
     insert = ("INSERT INTO label_events (pair_id, kind, grade, supersedes_id, flagged, created_at) "
-              "SELECT g.pair_id, 'imported', g.grade, g.last_id, false, :now FROM (" + graded + ") g ")
-    summary.labels_new += session.execute(text(insert + "WHERE g.last_id IS NULL"), p).rowcount
+              "SELECT g.pair_id, 'imported', g.grade, g.last_id, false, :now FROM import_graded g ")
+    summary.labels_new += session.execute(text(insert + "WHERE g.last_id IS NULL ORDER BY g.pair_id"), p).rowcount
     summary.labels_changed += session.execute(text(
-        insert + "JOIN label_events last ON last.id = g.last_id WHERE last.grade <> g.grade"), p).rowcount
+        insert + "JOIN label_events last ON last.id = g.last_id WHERE last.grade <> g.grade ORDER BY g.pair_id"),
+        p).rowcount
     summary.labelled_rows += int(session.execute(
         text("SELECT COUNT(*) FROM import_stage WHERE grade IS NOT NULL")).scalar_one())
 
@@ -192,8 +217,7 @@ def import_file(session: Session, path: str | Path, project_name: str, *, create
                 if progress:
                     progress("write", len(chunk))
         finally:
-            if is_sqlite(session):
-                session.execute(text("DROP TABLE IF EXISTS temp.import_stage"))
+            _drop_stage(session)
     session.flush()
     return summary
 
