@@ -32,6 +32,7 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import load_window, save  # noqa: E402
 from darl_core.homedepot import load_splits  # noqa: E402
 from darl_core.ood import Ensemble, combine_scores, tune_weights  # noqa: E402
 from darl_core.selection import SelectionConfig, score_pool, select_batch  # noqa: E402
@@ -288,13 +289,10 @@ def main() -> int:
         result["finetuned"][name] = {"checkpoint": ckpt, **own, "verdict": verdict(own),
                                      "pretrained_features_finetuned_logits": {**mixed, "verdict": verdict(mixed)}}
     result |= {"wall_seconds_this_run": round(time.time() - t0, 1),
-               "load_average_1_5_15": {"start": [round(x, 2) for x in load0],
-                                       "end": [round(x, 2) for x in os.getloadavg()]},
+               "load_average_1_5_15": load_window(load0),
                "threads": args.threads, "machine": {"cpus": os.cpu_count(),
                                                     "note": "2 cores shared with other jobs; nice -n 10"}}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {args.out}")
+    save(args.out, result, indent=1)
     return 0
 
 

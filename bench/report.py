@@ -90,20 +90,27 @@ def ood() -> list[str]:
     data = load("ood")
     if data is None:
         return ["**OOD detection** (`bench/ood.py`): not run."]
-    out = ["**OOD detection** (`bench/ood.py`, test_id vs test_ood, AUROC / FPR@95):", "",
-           "| detector | " + " | ".join(k for k in ("pretrained", "fine-tuned") if k) + " |", "|---|---|---|"]
-    base = data.get("detectors", {})
-    ft = (data.get("finetuned") or {}).get("detectors", {})
-    for name in sorted(set(base) | set(ft)):
+    sources = {"pretrained": data.get("detectors", {})}
+    for name, sec in (data.get("finetuned") or {}).items():
+        sources[f"fine-tuned `{name}`"] = sec.get("detectors", {})
+    names = list(dict.fromkeys(k for src in sources.values() for k in src))
+    out = [f"**OOD detection** (`bench/ood.py`, test_id vs test_ood, AUROC / FPR@95; feature and ensemble "
+           f"weights chosen on val_id vs pool_ood, pretrained choice `{data.get('feature')}`; `ensemble` = "
+           f"validation-tuned weights, `ensemble_equal` = the equal-weight default):", "",
+           "| detector | " + " | ".join(sources) + " |", "|---" * (len(sources) + 1) + "|"]
+    for name in names:
         cells = []
-        for src in (base, ft):
+        for src in sources.values():
             m = src.get(name)
             cells.append(f"{m['auroc']:.3f} / {m['fpr95']:.3f}" if m else "–")
         out.append(f"| {name} | " + " | ".join(cells) + " |")
-    share = data.get("selected_ood_share")
-    if isinstance(share, dict):
-        out += ["", "Share of OOD pairs in a 1,000-pair selection from the mixed pool: " + ", ".join(
-            f"{k} {num(v, 2)}" for k, v in share.items() if not isinstance(v, dict)) + "."]
+    share = data.get("selected_ood_share") or {}
+    if share:
+        out += ["", "Share of `pool_ood` pairs in a 1,000-pair selection from the mixed pool (50% OOD): "
+                f"DASA (validation-tuned) {num(share.get('dasa', {}).get('all'), 2)}, DASA default config "
+                f"{num(share.get('dasa_default_config', {}).get('all'), 2)}, random "
+                f"{num(share.get('random', {}).get('mean_of_10_seeds'), 2)}, max entropy "
+                f"{num(share.get('max_entropy', {}).get('share'), 2)}."]
     return out
 
 

@@ -18,7 +18,6 @@ Writes bench/results/select_speed.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import resource
@@ -30,6 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import load_window, save  # noqa: E402
 from darl_core.neighbours import NeighbourIndex, exact_search, l2_normalise  # noqa: E402
 from darl_core.selection import SelectionConfig, select_batch  # noqa: E402
 
@@ -116,12 +116,9 @@ def main() -> int:
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
                     "note": "2 cores shared with other engineers' jobs; run under nice -n 10"},
-        "load_average_1_5_15": {"start": [round(x, 2) for x in load_start],
-                                "end": [round(x, 2) for x in os.getloadavg()]},
+        "load_average_1_5_15": load_window(load_start),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    save(args.out, result)
     return 0
 
 
