@@ -7,7 +7,7 @@ PY=.venv/bin/python
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 PORT=${DARL_PORT:-8501}
 $PY -m darl_core migrate
-$PY -m darl_core demo --if-empty
+$PY -m darl_core demo --if-empty --first-round 200
 pids=()
 cleanup() {
   trap - INT TERM EXIT
