@@ -130,7 +130,12 @@ def render() -> str:
         ("SQLite p50 ms", "sqlite.p50_ms"), ("p95 ms", "sqlite.p95_ms"),
         ("PostgreSQL p50 ms", "postgresql.p50_ms"), ("p95 ms", "postgresql.p95_ms")])
     lines += [""] + simple("Maps", "map_speed", [("points", "n"), ("first UMAP fit s", "first_fit_s"),
-                                                ("re-render s", "rerender_s")])
+                                                ("UMAP's own pynndescent path s", "baseline_first_fit_s"),
+                                                ("speed-up", "speedup_first_fit_vs_pynndescent"),
+                                                ("trustworthiness ours", "trustworthiness"),
+                                                ("pynndescent", "baseline_trustworthiness"),
+                                                ("re-render s", "rerender_s"),
+                                                ("place 1k new s", "place_1000_s")])
     lines += [""] + simple("Training speed", "train_speed", [("train pairs/s ours", "train_pairs_per_s_ours"),
                                                              ("Trainer", "train_pairs_per_s_trainer"),
                                                              ("speed-up", "train_speedup"),

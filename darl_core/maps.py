@@ -19,6 +19,7 @@ import os
 import pickle
 import time
 import uuid
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,8 @@ import numpy as np
 
 from darl_core.errors import ConfigError, NotFoundError
 from darl_core.settings import darl_home
+
+KNN_MIN_ROWS = 4096  # UMAP's own cut-off: below it, it computes every distance and needs no index
 
 
 @dataclass
@@ -95,6 +98,43 @@ def _import_umap():  # noqa: ANN202
     return umap
 
 
+class CosineKnnIndex:
+    """The k-nearest-neighbour graph UMAP fits on, and the search its ``transform`` calls, from faiss.
+
+    UMAP would build both with pynndescent, whose numba code takes ~50 s to compile on 2 cores: over half
+    of a first 50k map (bench/map_speed.py). Here the graph comes from ``neighbours.NeighbourIndex``
+    (faiss: exact below 2e9 pair products, IVF above, as for DASA's bank) and ``query`` is an exact
+    blocked search, cheap for the few pairs ``place_new`` adds. ``data`` is the very array UMAP keeps
+    as ``_raw_data``, so pickling the reducer stores it once.
+    """
+
+    _angular_trees = True  # UMAP's transform reads it to choose the search epsilon (unused here)
+
+    def __init__(self, data: np.ndarray) -> None:
+        self.data = data
+
+    def neighbor_graph(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(indices int32 [N, k], cosine distances float32 [N, k]); each row starts with the point itself."""
+        from darl_core.neighbours import NeighbourIndex, l2_normalise
+
+        unit = l2_normalise(self.data)
+        sims, idx = NeighbourIndex(unit).search(unit, k + 1)
+        rows = np.arange(len(unit))
+        sims[idx == rows[:, None]] = -np.inf  # the point itself goes first, whatever its rank (ties, IVF misses)
+        sims = np.concatenate([np.full((len(unit), 1), np.inf, np.float32), sims], axis=1)
+        idx = np.concatenate([rows[:, None], idx], axis=1)
+        order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+        idx, sims = np.take_along_axis(idx, order, 1), np.take_along_axis(sims, order, 1)
+        sims[:, 0] = 1.0
+        return idx.astype(np.int32), np.clip(1.0 - sims, 0.0, 2.0).astype(np.float32)
+
+    def query(self, queries: np.ndarray, k: int, epsilon: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+        from darl_core.neighbours import as_matrix, exact_search, l2_normalise
+
+        sims, idx = exact_search(l2_normalise(as_matrix(queries)), l2_normalise(self.data), k)
+        return idx.astype(np.int32), np.clip(1.0 - sims, 0.0, 2.0).astype(np.float32)
+
+
 def fit_map(embeddings: np.ndarray, *, n_neighbors: int = 15, min_dist: float = 0.1, seed: int | None = None,
             n_clusters: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any]:
     """UMAP to 2-D, then k-means clusters. Returns (xy, cluster, centroids, reducer).
@@ -105,9 +145,16 @@ def fit_map(embeddings: np.ndarray, *, n_neighbors: int = 15, min_dist: float = 
     x = np.asarray(embeddings, dtype=np.float32)
     if x.ndim != 2 or len(x) < 4:
         raise ConfigError(f"a map needs at least 4 embeddings of shape [N, D], got {x.shape}")
-    reducer = umap.UMAP(n_components=2, n_neighbors=min(n_neighbors, len(x) - 1), min_dist=min_dist,
-                        metric="cosine", random_state=seed, low_memory=True)
-    xy = reducer.fit_transform(x).astype(np.float32)
+    k = min(n_neighbors, len(x) - 1)
+    knn: dict[str, Any] = {}
+    if len(x) >= KNN_MIN_ROWS:  # smaller maps: UMAP computes all distances itself, no search index
+        index = CosineKnnIndex(x)
+        knn["precomputed_knn"] = (*index.neighbor_graph(k), index)
+    reducer = umap.UMAP(n_components=2, n_neighbors=k, min_dist=min_dist, metric="cosine", random_state=seed,
+                        low_memory=True, **knn)
+    with warnings.catch_warnings():  # "not an NNDescent object": transform works through CosineKnnIndex.query
+        warnings.filterwarnings("ignore", message=".*knn_search_index.*")
+        xy = reducer.fit_transform(x).astype(np.float32)
     cluster, centroids = cluster_points(xy, n_clusters or n_clusters_for(len(x)), seed or 0)
     return xy, cluster, centroids, reducer
 

@@ -58,12 +58,18 @@ def default_model_dir() -> Path:
 
 
 def torch_device() -> str:
-    """``DARL_DEVICE`` resolved: ``auto`` picks CUDA when torch sees a GPU, else the CPU."""
+    """``DARL_DEVICE`` resolved: ``auto`` picks CUDA when torch sees a GPU (``cuda:LOCAL_RANK`` under a
+    multi-process launch), else the CPU."""
     import torch
 
     want = os.environ.get("DARL_DEVICE", "auto").strip().lower() or "auto"
     if want == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        if not torch.cuda.is_available():
+            return "cpu"
+        from darl_core.distributed import local_rank
+
+        rank = local_rank()  # under `accelerate launch`: one GPU per process
+        return "cuda" if rank is None else f"cuda:{rank % torch.cuda.device_count()}"
     if want.startswith("cuda") and not torch.cuda.is_available():
         raise ModelError(f"DARL_DEVICE={want!r} but torch sees no CUDA device; use 'cpu' or 'auto'")
     if want != "cpu" and not want.startswith("cuda"):

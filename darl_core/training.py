@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from darl_core import stages
+from darl_core import distributed, stages
 from darl_core.config import StageConfig
 from darl_core.errors import ConfigError, DarlError
 from darl_core.losses import class_weights_for, darl_loss
@@ -111,11 +111,19 @@ def run_stage(config: StageConfig, train: Examples, val: Examples, out_dir: Path
     _validate(config, train, val, parent, new_labels)
     if (out_dir / "metrics.json").is_file() and (out_dir / "model.pt").is_file():
         return StageResult(config.stage, out_dir, json.loads((out_dir / "metrics.json").read_text()))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    record = {"config": config.to_dict(), "parent": str(parent) if parent else None}
-    (out_dir / "config.json").write_text(json.dumps(record, indent=2))
+    dist = distributed.context()
+    if dist.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        record = {"config": config.to_dict(), "parent": str(parent) if parent else None, "processes": dist.world}
+        (out_dir / "config.json").write_text(json.dumps(record, indent=2))
+    dist.barrier()
     if config.threads:
         torch.set_num_threads(config.threads)
+    if not dist.is_main:  # a helper process of a multi-process launch: share the training, then read rank 0's result
+        if config.stage != "wi":
+            _train_loop(config, train, val, out_dir, parent, new_labels, None, should_stop)
+        dist.barrier()  # rank 0 picks, calibrates, saves and scores meanwhile
+        return StageResult(config.stage, out_dir, json.loads((out_dir / "metrics.json").read_text()))
     start = time.perf_counter()
     if config.stage == "wi":
         model, extra = stages.interpolate(config, val, Path(parent), _emit(progress, config))
@@ -132,6 +140,7 @@ def run_stage(config: StageConfig, train: Examples, val: Examples, out_dir: Path
     save_weights(model, tuning, out_dir / "model.pt")
     metrics = {**_val_metrics(model, val, config), **extra, "wall_s": time.perf_counter() - start}
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    dist.barrier()
     _emit(progress, config)(-1, -1, float("nan"), None, "done")
     return StageResult(config.stage, out_dir, metrics)
 
@@ -215,6 +224,7 @@ def _train_loop(config: StageConfig, train: Examples, val: Examples, out_dir: Pa
                 new_labels: Examples | None, progress: Progress | None,
                 should_stop: Callable[[], bool] | None) -> tuple[RelevanceModel, dict]:
     emit = _emit(progress, config)
+    dist = distributed.context()
     model = build_model(config, parent)
     data = train if new_labels is None or config.stage == "ft" else train.concat(new_labels)
     grades = torch.as_tensor(data.grades)
@@ -226,11 +236,12 @@ def _train_loop(config: StageConfig, train: Examples, val: Examples, out_dir: Pa
     features = None
     if config.stage == "lp":
         cache = out_dir / "features.npy"
-        if not cache.is_file():
+        if dist.is_main and not cache.is_file():
             emit(0, 0, 0.0, None, f"pooling {len(data)} training pairs")
             out = score_pairs(model, data.queries, data.items, batch_size=config.eval_batch_size,
                               max_length=config.max_length)
             np.save(cache, out.embeddings)
+        dist.barrier()
         features = torch.from_numpy(np.load(cache))
         enc, lengths = None, np.ones(len(data), dtype=np.int64)
     else:
@@ -240,6 +251,9 @@ def _train_loop(config: StageConfig, train: Examples, val: Examples, out_dir: Pa
     # dpo: the parent is the frozen reference; its logits are computed once and cached.
     pairs = None
     if config.stage == "dpo":
+        if dist.is_main:
+            stages.dpo_pairs(model, data, config, out_dir)  # computes and caches the reference logits
+        dist.barrier()
         pairs = stages.dpo_pairs(model, data, config, out_dir)
         emit(0, 0, 0.0, None, f"dpo: {int((pairs['rejected'] >= 0).sum())} preference pairs")
 
@@ -289,38 +303,57 @@ def _train_loop(config: StageConfig, train: Examples, val: Examples, out_dir: Pa
         if epoch != batches_epoch:
             rng = np.random.default_rng([config.seed, epoch])
             batches, batches_epoch = _epoch_batches(lengths, epoch_rows(epoch), config.batch_size, rng), epoch
-        rows = batches[step % steps_per_epoch]
-        if features is not None:
-            logits = model.head(features[rows].to(model.device))
-        else:
-            logits, _ = model(**model.collate(enc, rows))
-        loss, _parts = darl_loss(logits, grades[rows].to(logits.device), config.loss, weight)
-        if pairs is not None:
-            loss = config.dpo_sft_weight * loss + stages.batch_dpo_loss(logits, pairs, rows, config)
+        batch = batches[step % steps_per_epoch]
+        rows = dist.shard(batch)  # all of it in one process; this process's slice under a launch
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if len(rows):
+            if features is not None:
+                logits = model.head(features[rows].to(model.device))
+            else:
+                logits, _ = model(**model.collate(enc, rows))
+            loss, _parts = darl_loss(logits, grades[rows].to(logits.device), config.loss, weight)
+            if pairs is not None:
+                loss = config.dpo_sft_weight * loss + stages.batch_dpo_loss(logits, pairs, rows, config)
+            if dist.active:  # slices' mean losses weighted by their share: the sum is the whole batch's mean
+                loss = loss * (len(rows) / len(batch))
+            loss.backward()
+        else:
+            loss = torch.zeros((), device=model.device)
+        if dist.active:
+            grads = [_grad(p) for p in head_params + body_params]
+            loss = loss.detach().reshape(1)
+            dist.sum_(grads + [loss])
         torch.nn.utils.clip_grad_norm_(head_params + body_params, config.grad_clip)
         optimizer.step()
         schedule.step()
         step += 1
-        seen += len(rows)
+        seen += len(batch)
         value = loss.item()
         running = value if running is None else 0.9 * running + 0.1 * value
         if step % 10 == 0 or step == total:
             emit(step, total, step / steps_per_epoch, running, f"step {step}/{total} loss {running:.4f}")
-        if step % config.save_every == 0 and step < total:
+        if step % config.save_every == 0 and step < total and dist.is_main:
             save_resume()
-        if should_stop is not None and step < total and should_stop():
-            save_resume()
+        if should_stop is not None and step < total and dist.agree(should_stop(), model.device):
+            if dist.is_main:
+                save_resume()
             raise StageCancelled(out_dir, step)
     model.eval()
     elapsed = time.perf_counter() - t0
-    save_weights(model, config.tuning, out_dir / "model.pt")
-    torch.save({"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(), "step": step},
-               out_dir / "optimizer.pt")
-    resume.unlink(missing_ok=True)
+    if dist.is_main:
+        save_weights(model, config.tuning, out_dir / "model.pt")
+        torch.save({"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(), "step": step},
+                   out_dir / "optimizer.pt")
+        resume.unlink(missing_ok=True)
     return model, {"train_pairs": len(data), "steps": step, "train_loss": running,
                    "train_pairs_per_s": seen / elapsed if elapsed > 0 else None, "tuning": config.tuning}
+
+
+def _grad(p: torch.Tensor) -> torch.Tensor:
+    """``p.grad``, made zeros when this process's slice did not reach ``p`` (an empty slice)."""
+    if p.grad is None:
+        p.grad = torch.zeros_like(p)
+    return p.grad
 
 
 def _val_metrics(model: RelevanceModel, val: Examples, config: StageConfig) -> dict:

@@ -52,11 +52,15 @@ def parse_overrides(args: argparse.Namespace) -> dict:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from darl_core import distributed
     from darl_core.cli.data import ensure_schema
     from db.services.training import train_stage
     from db.session import session_scope
 
-    ensure_schema()
+    dist = distributed.context()  # under `accelerate launch`: one of several processes (see distributed.py)
+    if dist.is_main:
+        ensure_schema()
+    dist.barrier()
 
     def progress(fraction: float, message: str) -> None:
         print(f"[{fraction:4.0%}] {message}", file=sys.stderr, flush=True)
@@ -64,6 +68,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     with session_scope() as session:
         version = train_stage(session, args.project, args.stage, from_version=args.from_version,
                               overrides=parse_overrides(args), progress=progress)
+        if version is None:  # a helper process: rank 0 reports
+            return 0
         m = version.metrics
         print(f"version {version.id} ({version.name}): val macro-F1 {m.get('val_macro_f1', float('nan')):.4f}, "
               f"ECE {m.get('val_ece', float('nan')):.4f} -> {version.artifact_path}")

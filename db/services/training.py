@@ -20,6 +20,7 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from darl_core import distributed
 from darl_core.config import STAGES, StageConfig
 from darl_core.errors import ConfigError, NotFoundError
 from darl_core.metrics import evaluate
@@ -30,6 +31,7 @@ from db.models import LabelEvent, ModelVersion, Pair
 from db.services.labels import final_labels
 from db.services.projects import get_project
 from db.services.rounds import resolve_version
+from db.session import is_sqlite
 
 Progress = Callable[[float, str], None]
 VAL_SPLITS = ("val", "val_id")
@@ -96,8 +98,11 @@ def collect_examples(session: Session, project_id: int, since_event_id: int = 0)
 
 def train_stage(session: Session, project_name: str, stage: str, *, from_version: str | int | None = None,
                 overrides: dict[str, Any] | None = None, progress: Progress | None = None,
-                should_stop: Callable[[], bool] | None = None) -> ModelVersion:
-    """Train one stage on the project's labels and register the result as a new ModelVersion."""
+                should_stop: Callable[[], bool] | None = None) -> ModelVersion | None:
+    """Train one stage on the project's labels and register the result as a new ModelVersion.
+
+    Under ``accelerate launch`` every process trains its share and only rank 0 returns the version
+    (the others return None)."""
     if stage not in STAGES:
         raise ConfigError(f"stage must be one of {STAGES}, got {stage!r}")
     project = get_project(session, project_name)
@@ -131,8 +136,14 @@ def train_stage(session: Session, project_name: str, stage: str, *, from_version
             frac = ev.step / ev.total_steps if ev.total_steps > 0 else (1.0 if ev.message == "done" else 0.0)
             progress(max(0.0, min(1.0, frac)), f"{ev.stage}: {ev.message}")
 
+    if is_sqlite(session) and session.in_transaction():
+        # Only read so far. Every SQLite transaction holds the write lock (BEGIN IMMEDIATE): end this one
+        # so minutes of training lock out neither the app nor the other processes of a multi-process launch.
+        session.commit()
     result = run_stage(config, train, val, out_dir, parent=_path(parent), new_labels=new, progress=relay,
                        should_stop=should_stop)
+    if not distributed.context().is_main:
+        return None  # a helper process of `accelerate launch`: rank 0 scores and registers the version
     metrics = dict(result.metrics)
     tests = {k: v for k, v in data.items() if k in TEST_SPLITS and len(v)}
     if tests:

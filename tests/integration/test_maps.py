@@ -114,3 +114,37 @@ def test_map_service_sql_on_both_backends(database: str) -> None:
     odd_pool = {int(i) for i, c, r in zip(view["pair_id"], view["cluster"], view["role"], strict=True)
                 if c == 1 and r == "pool"}
     assert {i for i, p in priorities.items() if p == 9} == odd_pool
+
+
+def test_large_maps_fit_on_the_faiss_graph_and_place_new_pairs_by_their_neighbours(tmp_path: Path) -> None:
+    """From KNN_MIN_ROWS points UMAP gets our neighbour graph (not pynndescent's); the map still separates
+    the blobs, and ``transform`` (through CosineKnnIndex.query) puts new points into their blob."""
+    import pickle
+
+    from darl_core.neighbours import exact_search, l2_normalise
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 64)) * 3
+    blob = rng.integers(0, 3, core_maps.KNN_MIN_ROWS + 400)
+    x = l2_normalise((centres[blob] + rng.normal(size=(len(blob), 64))).astype(np.float32))
+
+    index = core_maps.CosineKnnIndex(x)
+    idx, dist = index.neighbor_graph(15)
+    assert idx.shape == (len(x), 15) and (idx[:, 0] == np.arange(len(x))).all() and (dist[:, 0] == 0).all()
+    _, exact = exact_search(x, x, 16)
+    recall = np.mean([len(set(a[1:]) & set(b[1:])) / 15 for a, b in zip(idx, exact, strict=True)])
+    assert recall > 0.85, recall
+
+    xy, _cluster, _centroids, reducer = core_maps.fit_map(x, seed=0)
+    assert isinstance(reducer._knn_search_index, core_maps.CosineKnnIndex)
+    again = pickle.loads(pickle.dumps(reducer))
+    assert again._raw_data is again._knn_search_index.data  # the embeddings are stored once
+    from sklearn.neighbors import KNeighborsClassifier
+
+    half = len(x) // 2
+    knn2d = KNeighborsClassifier(5).fit(xy[:half], blob[:half])
+    assert knn2d.score(xy[half:], blob[half:]) > 0.99  # the blobs stay apart on the map
+
+    new = l2_normalise((centres[1] + rng.normal(size=(30, 64))).astype(np.float32))
+    placed = again.transform(new)
+    assert (knn2d.predict(placed) == 1).mean() > 0.9

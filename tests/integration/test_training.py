@@ -7,7 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny_models import make_tiny  # tests/integration is on sys.path (pytest prepend mode)
+from tiny_models import (  # tests/integration is on sys.path (pytest prepend mode)
+    make_examples,
+    make_tiny,
+    seed_tiny_project,
+)
 
 from darl_core.config import LossConfig, StageConfig
 from darl_core.errors import ConfigError
@@ -15,16 +19,7 @@ from darl_core.model import load_checkpoint, load_model, score_pairs
 from darl_core.training import Examples, StageCancelled, run_stage
 
 torch.set_num_threads(1)
-WORDS = ["drill", "paint", "hose", "saw", "lamp", "door", "tile", "fan", "sink", "rake"]
 DARL = LossConfig(class_weights="inverse", ordinal_weight=1.0, occ_weight=1.0)
-
-
-def make_examples(n: int, k: int, seed: int) -> Examples:
-    rng = np.random.default_rng(seed)
-    queries = [str(rng.choice(WORDS)) for _ in range(n)]
-    items = [f"{rng.choice(WORDS)} {rng.choice(WORDS)} pro" for _ in range(n)]
-    grades = [k - 1 if q in it else int(rng.integers(0, k - 1)) for q, it in zip(queries, items, strict=True)]
-    return Examples(queries, items, np.array(grades))
 
 
 @pytest.fixture(scope="module")
@@ -169,31 +164,13 @@ def test_inputs_are_checked_up_front(bert, data, chain, tmp_path):
         run_stage(cfg("dpo"), train, val, tmp_path / "d", parent=tmp_path)
 
 
-def _seed_project(session, model_dir: Path, n: int = 60) -> None:
-    from db.models import Item, LabelEvent, LabelKind, Pair, Query
-    from db.services.projects import create_project
-
-    project = create_project(session, "tiny", ["irrelevant", "weak", "strong"], settings={"model_dir": str(model_dir)})
-    ex = make_examples(n, 3, 7)
-    for i, (q, it, g) in enumerate(zip(ex.queries, ex.items, ex.grades, strict=True)):
-        query = Query(project_id=project.id, key=f"q{i}", text=q)
-        item = Item(project_id=project.id, key=f"i{i}", title=it)
-        session.add_all([query, item])
-        session.flush()
-        pair = Pair(project_id=project.id, query_id=query.id, item_id=item.id, split="val" if i % 4 == 0 else None)
-        session.add(pair)
-        session.flush()
-        session.add(LabelEvent(pair_id=pair.id, kind=LabelKind.imported, grade=int(g)))
-    session.flush()
-
-
 def test_train_stage_registers_versions_with_parents(sqlite_database, bert):
     from db.services.training import train_stage
     from db.session import session_scope
 
     fractions = []
     with session_scope(sqlite_database) as session:
-        _seed_project(session, bert)
+        seed_tiny_project(session, bert)
         fast = {"epochs": 1, "batch_size": 16, "max_length": 24}
         lp = train_stage(session, "tiny", "lp", overrides=fast, progress=lambda f, m: fractions.append(f))
         ft = train_stage(session, "tiny", "ft", overrides={**fast, "tuning": "lora"})

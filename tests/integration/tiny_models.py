@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from darl_core.settings import default_model_dir
@@ -19,8 +20,11 @@ def _copy_tokenizer(dest: Path) -> None:
             shutil.copy(src / name, dest / name)
 
 
-def make_tiny(kind: str, dest: Path) -> Path:
-    """Save a 2-layer, hidden-32 ``bert`` or ``qwen2`` model with the MiniLM tokenizer into ``dest``."""
+def make_tiny(kind: str, dest: Path, dropout: float | None = None) -> Path:
+    """Save a 2-layer, hidden-32 ``bert`` or ``qwen2`` model with the MiniLM tokenizer into ``dest``.
+
+    ``dropout`` (bert): hidden and attention dropout, when a test needs training to be deterministic
+    whatever the batch is split into."""
     from transformers import AutoModel, BertConfig, Qwen2Config
 
     torch.manual_seed(0)
@@ -28,6 +32,8 @@ def make_tiny(kind: str, dest: Path) -> Path:
     if kind == "bert":
         config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                             intermediate_size=64, max_position_embeddings=128)
+        if dropout is not None:
+            config.hidden_dropout_prob = config.attention_probs_dropout_prob = dropout
     elif kind == "qwen2":
         config = Qwen2Config(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                              num_key_value_heads=1, intermediate_size=64, max_position_embeddings=128,
@@ -37,3 +43,36 @@ def make_tiny(kind: str, dest: Path) -> Path:
     AutoModel.from_config(config).save_pretrained(dest)
     _copy_tokenizer(dest)
     return dest
+
+
+WORDS = ["drill", "paint", "hose", "saw", "lamp", "door", "tile", "fan", "sink", "rake"]
+
+
+def make_examples(n: int, k: int, seed: int):  # noqa: ANN201 - darl_core.training.Examples
+    """``n`` toy pairs on a ``k``-grade scale: the top grade when the query word is in the item."""
+    from darl_core.training import Examples
+
+    rng = np.random.default_rng(seed)
+    queries = [str(rng.choice(WORDS)) for _ in range(n)]
+    items = [f"{rng.choice(WORDS)} {rng.choice(WORDS)} pro" for _ in range(n)]
+    grades = [k - 1 if q in it else int(rng.integers(0, k - 1)) for q, it in zip(queries, items, strict=True)]
+    return Examples(queries, items, np.array(grades))
+
+
+def seed_tiny_project(session, model_dir: Path, n: int = 60) -> None:  # noqa: ANN001
+    """Project ``tiny`` on ``model_dir`` with ``n`` imported grades, every 4th pair in the val split."""
+    from db.models import Item, LabelEvent, LabelKind, Pair, Query
+    from db.services.projects import create_project
+
+    project = create_project(session, "tiny", ["irrelevant", "weak", "strong"], settings={"model_dir": str(model_dir)})
+    ex = make_examples(n, 3, 7)
+    for i, (q, it, g) in enumerate(zip(ex.queries, ex.items, ex.grades, strict=True)):
+        query = Query(project_id=project.id, key=f"q{i}", text=q)
+        item = Item(project_id=project.id, key=f"i{i}", title=it)
+        session.add_all([query, item])
+        session.flush()
+        pair = Pair(project_id=project.id, query_id=query.id, item_id=item.id, split="val" if i % 4 == 0 else None)
+        session.add(pair)
+        session.flush()
+        session.add(LabelEvent(pair_id=pair.id, kind=LabelKind.imported, grade=int(g)))
+    session.flush()
