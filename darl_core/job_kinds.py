@@ -191,10 +191,12 @@ def train_job(ctx: JobContext) -> dict[str, Any]:
 
 @handler("select")
 def select_job(ctx: JobContext) -> dict[str, Any]:
-    """Embed the pool with a version, score OOD, and open a DASA selection round."""
-    from db.services import rounds
+    """Embed the pool with a version (after its embedding shards), score OOD, open a DASA round."""
+    from db.services import maps, rounds
 
     p = ctx.params
+    if p.get("shards"):
+        maps.run_shards([int(i) for i in p["shards"]], lambda f, m: ctx.progress(f, m), ctx.should_stop)
     with _service_session(ctx) as (session, progress, _stop):
         rnd = rounds.run_selection(session, p["project"], int(p["budget"]), version=p.get("version"),
                                    progress=progress, created_by=p.get("created_by"))

@@ -10,11 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from darl_core.config import STAGES, LoraSpec, LossConfig, StageConfig
 from darl_core.errors import ConfigError, ConflictError
-from db.models import Job, Project, Role, User
+from db.models import Job, Pair, Project, Role, User
 from db.services import jobs, versions
 from db.services.users import require_role
 
@@ -104,11 +105,19 @@ def launch_training(session: Session, project: Project, stage: str, *, from_vers
 
 
 def launch_selection(session: Session, project: Project, budget: int, *, version: int | None,
-                     actor: User | None) -> Job:
+                     actor: User | None, shard_size: int | None = None) -> Job:
+    """Queue a DASA round; for a large project, embedding shards first that any worker can take (the
+    select job runs or waits for them, then embeds only what is left)."""
+    from db.services.maps import SHARD_SIZE, queue_embedding_shards
+    from db.services.rounds import resolve_version
+
     if budget < 1:
         raise ConfigError(f"The budget must be at least 1 pair, got {budget}.")
+    mv = resolve_version(session, project.id, version)
+    ids = list(session.scalars(select(Pair.id).where(Pair.project_id == project.id).order_by(Pair.id)))
+    shards = queue_embedding_shards(session, project, mv, ids, actor=actor, shard_size=shard_size or SHARD_SIZE)
     return jobs.enqueue(session, "select", {"project": project.name, "budget": int(budget), "version": version,
-                                            "created_by": actor.id if actor else None},
+                                            "created_by": actor.id if actor else None, "shards": shards},
                         project_id=project.id, actor=actor)
 
 

@@ -108,11 +108,11 @@ def embed_shard_job(version_id: int, pair_ids: list[int], progress: Progress | N
     return {"pairs": len(texts.ids), "seconds": round(time.perf_counter() - start, 2)}
 
 
-def _run_shards(shard_ids: Sequence[int], progress: Progress, should_stop: Callable[[], bool] | None) -> None:
+def run_shards(shard_ids: Sequence[int], progress: Progress, should_stop: Callable[[], bool] | None) -> None:
     """Run our shards nobody has started (claiming them like a worker would); wait for the others."""
     from darl_core.job_kinds import JobStopped
 
-    token = f"map-job-inline/{time.monotonic_ns()}"
+    token = f"shards-inline/{time.monotonic_ns()}"
     for shard in shard_ids:
         with session_scope() as session:
             job = jobs.claim(session, shard, token)
@@ -125,7 +125,7 @@ def _run_shards(shard_ids: Sequence[int], progress: Progress, should_stop: Calla
                     jobs.finish(session, shard, token, JobStatus.failed, error=str(exc))
                 raise
             with session_scope() as session:
-                jobs.finish(session, shard, token, JobStatus.succeeded, result=result, message="run by the map job")
+                jobs.finish(session, shard, token, JobStatus.succeeded, result=result, message="run by the job that needed it")
         else:
             while True:
                 with session_scope() as session:
@@ -146,7 +146,7 @@ def compute_map_job(version_id: int, progress: Progress | None = None, should_st
 
     say = progress or (lambda *_a, **_k: None)
     if shards:
-        _run_shards(shards, say, should_stop)
+        run_shards(shards, say, should_stop)
     with session_scope() as session:
         mv = versions.get_version(session, version_id)
         texts = _pair_texts(session, mv.project_id)
@@ -222,8 +222,6 @@ def launch_map(session: Session, project: Project, version_id: int | None, *, ac
                refit: bool = False, shard_size: int = SHARD_SIZE) -> Job:
     """Queue the map job of a version (None: the pretrained backbone) and, for a large project,
     embedding shards first that any worker can take."""
-    from darl_core.embeddings import EmbeddingCache
-
     if actor is not None:
         require_role(actor, Role.engineer)
     mv = resolve_version(session, project.id, None) if version_id is None else versions.get_version(session, version_id)
@@ -232,16 +230,26 @@ def launch_map(session: Session, project: Project, version_id: int | None, *, ac
     ids = list(session.scalars(select(Pair.id).where(Pair.project_id == project.id).order_by(Pair.id)))
     if not ids:
         raise ConfigError("This project has no pairs to map: import some first.")
-    cached = set(EmbeddingCache(cache_key(mv)).load()[0]) if len(ids) > shard_size else set()
-    missing = [i for i in ids if str(i) not in cached]
-    shard_ids = []
-    if len(missing) > shard_size:
-        for s in range(0, len(missing), shard_size):
-            shard_ids.append(jobs.enqueue(session, "embed", {"version_id": mv.id,
-                                                             "pair_ids": missing[s:s + shard_size]},
-                                          project_id=project.id, actor=actor).id)
+    shard_ids = queue_embedding_shards(session, project, mv, ids, actor=actor, shard_size=shard_size)
     return jobs.enqueue(session, "map", {"version_id": mv.id, "refit": refit, "shards": shard_ids},
                         project_id=project.id, actor=actor)
+
+
+def queue_embedding_shards(session: Session, project: Project, mv: ModelVersion, pair_ids: Sequence[int], *,
+                           actor: User | None, shard_size: int = SHARD_SIZE) -> list[int]:
+    """``embed`` jobs for the pairs not yet in the version's embedding cache, ``shard_size`` each, when
+    there are more than one shard's worth; any worker takes them. The map and DASA selection jobs share
+    the cache, and run (or wait for) their shards before they start: ``run_shards``."""
+    from darl_core.embeddings import EmbeddingCache
+
+    if len(pair_ids) <= shard_size:
+        return []
+    cached = set(EmbeddingCache(cache_key(mv)).load()[0])
+    missing = [int(i) for i in pair_ids if str(i) not in cached]
+    if len(missing) <= shard_size:
+        return []
+    return [jobs.enqueue(session, "embed", {"version_id": mv.id, "pair_ids": missing[s:s + shard_size]},
+                         project_id=project.id, actor=actor).id for s in range(0, len(missing), shard_size)]
 
 
 def _labelled_pairs(session: Session, project_id: int) -> set[int]:

@@ -148,3 +148,33 @@ def test_large_maps_fit_on_the_faiss_graph_and_place_new_pairs_by_their_neighbou
     new = l2_normalise((centres[1] + rng.normal(size=(30, 64))).astype(np.float32))
     placed = again.transform(new)
     assert (knn2d.predict(placed) == 1).mean() > 0.9
+
+
+def test_a_dasa_round_embeds_in_shards_that_any_worker_can_take(sqlite_database: str, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from darl_core.embeddings import EmbeddingCache
+    from darl_core.worker import execute
+    from db.models import Job
+    from db.services.launch import launch_selection
+
+    monkeypatch.setenv("DARL_MODEL", str(make_tiny("bert", tmp_path / "bert")))
+    with session_scope(sqlite_database) as s:
+        project = seed_project(s)
+        job = launch_selection(s, project, 3, version=None, actor=None, shard_size=50)
+        n_pairs = s.query(Pair).count()
+        shard_ids, select_id = [int(i) for i in job.params["shards"]], job.id
+    assert len(shard_ids) == 3  # 136 pairs in shards of 50
+    def run(job_id: int) -> str:
+        status = execute(job_id)
+        with session_scope(sqlite_database) as s:
+            return f"{status}: {jobs.get_job(s, job_id).error}" if status != "succeeded" else status
+
+    assert run(shard_ids[0]) == "succeeded"  # a second worker took the first shard
+    assert len(EmbeddingCache("base").load()[0]) == 50
+    assert run(select_id) == "succeeded"  # the select job runs the shards nobody took, then the round
+    with session_scope(sqlite_database) as s:
+        assert {jobs.get_job(s, i).status for i in shard_ids} == {JobStatus.succeeded}
+        assert s.get(Job, select_id).result["size"] == 3
+        again = launch_selection(s, project, 3, version=None, actor=None, shard_size=50)
+        assert again.params["shards"] == []  # every pair is in the version's cache now
+    assert len(EmbeddingCache("base").load()[0]) == n_pairs
