@@ -14,13 +14,15 @@ The launcher (``accelerate launch --multi_gpu``, which runs torchrun; or torchru
 ``WORLD_SIZE``, ``RANK`` and ``LOCAL_RANK``; ``context()`` joins the process group from them (NCCL on
 GPUs, gloo on CPUs; accelerate's own ``PartialState`` reports a gloo group on CPUs as "not distributed",
 so it is not used) and ``settings.torch_device`` gives each process ``cuda:LOCAL_RANK``. Without a
-launcher (``WORLD_SIZE`` unset or 1) every call here is a no-op.
+launcher (``WORLD_SIZE`` unset or 1) every call here is a no-op. ``DARL_DIST_TIMEOUT_MIN`` (default
+180) bounds a wait at a barrier.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import lru_cache
 
 import torch
@@ -81,7 +83,9 @@ def context() -> Context:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         if backend == "nccl":
             torch.cuda.set_device(local_rank() % torch.cuda.device_count())
-        td.init_process_group(backend=backend)
+        # Helpers wait at barriers while rank 0 scores val, picks and saves: allow hours, not the default minutes.
+        minutes = float(os.environ.get("DARL_DIST_TIMEOUT_MIN", "180"))
+        td.init_process_group(backend=backend, timeout=timedelta(minutes=minutes))
     return Context(rank=td.get_rank(), world=td.get_world_size())
 
 

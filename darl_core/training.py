@@ -236,11 +236,23 @@ def _train_loop(config: StageConfig, train: Examples, val: Examples, out_dir: Pa
     features = None
     if config.stage == "lp":
         cache = out_dir / "features.npy"
-        if dist.is_main and not cache.is_file():
+        if not cache.is_file():  # every process checks before any writes it (a barrier comes first)
             emit(0, 0, 0.0, None, f"pooling {len(data)} training pairs")
-            out = score_pairs(model, data.queries, data.items, batch_size=config.eval_batch_size,
-                              max_length=config.max_length)
-            np.save(cache, out.embeddings)
+            mine = dist.shard(np.arange(len(data)))  # under a launch each process pools its slice
+            out = score_pairs(model, [data.queries[i] for i in mine], [data.items[i] for i in mine],
+                              batch_size=config.eval_batch_size, max_length=config.max_length)
+            if not dist.active:
+                np.save(cache, out.embeddings)
+            else:
+                np.save(out_dir / f"features.part{dist.rank}.npy", out.embeddings)
+                dist.barrier()
+                if dist.is_main:
+                    whole = np.empty((len(data), out.embeddings.shape[1]), dtype=out.embeddings.dtype)
+                    for r in range(dist.world):
+                        whole[r::dist.world] = np.load(out_dir / f"features.part{r}.npy")
+                    np.save(cache, whole)
+                    for r in range(dist.world):
+                        (out_dir / f"features.part{r}.npy").unlink()
         dist.barrier()
         features = torch.from_numpy(np.load(cache))
         enc, lengths = None, np.ones(len(data), dtype=np.int64)
