@@ -40,13 +40,18 @@ def ok(flag: Any) -> str:
     return "met" if flag is True else ("**missed**" if flag is False else "–")
 
 
-def quality() -> list[str]:
-    rows = load("quality")
+def quality(name: str = "quality", title: str = "Quality") -> list[str]:
+    rows = load(name)
     if not rows:
-        return ["Quality (`bench/quality.py`): not run."]
+        return [f"{title} (`bench/quality.py`): not run."]
     seeds = {r.get("seeds") for r in rows}
-    out = [f"**Quality** (`bench/quality.py`, Home Depot protocol, profile `small`, "
-           f"{rows[0].get('tuning', '?')} tuning of the top layers of MiniLM, seeds per row: "
+    layers = rows[0].get("train_layers")
+    what = "all layers" if layers is None and "train_layers" in rows[0] else \
+        f"the top {layers or '?'} layers"
+    epochs = rows[0].get("epochs")
+    epochs = f"{epochs:g}" if isinstance(epochs, (int, float)) else "?"
+    out = [f"**{title}** (`bench/quality.py`, Home Depot protocol, profile `small`, "
+           f"{rows[0].get('tuning', '?')} tuning of {what} of MiniLM, {epochs} epochs, seeds per row: "
            f"{', '.join(str(s) for s in sorted(seeds))}; mean ± sd where more than one seed):", "",
            "| row | ID macro-F1 | OOD macro-F1 | gap | ID ECE | OOD ECE | QWK | irrelevant F1 | over-recall | wall s |",
            "|---|---|---|---|---|---|---|---|---|---|"]
@@ -117,6 +122,7 @@ def ood() -> list[str]:
 def render() -> str:
     lines: list[str] = []
     lines += quality() + [""]
+    lines += quality("quality_top2_1epoch", "Quality, cheaper training") + [""]
     lines += ablation() + [""]
     lines += ood() + [""]
     lines += simple("Import", "import_speed", [("1M rows in s", "import.wall_s"), ("peak RSS MB", "import.peak_rss_mb"),

@@ -119,6 +119,7 @@ class StageConfig:
     calibrate: bool = False  # temperature scaling on val after the stage (argmax unchanged; see stages.py)
     dpo_alphas: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)  # strength picked on val (stages.dpo_strength)
     dpo_pairs: str = "over"  # over: only over-predictions are rejected; wrong: every wrong prediction
+    dpo_holdout: float = 0.0  # share of the new labels kept out of dpo training: the strength pick checks them too
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
@@ -157,6 +158,8 @@ class StageConfig:
         _non_negative("dpo_sft_weight", self.dpo_sft_weight)
         if self.dpo_pairs not in ("over", "wrong"):
             raise ConfigError(f"`dpo_pairs` must be 'over' or 'wrong', got {self.dpo_pairs!r}")
+        if not 0 <= self.dpo_holdout < 1:
+            raise ConfigError(f"`dpo_holdout` must be a share in [0, 1), got {self.dpo_holdout!r}")
         if self.stage == "lp" and self.tuning != "head":
             object.__setattr__(self, "tuning", "head")  # a linear probe trains the head only, by definition
         if isinstance(self.loss.class_weights, tuple) and len(self.loss.class_weights) != self.num_grades:

@@ -101,13 +101,16 @@ def _val_scores(model: RelevanceModel, val, config: StageConfig) -> dict[str, fl
 
 
 def dpo_strength(config: StageConfig, val, ref_dir: Path, model: RelevanceModel,
-                 emit: Callable) -> tuple[RelevanceModel, dict]:
+                 emit: Callable, holdout=None) -> tuple[RelevanceModel, dict]:  # noqa: ANN001
     """Pick how far to move from the reference towards the DPO-trained weights, on ``val``.
 
     DPO on a small grade head overshoots easily: it removes the optimistic bias and then keeps
     pushing predictions down. θ(α) = (1 − α)·θ_ref + α·θ_dpo for α in ``dpo_alphas``; α = 0 is the
     reference itself. The pick is the lowest over-recall among the α whose val macro-F1 is not below
     the reference's (ties to the higher macro-F1), so the stage never trades macro-F1 for de-biasing.
+    ``holdout`` (new labels kept out of training, ``dpo_holdout``): its macro-F1 must not fall below the
+    reference's either. val is in-distribution; the new labels are mostly the shifted pairs DASA
+    picked, so this keeps the pick from buying ID macro-F1 with OOD macro-F1.
     A single value in ``dpo_alphas`` is used as it is.
     """
     ref = torch.load(Path(ref_dir) / "model.pt", map_location="cpu", weights_only=True)
@@ -119,18 +122,24 @@ def dpo_strength(config: StageConfig, val, ref_dir: Path, model: RelevanceModel,
         model.eval()
         return model, {"dpo_alpha": config.dpo_alphas[0], "dpo_alphas": {}}
     alphas = sorted(set(config.dpo_alphas) | {0.0})
-    table = {}
+    table, held = {}, {}
     for i, alpha in enumerate(alphas):
         weights_at(alpha)
         table[f"{alpha:g}"] = m = _val_scores(model, val, config)
+        note = ""
+        if holdout is not None and len(holdout):
+            held[f"{alpha:g}"] = h = _val_scores(model, holdout, config)
+            note = f"; held-out new labels macro-F1 {h['macro_f1']:.4f}"
         emit(i + 1, len(alphas), 0.0, None,
-             f"dpo alpha {alpha:g}: val macro-F1 {m['macro_f1']:.4f}, over-recall {m['over_recall']:.4f}")
-    floor = round(table["0"]["macro_f1"], 4)
-    ok = [a for a in alphas if round(table[f"{a:g}"]["macro_f1"], 4) >= floor]
+             f"dpo alpha {alpha:g}: val macro-F1 {m['macro_f1']:.4f}, over-recall {m['over_recall']:.4f}{note}")
+
+    def kept(a: float, scores: dict) -> bool:
+        return not scores or round(scores[f"{a:g}"]["macro_f1"], 4) >= round(scores["0"]["macro_f1"], 4)
+    ok = [a for a in alphas if kept(a, table) and kept(a, held)]
     best = min(ok, key=lambda a: (round(table[f"{a:g}"]["over_recall"], 4), -table[f"{a:g}"]["macro_f1"]))
     weights_at(best)
     model.eval()
-    return model, {"dpo_alpha": best, "dpo_alphas": table}
+    return model, {"dpo_alpha": best, "dpo_alphas": table, **({"dpo_alphas_holdout": held} if held else {})}
 
 
 def calibrate_temperature(model: RelevanceModel, val, config: StageConfig) -> dict[str, float]:

@@ -121,7 +121,7 @@ def run_stage(config: StageConfig, train: Examples, val: Examples, out_dir: Path
         torch.set_num_threads(config.threads)
     if not dist.is_main:  # a helper process of a multi-process launch: share the training, then read rank 0's result
         if config.stage != "wi":
-            _train_loop(config, train, val, out_dir, parent, new_labels, None, should_stop)
+            _train_loop(config, train, val, out_dir, parent, _dpo_holdout(config, new_labels)[0], None, should_stop)
         dist.barrier()  # rank 0 picks, calibrates, saves and scores meanwhile
         return StageResult(config.stage, out_dir, json.loads((out_dir / "metrics.json").read_text()))
     start = time.perf_counter()
@@ -129,11 +129,12 @@ def run_stage(config: StageConfig, train: Examples, val: Examples, out_dir: Path
         model, extra = stages.interpolate(config, val, Path(parent), _emit(progress, config))
         tuning = extra.pop("tuning")
     else:
+        new_labels, holdout = _dpo_holdout(config, new_labels)
         model, extra = _train_loop(config, train, val, out_dir, parent, new_labels, progress, should_stop)
         tuning = config.tuning
         if config.stage == "dpo":  # how far towards the DPO weights: picked on val, never below the reference
             (out_dir / "model.pt").replace(out_dir / "model_dpo_full.pt")
-            model, picked = stages.dpo_strength(config, val, Path(parent), model, _emit(progress, config))
+            model, picked = stages.dpo_strength(config, val, Path(parent), model, _emit(progress, config), holdout)
             extra.update(picked)
     if config.calibrate:
         extra.update(stages.calibrate_temperature(model, val, config))
@@ -143,6 +144,16 @@ def run_stage(config: StageConfig, train: Examples, val: Examples, out_dir: Path
     dist.barrier()
     _emit(progress, config)(-1, -1, float("nan"), None, "done")
     return StageResult(config.stage, out_dir, metrics)
+
+
+def _dpo_holdout(config: StageConfig, new_labels: Examples | None) -> tuple[Examples | None, Examples | None]:
+    """(new labels to train dpo on, the ``dpo_holdout`` share kept out for its strength pick): a fixed
+    split by ``seed``; (new_labels, None) for other stages or without a holdout."""
+    if config.stage != "dpo" or new_labels is None or config.dpo_holdout <= 0 or len(new_labels) < 2:
+        return new_labels, None
+    order = np.random.default_rng([config.seed, 11]).permutation(len(new_labels))
+    n_hold = min(len(new_labels) - 1, max(1, round(config.dpo_holdout * len(new_labels))))
+    return new_labels.subset(np.sort(order[n_hold:])), new_labels.subset(np.sort(order[:n_hold]))
 
 
 def _validate(config: StageConfig, train: Examples, val: Examples, parent: Path | None,

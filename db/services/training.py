@@ -116,9 +116,16 @@ def train_stage(session: Session, project_name: str, stage: str, *, from_version
     base = {"model_dir": settings.get("model_dir"), "num_grades": len(project.grades)}
     config = StageConfig.from_dict({"stage": stage, **base, **(overrides or {})})
     since = int((parent.label_snapshot or {}).get("last_event_id", 0)) if parent is not None else 0
-    data = collect_examples(session, project.id, since if stage == "dasa" else 0)
+    split_new = stage == "dasa"
+    if stage == "dpo" and config.dpo_holdout > 0 and parent is not None and parent.parent_id is not None:
+        # The labels that came after the reference's own parent (DASA's new pairs, and any since) stay
+        # apart: dpo holds out a share of them to check its strength on the shifted pairs.
+        grand = session.get(ModelVersion, parent.parent_id)
+        since = int(((grand.label_snapshot if grand is not None else None) or {}).get("last_event_id", 0))
+        split_new = since > 0
+    data = collect_examples(session, project.id, since if split_new else 0)
     train, val, new = data["train"], data["val"], data.get("new")
-    if stage != "dasa" and new is not None:
+    if not split_new and new is not None:
         train = train.concat(new)
         new = None
     if len(train) == 0 or len(val) == 0:

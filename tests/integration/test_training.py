@@ -120,6 +120,22 @@ def test_dpo_strength_is_picked_on_val_and_never_below_the_reference(chain, data
     assert (dpo.checkpoint / "model_dpo_full.pt").is_file()  # the unblended DPO weights are kept
 
 
+def test_dpo_holdout_keeps_new_labels_out_of_training_and_guards_the_pick(chain, data):
+    train, val = data
+    new = make_examples(20, 3, 9)
+    dpo = run_stage(cfg("dpo", dpo_pairs="wrong", lr=3e-3, dpo_beta=2.0, dpo_holdout=0.25), train, val,
+                    chain["root"] / "dpo_holdout", parent=chain["ft"].checkpoint, new_labels=new)
+    assert dpo.metrics["train_pairs"] == len(train) + 15  # 5 of the 20 new labels held out
+    table, held, alpha = dpo.metrics["dpo_alphas"], dpo.metrics["dpo_alphas_holdout"], dpo.metrics["dpo_alpha"]
+    assert set(held) == set(table) == {"0", "0.25", "0.5", "0.75", "1"}
+    allowed = [a for a in table if round(table[a]["macro_f1"], 4) >= round(table["0"]["macro_f1"], 4)
+               and round(held[a]["macro_f1"], 4) >= round(held["0"]["macro_f1"], 4)]
+    assert f"{alpha:g}" in allowed
+    assert round(table[f"{alpha:g}"]["over_recall"], 4) == min(round(table[a]["over_recall"], 4) for a in allowed)
+    with pytest.raises(ConfigError, match="dpo_holdout"):
+        cfg("dpo", dpo_holdout=1.0)
+
+
 def test_interrupted_stage_resumes_to_the_same_result(bert, data, tmp_path):
     train, val = data
     config = cfg("ft", bert, epochs=2, save_every=4, tuning="full", lr=1e-3)
@@ -183,6 +199,38 @@ def test_train_stage_registers_versions_with_parents(sqlite_database, bert):
         with pytest.raises(ConfigError, match="new_labels"):
             train_stage(session, "tiny", "dasa", from_version=ft.name, overrides=fast)
     assert fractions and fractions[-1] == 1.0 and all(0 <= f <= 1 for f in fractions)
+
+
+def test_service_dpo_holds_out_part_of_the_labels_that_came_with_dasa(sqlite_database, bert):
+    from db.models import Item, LabelEvent, LabelKind, Pair, Query
+    from db.services.projects import get_project
+    from db.services.training import train_stage
+    from db.session import session_scope
+
+    fast = {"epochs": 1, "batch_size": 16, "max_length": 24}
+    with session_scope(sqlite_database) as session:
+        seed_tiny_project(session, bert)
+        train_stage(session, "tiny", "lp", overrides=fast)
+        ft = train_stage(session, "tiny", "ft", overrides={**fast, "tuning": "lora"})
+        project = get_project(session, "tiny")
+        ex = make_examples(12, 3, 21)  # a round's worth of new labels, after ft
+        for i, (q, it, g) in enumerate(zip(ex.queries, ex.items, ex.grades, strict=True)):
+            query, item = Query(project_id=project.id, key=f"nq{i}", text=q), Item(project_id=project.id,
+                                                                                   key=f"ni{i}", title=it)
+            session.add_all([query, item])
+            session.flush()
+            pair = Pair(project_id=project.id, query_id=query.id, item_id=item.id, split="pool")
+            session.add(pair)
+            session.flush()
+            session.add(LabelEvent(pair_id=pair.id, kind=LabelKind.imported, grade=int(g)))
+        session.flush()
+        dasa = train_stage(session, "tiny", "dasa", from_version=ft.name, overrides={**fast, "tuning": "lora"})
+        dpo = train_stage(session, "tiny", "dpo", from_version=dasa.name,
+                          overrides={**fast, "tuning": "lora", "dpo_pairs": "wrong", "dpo_holdout": 0.25})
+        assert dasa.label_snapshot["new"] == dpo.label_snapshot["new"] > 0  # dpo sees DASA's labels as new
+        n_new = dpo.label_snapshot["new"]
+        assert dpo.metrics["train_pairs"] == dpo.label_snapshot["train"] + n_new - round(0.25 * n_new)
+        assert set(dpo.metrics["dpo_alphas_holdout"]) == set(dpo.metrics["dpo_alphas"])
 
 
 def test_score_cli_writes_probabilities(chain, tmp_path):
