@@ -51,7 +51,7 @@ def quality(name: str = "quality", title: str = "Quality") -> list[str]:
     epochs = rows[0].get("epochs")
     epochs = f"{epochs:g}" if isinstance(epochs, (int, float)) else "?"
     out = [f"**{title}** (`bench/quality.py`, Home Depot protocol, profile `small`, "
-           f"{rows[0].get('tuning', '?')} tuning of {what} of MiniLM, {epochs} epochs, seeds per row: "
+           f"{rows[0].get('tuning', '?')} tuning of {what} of MiniLM, {epochs} epoch{'' if epochs == '1' else 's'}, seeds per row: "
            f"{', '.join(str(s) for s in sorted(seeds))}; mean ± sd where more than one seed):", "",
            "| row | ID macro-F1 | OOD macro-F1 | gap | ID ECE | OOD ECE | QWK | irrelevant F1 | over-recall | wall s |",
            "|---|---|---|---|---|---|---|---|---|---|"]
