@@ -133,7 +133,7 @@ def run_stage(config: StageConfig, train: Examples, val: Examples, out_dir: Path
         model, extra = _train_loop(config, train, val, out_dir, parent, new_labels, progress, should_stop)
         tuning = config.tuning
         if config.stage == "dpo":  # how far towards the DPO weights: picked on val, never below the reference
-            (out_dir / "model.pt").replace(out_dir / "model_dpo_full.pt")
+            save_weights(model, tuning, out_dir / "model_dpo_full.pt")  # the unblended DPO weights, kept
             model, picked = stages.dpo_strength(config, val, Path(parent), model, _emit(progress, config), holdout)
             extra.update(picked)
     if config.calibrate:
@@ -363,8 +363,7 @@ def _train_loop(config: StageConfig, train: Examples, val: Examples, out_dir: Pa
             raise StageCancelled(out_dir, step)
     model.eval()
     elapsed = time.perf_counter() - t0
-    if dist.is_main:
-        save_weights(model, config.tuning, out_dir / "model.pt")
+    if dist.is_main:  # model.pt is run_stage's to write, after any strength pick and calibration
         torch.save({"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(), "step": step},
                    out_dir / "optimizer.pt")
         resume.unlink(missing_ok=True)
