@@ -114,9 +114,7 @@ def dpo_strength(config: StageConfig, val, ref_dir: Path, model: RelevanceModel,
     A single value in ``dpo_alphas`` is used as it is.
     """
     ref = torch.load(Path(ref_dir) / "model.pt", map_location="cpu", weights_only=True)
-    end = {"backbone": trainable_state(model, ref["tuning"]),
-           "head": {k: v.detach().cpu().clone() for k, v in model.head.state_dict().items()}}
-    weights_at = blender(model, ref, end)
+    weights_at = blender(model, ref, trainable_tensors(model, ref["tuning"]))
     if len(config.dpo_alphas) == 1:  # an explicit strength: no search
         weights_at(config.dpo_alphas[0])
         model.eval()

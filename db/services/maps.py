@@ -36,7 +36,7 @@ from db.models import (
     User,
 )
 from db.services import jobs, versions
-from db.services.rounds import BASE_KEY, resolve_version
+from db.services.rounds import BASE_KEY, embedding_key, resolve_version
 from db.services.users import require_role
 from db.session import is_sqlite, session_scope
 
@@ -45,11 +45,6 @@ ROLE_OF_SPLIT = {"train": "train", "val": "train", "val_id": "train", "test_id":
                  "test_ood": "OOD test", "pool": "pool"}
 ROLES = ("train", "ID test", "pool", "OOD test", "selected", "labelled")
 Progress = Callable[..., None]
-
-
-def cache_key(version: ModelVersion) -> str:
-    """The embedding cache key of a version (the same keys as the DASA rounds service)."""
-    return "base" if version.artifact_path is None else f"v{version.id}"
 
 
 def map_key(version: ModelVersion) -> str:
@@ -92,7 +87,7 @@ def _embed(version: ModelVersion, texts: PairTexts, progress: Progress, should_s
 
             raise JobStopped(f"stopped after embedding {done:,} of {total:,} pairs (saved parts are kept)")
 
-    emb, _ = embed_cached(EmbeddingCache(cache_key(version)), texts.ids, texts.queries, texts.items,
+    emb, _ = embed_cached(EmbeddingCache(embedding_key(version)), texts.ids, texts.queries, texts.items,
                           lazy_compute(version.artifact_path), chunk=2048, progress=tick)
     return emb
 
@@ -244,7 +239,7 @@ def queue_embedding_shards(session: Session, project: Project, mv: ModelVersion,
 
     if len(pair_ids) <= shard_size:
         return []
-    cached = set(EmbeddingCache(cache_key(mv)).load()[0])
+    cached = set(EmbeddingCache(embedding_key(mv)).load()[0])
     missing = [int(i) for i in pair_ids if str(i) not in cached]
     if len(missing) <= shard_size:
         return []

@@ -110,10 +110,16 @@ def _pairs(session: Session, project_id: int, ids: Sequence[int] | None, exclude
     return out
 
 
+def embedding_key(version: ModelVersion) -> str:
+    """A version's embedding cache key, shared with maps and its embedding shards: the pretrained backbone's
+    embeddings (``base``) serve every project's base version; a trained version has its own."""
+    return BASE_KEY if version.artifact_path is None else f"v{version.id}"
+
+
 def _embed(version: ModelVersion, texts: PairTexts, progress: Progress | None, span: tuple[float, float]):  # noqa: ANN202
     from darl_core.embeddings import EmbeddingCache, embed_cached, lazy_compute
 
-    cache = EmbeddingCache(BASE_KEY if version.artifact_path is None else f"v{version.id}")
+    cache = EmbeddingCache(embedding_key(version))
 
     def tick(done: int, total: int) -> None:
         if progress:
