@@ -101,7 +101,9 @@ def ood() -> list[str]:
     names = list(dict.fromkeys(k for src in sources.values() for k in src))
     out = [f"**OOD detection** (`bench/ood.py`, test_id vs test_ood, AUROC / FPR@95; feature and ensemble "
            f"weights chosen on val_id vs pool_ood, pretrained choice `{data.get('feature')}`; `ensemble` = "
-           f"validation-tuned weights, `ensemble_equal` = the equal-weight default):", "",
+           f"validation-tuned weights, `ensemble_equal` = all members at equal weights, "
+           f"`default_ensemble_last_layer` = the product's default, kNN + knn_ratio at equal weights on the "
+           f"last layer, no choice made on labels; `knn_ratio`'s background is the unlabelled pool):", "",
            "| detector | " + " | ".join(sources) + " |", "|---" * (len(sources) + 1) + "|"]
     for name in names:
         cells = []

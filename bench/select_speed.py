@@ -1,8 +1,9 @@
 """Speed of one full DASA selection at scale, against scikit-learn's brute-force kNN in the same run.
 
 A 1,000,000-pair pool of 384-d embeddings (90% from the bank's mixture, 10% from shifted clusters)
-against a 50,000-pair labelled bank, budget 1,000, default SelectionConfig (ensemble of kNN,
-Mahalanobis and relative Mahalanobis; kNN approximate via faiss IVF, chosen automatically).
+against a 50,000-pair labelled bank, budget 1,000, default SelectionConfig (ensemble of kNN and
+knn_ratio, whose background is a 20k sample of the pool itself; searches approximate via faiss IVF,
+chosen automatically).
 Synthetic embeddings: a 64-centre mixture in a 128-d latent space, projected to 384-d, plus
 isotropic noise (real MiniLM pair embeddings need 105 components for 80% of their variance;
 isotropic 384-d noise would be a harder, unrealistic case for any index).

@@ -147,24 +147,27 @@ class PoolScores:
 def score_pool(pool_embeddings: np.ndarray, bank_embeddings: np.ndarray, *, config: SelectionConfig | None = None,
                bank_labels: np.ndarray | None = None, pool_logits: np.ndarray | None = None,
                bank_logits: np.ndarray | None = None) -> PoolScores:
-    """Fit the configured detector on the bank and score the pool. The default ensemble adds the
-    energy score when both pool and bank grade logits are given."""
+    """Fit the configured detector on the bank and score the pool. Detectors that compare with the
+    unlabelled pool (``knn_ratio``, in the default ensemble) get the pool itself as their background.
+    Grade logits are used by logit members (energy, msp) when an ensemble names them."""
     config = config or SelectionConfig()
     pool, bank = as_matrix(pool_embeddings, "pool embeddings"), as_matrix(bank_embeddings, "bank embeddings")
     kwargs = dict(config.detector_kwargs)
     det = get_detector(config.detector, **kwargs)
+    self_rows = np.arange(len(pool))  # pool-density members (knn_ratio) leave each pool row out of its own
     if isinstance(det, Ensemble):
-        if pool_logits is not None and bank_logits is not None and "energy" not in det.members:
-            det = get_detector(config.detector, **{**kwargs, "members": (*det.members, "energy")})
-        det.fit(bank, bank_labels, logits=bank_logits)
-        parts = det.score_parts(pool, logits=pool_logits)
+        if det.uses_logits_members and (pool_logits is None or bank_logits is None):
+            raise ConfigError(f"ensemble members {det.uses_logits_members} score grade logits: "
+                              "pass pool_logits and bank_logits")
+        det.fit(bank, bank_labels, logits=bank_logits, background=pool if det.needs_background else None)
+        parts = det.score_parts(pool, logits=pool_logits, background_idx=self_rows)
         return PoolScores(parts.pop("ensemble"), parts)
     if det.uses_logits:
         if pool_logits is None or bank_logits is None:
             raise ConfigError(f"detector {config.detector!r} scores grade logits: pass pool_logits and bank_logits")
         s = det.fit(bank_logits, bank_labels).score(pool_logits)
     else:
-        s = det.fit(bank, bank_labels).score(pool)
+        s = det.fit(bank, bank_labels, background=pool).score(pool, background_idx=self_rows)
     return PoolScores(s, {config.detector: s})
 
 
@@ -176,8 +179,8 @@ def select_batch(pool_embeddings: np.ndarray, bank_embeddings: np.ndarray, *, bu
                  progress: Progress | None = None) -> list[Selected]:
     """Pick ``budget`` pool rows for annotation, ranked and explained (see the module docstring).
 
-    Deterministic for a given ``seed``. ``pool_logits``/``bank_logits`` (grade logits) add the energy
-    score to the default ensemble when both are given. ``pool_scores`` (from ``score_pool``) skips
+    Deterministic for a given ``seed``. ``pool_logits``/``bank_logits`` (grade logits) feed logit
+    detectors (energy, msp) when the configured detector uses them. ``pool_scores`` (from ``score_pool``) skips
     the scoring step, for callers that also store every pool score.
     """
     config = config or SelectionConfig()

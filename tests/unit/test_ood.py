@@ -45,15 +45,20 @@ def data() -> dict[str, np.ndarray]:
     test_ood = _points(rng, between)
     test_ood[:, 0] = between + 0.4 * rng.normal(size=300)  # a tight cluster midway between classes
     test_ood[:, 2:] += 2.5
+    # The unlabelled pool (background for knn_ratio): fresh draws of both kinds, none of them scored.
+    pool_ood = _points(rng, rng.choice([-3.0, 3.0], 400))
+    pool_ood[:, 0] = rng.choice([-3.0, 3.0], 400) + 0.4 * rng.normal(size=400)
+    pool_ood[:, 2:] += 2.5
+    pool = np.vstack([_points(rng, MEANS[rng.integers(0, 3, 400)]), pool_ood])
     return {"bank": bank, "labels": labels, "x": np.vstack([test_id, test_ood]),
-            "y": np.r_[np.zeros(300), np.ones(300)]}
+            "y": np.r_[np.zeros(300), np.ones(300)], "pool": pool, "pool_y": np.r_[np.zeros(400), np.ones(400)]}
 
 
 def _fit_score(name: str, d: dict[str, np.ndarray]) -> np.ndarray:
     det = get_detector(name)
     if det.uses_logits:
         return det.fit(_logits(d["bank"]), d["labels"]).score(_logits(d["x"]))
-    return det.fit(d["bank"], d["labels"]).score(d["x"])
+    return det.fit(d["bank"], d["labels"], background=d["pool"]).score(d["x"])
 
 
 @pytest.mark.parametrize("name", sorted(n for n in DETECTORS if n != "ensemble"))
@@ -74,7 +79,9 @@ def test_ensemble_with_logit_members(combine: str, data: dict[str, np.ndarray]) 
 
 
 def test_default_detector_is_the_ensemble_and_needs_no_labels(data: dict[str, np.ndarray]) -> None:
-    s = get_detector("ensemble").fit(data["bank"]).score(data["x"])
+    ens = get_detector("ensemble")
+    assert tuple(ens.members) == ("knn", "knn_ratio") and ens.needs_background
+    s = ens.fit(data["bank"], background=data["pool"]).score(data["x"])
     assert roc_auc_score(data["y"], s) > 0.95
 
 
@@ -86,7 +93,7 @@ def test_not_fitted_and_dimension_errors(name: str, data: dict[str, np.ndarray])
         det.score(np.zeros((2, width)))
     with pytest.raises(EmptyBankError, match="empty"):
         det.fit(np.zeros((0, width)))
-    det.fit(np.random.default_rng(1).normal(size=(50, width)))
+    det.fit(np.random.default_rng(1).normal(size=(50, width)), background=np.ones((20, width)))
     with pytest.raises(DimensionMismatchError, match=f"width {width}, got width {width + 1}"):
         det.score(np.zeros((2, width + 1)))
 
@@ -105,6 +112,77 @@ def test_knn_leaves_itself_out_of_calibration() -> None:
     knn = get_detector("knn", k=1).fit(bank)
     # In-sample the nearest neighbour is the row itself (distance 0); calibration must not be.
     assert np.all(knn.calibration_scores(np.arange(10)) > 0.1)
+
+
+def test_knn_ratio_needs_a_matching_background(data: dict[str, np.ndarray]) -> None:
+    with pytest.raises(ConfigError, match="pass background="):
+        get_detector("knn_ratio").fit(data["bank"])
+    with pytest.raises(EmptyBankError, match="background .*empty"):
+        get_detector("knn_ratio").fit(data["bank"], background=np.zeros((0, D)))
+    with pytest.raises(DimensionMismatchError, match="background width 3 != bank width 8"):
+        get_detector("knn_ratio").fit(data["bank"], background=np.zeros((5, 3)))
+    ens = Ensemble(members=("knn", "knn_ratio"))
+    assert ens.needs_background and not Ensemble(members=("knn", "mahalanobis")).needs_background
+    with pytest.raises(ConfigError, match="pass background="):
+        ens.fit(data["bank"])
+    det = get_detector("knn_ratio").fit(data["bank"], background=data["pool"])
+    with pytest.raises(DimensionMismatchError, match="3 background_idx for 2 scored rows"):
+        det.score(data["pool"][:2], background_idx=np.arange(3))
+
+
+def test_ensemble_shares_the_bank_search_between_knn_and_knn_ratio(data: dict[str, np.ndarray]) -> None:
+    ens = Ensemble().fit(data["bank"], background=data["pool"])
+    idx = np.arange(len(data["pool"]))
+    parts = ens.score_parts(data["pool"], background_idx=idx)
+    alone = get_detector("knn_ratio").fit(data["bank"], background=data["pool"]).score(data["pool"], background_idx=idx)
+    assert np.allclose(parts["knn_ratio"], alone)
+    calls = []
+    original = ens.members["knn_ratio"].index_.search
+    ens.members["knn_ratio"].index_.search = lambda *a, **k: calls.append(1) or original(*a, **k)
+    ens.score_parts(data["pool"], background_idx=idx)
+    assert calls == []  # the bank was searched once, by the kNN member
+
+
+def test_knn_ratio_leaves_pool_rows_out_of_their_own_neighbours(data: dict[str, np.ndarray]) -> None:
+    pool, bank = data["pool"], data["bank"]
+    det = get_detector("knn_ratio", k=3).fit(bank, background=pool)
+    in_sample = det.score(pool[:20], background_idx=np.arange(20))
+    for i in (0, 7, 19):  # as if row i had never been in the pool
+        alone = get_detector("knn_ratio", k=3).fit(bank, background=np.delete(pool, i, axis=0))
+        assert in_sample[i] == pytest.approx(alone.score(pool[i:i + 1])[0], abs=1e-6)
+    # Without background_idx a pool row finds itself (distance 0 to the pool): it would look more OOD.
+    assert np.all(det.score(pool[:20]) >= in_sample - 1e-9)
+    # The pool rows separate as the test rows do.
+    assert roc_auc_score(data["pool_y"], det.score(pool, background_idx=np.arange(len(pool)))) > 0.95
+
+
+def test_knn_ratio_subsampled_background_keeps_rows_straight(data: dict[str, np.ndarray]) -> None:
+    pool, bank = data["pool"], data["bank"]
+    det = get_detector("knn_ratio", k=3, max_background=300, seed=4).fit(bank, background=pool)
+    kept = det.background_rows_
+    assert len(kept) == 300 and np.all(np.diff(kept) > 0)
+    same = get_detector("knn_ratio", k=3).fit(bank, background=pool[kept])
+    rows = np.arange(0, len(pool), 37)  # kept and dropped rows alike
+    pos = np.full(len(rows), -1)
+    hit = np.isin(rows, kept)
+    pos[hit] = np.searchsorted(kept, rows[hit])
+    expected = same.score(pool[rows], background_idx=pos)
+    assert np.allclose(det.score(pool[rows], background_idx=rows), expected)
+    assert hit.any() and (~hit).any()
+
+
+def test_knn_ratio_does_not_put_a_lone_outlier_first(data: dict[str, np.ndarray]) -> None:
+    # kNN alone ranks a lone far outlier first; with the pool ratio, dozens of the pool's uncovered
+    # cluster rank above it (it is far from the pool too).
+    outlier = data["bank"][:1].copy()
+    outlier[0, 3:] += 12.0
+    pool = np.vstack([data["pool"], outlier])
+    idx = np.arange(len(pool))
+    knn = get_detector("knn").fit(data["bank"]).score(pool)
+    ratio = get_detector("knn_ratio").fit(data["bank"], background=pool).score(pool, background_idx=idx)
+    assert knn.argmax() == len(pool) - 1
+    above = np.flatnonzero(ratio[:-1] > ratio[-1])
+    assert len(above) >= 40 and data["pool_y"][above].mean() > 0.9
 
 
 def test_exact_search_matches_brute_force_and_approximate_agrees() -> None:

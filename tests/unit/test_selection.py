@@ -73,7 +73,7 @@ def test_control_slice_has_the_configured_size(data: dict[str, np.ndarray], budg
 def test_every_pair_carries_its_reasons(data: dict[str, np.ndarray]) -> None:
     sel = _select(data)
     s = sel[0]
-    assert set(s.parts) == {"knn", "mahalanobis", "relative_mahalanobis"}
+    assert set(s.parts) == {"knn", "knn_ratio"}
     assert len(s.neighbours) == 3 and all(n.startswith("b") for n in s.neighbours)
     assert list(s.neighbour_similarity) == sorted(s.neighbour_similarity, reverse=True)
     assert s.reasons()["cluster"] == s.cluster
