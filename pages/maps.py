@@ -118,7 +118,8 @@ st.plotly_chart(figure(view, colour, list(project.grades)), key="map_chart", wid
 
 st.subheader("Clusters")
 summary = maps.cluster_summary(view)
-st.dataframe(summary, key="map_clusters", hide_index=True, width="stretch",
+has_ood = bool(view["ood_score"].notna().any())  # no scores yet: leave the columns out, not a column of "None"
+st.dataframe(summary if has_ood else summary.drop(columns=["mean_ood"]), key="map_clusters", hide_index=True, width="stretch",
              column_config={"cluster": st.column_config.NumberColumn("cluster", format="C%d"),
                             "mean_ood": st.column_config.NumberColumn("mean OOD score", format="%.3f"),
                             "labelled_share": st.column_config.ProgressColumn("labelled", min_value=0, max_value=1),
@@ -130,7 +131,8 @@ cluster = st.selectbox("Cluster", list(options), format_func=options.__getitem__
 members = view[view["cluster"] == cluster].sort_values("ood_score", ascending=False, na_position="last")
 grade_names = dict(enumerate(project.grades))
 st.dataframe(members.assign(predicted=members["predicted_grade"].map(grade_names))
-             [["pair_id", "query", "item", "role", "ood_score", "predicted"]],
+             [["pair_id", "query", "item", "role", *(["ood_score"] if has_ood else []),
+               *(["predicted"] if members["predicted_grade"].notna().any() else [])]],
              key="map_members", hide_index=True, width="stretch", height=280,
              column_config={"query": st.column_config.TextColumn(width="medium"),
                             "item": st.column_config.TextColumn(width="large"),

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from darl_core import maps as core_maps
 from db.models import Job, LabelEvent, LabelKind, ModelVersion, Pair, PairScore, Role, SelectionRound
@@ -144,3 +144,15 @@ def test_annotator_is_refused(world: dict[str, Any]) -> None:
     at = page("maps", world["users"]["ann"]).run()
     assert "needs the engineer role" in at.error[0].value
     assert not at.get("plotly_chart")
+
+
+def test_a_version_without_scores_shows_no_empty_score_columns(world: dict[str, Any], sqlite_database: str) -> None:
+    with session_scope(sqlite_database) as s:
+        s.execute(delete(PairScore).where(PairScore.model_version_id == world["base"]))
+    at = page("maps", world["users"]["eve"]).run()
+    assert not at.exception
+    clusters, members = at.dataframe[0].value, at.dataframe[1].value
+    assert "mean_ood" not in clusters.columns and clusters["size"].tolist() == [15, 15]
+    assert list(members.columns) == ["pair_id", "query", "item", "role"]
+    at.segmented_control(key="map_colour").set_value("OOD score").run()
+    assert any("No OOD scores for this version yet" in c.value for c in at.caption)
