@@ -1,7 +1,9 @@
 """The DaRL quality table on the public Home Depot protocol (``../shared/data/homedepot/README.md``).
 
 Rows: ce_plain, ce (inverse-frequency class weights: the baseline the targets compare with),
-ce+darl_loss, lp_ft_wi, dasa_1000 / random_1000 / entropy_1000 (each continues from the same
+ce+darl_loss, lp_ft_wi, dasa_1000 / dasa_ood_1000 / random_1000 / entropy_1000 (dasa_1000 is the
+product's default selection: OOD candidates, the model's least sure first; dasa_ood_1000 takes the
+same candidates in OOD-score order; each continues from the same
 lp_ft_wi checkpoint with 1,000 pool pairs whose hidden grades play the annotators), dpo (from
 dasa_1000). Every row is scored on test_id and test_ood. Stage directories are reused, so an
 interrupted run continues where it stopped; results are rewritten after every row. The committed
@@ -29,9 +31,11 @@ from darl_core import homedepot  # noqa: E402
 from darl_core.config import LossConfig, StageConfig  # noqa: E402
 from darl_core.metrics import evaluate  # noqa: E402
 from darl_core.model import load_checkpoint, score_pairs  # noqa: E402
+from darl_core.selection import SelectionConfig, select_batch  # noqa: E402
 from darl_core.training import Examples, run_stage  # noqa: E402
 
-ROWS = ("ce_plain", "ce", "ce+darl_loss", "lp_ft_wi", "dasa_1000", "random_1000", "entropy_1000", "dpo")
+ROWS = ("ce_plain", "ce", "ce+darl_loss", "lp_ft_wi", "dasa_1000", "dasa_ood_1000", "random_1000", "entropy_1000",
+        "dpo")
 COLUMNS = ("id_macro_f1", "ood_macro_f1", "gap", "id_ece", "ood_ece", "qwk", "irrelevant_f1", "over_recall",
            "wall_s")
 EXTRA = ("id_accuracy", "ood_accuracy", "ood_qwk", "ood_irrelevant_f1", "ood_over_recall", "id_ndcg@10",
@@ -88,7 +92,8 @@ def test_metrics(ckpt: Path, tests: dict[str, Examples], threads: int) -> dict[s
 
 
 def pick(name: str, wi_dir: Path, train: Examples, pool: Examples, seed: int, work: Path) -> np.ndarray:
-    """Pool rows for a 1,000-label round: DASA (OOD score + diversity), random, or max entropy."""
+    """Pool rows for a 1,000-label round: DASA (OOD candidates + diversity, by the model's doubt or,
+    for dasa_ood_1000, by OOD score), random, or max entropy."""
     rng = np.random.default_rng(seed)
     if name == "random_1000":
         return rng.choice(len(pool), size=BUDGET, replace=False)
@@ -105,33 +110,12 @@ def pick(name: str, wi_dir: Path, train: Examples, pool: Examples, seed: int, wo
         probs = z["pool_probs"]
         entropy = -(probs * np.log(np.clip(probs, 1e-12, 1))).sum(1)
         return np.argsort(-entropy, kind="stable")[:BUDGET]
-    try:
-        from darl_core.selection import select_batch
-
-        picked = select_batch(z["pool_emb"], z["bank_emb"], budget=BUDGET, bank_labels=z["bank_grades"], seed=seed)
-        return np.array([s.index for s in picked])
-    except Exception as exc:  # the selection module is another engineer's and may be mid-change
-        print(f"selection.select_batch failed ({exc!r}); using the kNN + Mahalanobis fallback", flush=True)
-        return fallback_dasa(z["pool_emb"], z["bank_emb"], z["bank_grades"], seed)
-
-
-def fallback_dasa(pool: np.ndarray, bank: np.ndarray, labels: np.ndarray, seed: int) -> np.ndarray:
-    from sklearn.cluster import KMeans
-
-    pn = pool / np.linalg.norm(pool, axis=1, keepdims=True)
-    bn = bank / np.linalg.norm(bank, axis=1, keepdims=True)
-    knn = -np.sort(pn @ bn.T, axis=1)[:, -10]  # minus the 10th-nearest cosine similarity
-    centred = bank - np.stack([bank[labels == g].mean(0) for g in np.unique(labels)])[labels]
-    prec = np.linalg.pinv(np.cov(centred.T) + 1e-3 * np.eye(bank.shape[1]))
-    maha = np.min([(((pool - bank[labels == g].mean(0)) @ prec) * (pool - bank[labels == g].mean(0))).sum(1)
-                   for g in np.unique(labels)], axis=0)
-    score = (knn - knn.mean()) / knn.std() + (maha - maha.mean()) / maha.std()
-    cand = np.argsort(-score)[:3 * BUDGET]
-    clusters = KMeans(n_clusters=BUDGET, n_init=1, random_state=seed).fit_predict(pn[cand])
-    best = {}
-    for i in cand:  # cand is in score order: keep the best pair of every cluster
-        best.setdefault(clusters[np.flatnonzero(cand == i)[0]], i)
-    return np.array(list(best.values())[:BUDGET])
+    # dasa_1000: the product's default (OOD candidates, the model's least sure first, as the grade
+    # logits are given); dasa_ood_1000: the same candidates in OOD-score order.
+    config = SelectionConfig(order="ood") if name == "dasa_ood_1000" else SelectionConfig()
+    picked = select_batch(z["pool_emb"], z["bank_emb"], budget=BUDGET, bank_labels=z["bank_grades"], seed=seed,
+                          config=config, pool_logits=z["pool_logits"], bank_logits=z["bank_logits"])
+    return np.array([s.index for s in picked])
 
 
 def summarise(runs: list[dict], tuning: str, train_layers: int | None = None, epochs: float | None = None) -> list[dict]:
@@ -222,7 +206,7 @@ def run_seed(seed: int, args, d: Path, runs: list, runs_file: Path, sp, train: E
         print(f"wi alpha {wi.metrics['alpha']}: {wi.metrics['alphas']}", flush=True)
         record("lp_ft_wi", wi.checkpoint, walls["lp"] + walls["ft"] + walls["wi"], wi.metrics["val_macro_f1"],
                alpha=wi.metrics["alpha"])
-        for name in ("dasa_1000", "random_1000", "entropy_1000", "dpo"):
+        for name in ("dasa_1000", "dasa_ood_1000", "random_1000", "entropy_1000", "dpo"):
             if name not in args.rows and not (name == "dasa_1000" and "dpo" in args.rows):
                 continue
             if name == "dpo":

@@ -170,12 +170,16 @@ def run_selection(session: Session, project_name: str, budget: int, version: str
     trained = mv.artifact_path is not None  # the base backbone's head is untrained: no useful logits
     bank_labels = np.array([labels[i].grade for i in bank.ids])
     pool_logits, bank_logits = (pool_logits, bank_logits) if trained else (None, None)
+    if config.order == "uncertainty" and not trained:  # "auto" falls back to OOD order by itself
+        raise ConfigError(f"order 'uncertainty' ranks pairs by the model's grade doubt, and {mv.name} has no "
+                          "trained grade head: select with a trained version, or order 'ood'")
     say(0.8, f"scoring {len(pool.ids):,} pool pairs")
     scores = score_pool(pool_emb, bank_emb, config=config, bank_labels=bank_labels, pool_logits=pool_logits,
                         bank_logits=bank_logits)
     say(0.85, "selecting a diverse batch")
     selected = select_batch(pool_emb, bank_emb, budget=budget, config=config, bank_labels=bank_labels,
-                            pool_ids=pool.ids, bank_ids=bank.ids, seed=seed, pool_scores=scores)
+                            pool_ids=pool.ids, bank_ids=bank.ids, seed=seed, pool_scores=scores,
+                            pool_logits=pool_logits)
     say(0.9, "writing scores and the round")
     _write_scores(session, mv.id, pool, scores, selected, pool_logits)
     params = {**config.as_params(), "budget": budget, "seed": seed, "model_version": mv.name,

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from darl_core.errors import NotFoundError, PoolError
-from darl_core.selection import Selected
+from darl_core.errors import ConfigError, NotFoundError, PoolError
+from darl_core.selection import Selected, SelectionConfig
 from db.models import Item as ItemRow
 from db.models import LabelEvent, LabelKind, Pair, PairScore, Project, Query, SelectionRound
 from db.services.rounds import create_round, round_items, round_queue, run_selection
@@ -89,6 +89,8 @@ def test_run_selection_end_to_end(session, tiny_backbone: Path, monkeypatch: pyt
     assert sum(embedded) == 60
     with pytest.raises(PoolError, match="pool exhausted: 20 left, 50 asked"):
         run_selection(session, "demo", 50)
+    with pytest.raises(ConfigError, match="base has no trained grade head"):
+        run_selection(session, "demo", 5, config=SelectionConfig(order="uncertainty"))
     assert session.scalar(select(func.count(SelectionRound.id)).where(SelectionRound.project_id == project.id)) == 2
 
 

@@ -70,6 +70,36 @@ def test_control_slice_has_the_configured_size(data: dict[str, np.ndarray], budg
         assert min(s.rank for s in control) <= budget // 2
 
 
+def test_uncertainty_order_picks_the_doubtful_candidates_first(data: dict[str, np.ndarray]) -> None:
+    rng = np.random.default_rng(5)
+    logits = rng.normal(scale=4.0, size=(len(data["pool"]), 3))
+    confident = np.zeros_like(logits)
+    confident[:, 0] = 20.0
+    logits[data["is_ood"] & (np.arange(len(logits)) % 2 == 0)] = confident[0]  # half the OOD rows: sure
+    kw = dict(bank_labels=data["labels"], pool_logits=logits, seed=0)
+    by_ood = select_batch(data["pool"], data["bank"], budget=40,
+                          config=SelectionConfig(control_fraction=0, order="ood"), **kw)
+    by_doubt = select_batch(data["pool"], data["bank"], budget=40,
+                            config=SelectionConfig(control_fraction=0, order="uncertainty"), **kw)
+
+    def rows(logits: np.ndarray | None, **cfg: object) -> list[int]:
+        config = SelectionConfig(control_fraction=0, **cfg)
+        return [s.index for s in select_batch(data["pool"], data["bank"], budget=40, config=config,
+                                              **{**kw, "pool_logits": logits})]
+    # The default ("auto"): the model's doubt when logits are given, the OOD score without them.
+    assert rows(logits) == [s.index for s in by_doubt]
+    assert rows(None) == rows(None, order="ood") == [s.index for s in by_ood]
+    sure = lambda sel: np.mean([np.allclose(logits[s.index], confident[0]) for s in sel])  # noqa: E731
+    assert np.mean([data["is_ood"][s.index] for s in by_doubt]) > 0.9  # still OOD candidates
+    # Half the OOD candidates are sure; by OOD score they fill 62% of the batch, by doubt a quarter
+    # (round-robin still takes a few from clusters with few doubtful pairs).
+    assert sure(by_doubt) <= 0.3 and sure(by_ood) >= 0.5
+    with pytest.raises(ConfigError, match="pass pool_logits"):
+        _select(data, order="uncertainty")
+    with pytest.raises(ConfigError, match="`order` must be one of"):
+        SelectionConfig(order="random")
+
+
 def test_every_pair_carries_its_reasons(data: dict[str, np.ndarray]) -> None:
     sel = _select(data)
     s = sel[0]
