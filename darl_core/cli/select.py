@@ -15,6 +15,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--control", type=float, default=0.05, help="random control share of the batch (default 0.05)")
     p.add_argument("--candidates", type=float, default=3.0, help="candidate factor c: top c*budget by score")
     p.add_argument("--duplicate-threshold", type=float, default=0.95, help="cosine above which pairs are duplicates")
+    p.add_argument("--order", choices=("auto", "ood", "uncertainty"), default="auto",
+                   help="order of the OOD candidates within a cluster: the model's least sure first "
+                        "(uncertainty), most OOD first (ood), or auto: uncertainty when the version is trained")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_select)
 
@@ -26,7 +29,8 @@ def cmd_select(args: argparse.Namespace) -> int:
     from db.session import session_scope
 
     config = SelectionConfig(detector=args.detector, control_fraction=args.control,
-                             candidate_factor=args.candidates, duplicate_threshold=args.duplicate_threshold)
+                             candidate_factor=args.candidates, duplicate_threshold=args.duplicate_threshold,
+                             order=args.order)
     ensure_schema()
 
     def progress(fraction: float, message: str) -> None:

@@ -98,3 +98,19 @@ def test_run_selection_needs_labelled_pairs(session, tiny_backbone: Path) -> Non
     _project(session, 0, 10)
     with pytest.raises(PoolError, match="no labelled pairs"):
         run_selection(session, "demo", 5)
+
+
+def test_select_cli_orders_and_refuses_doubt_without_a_trained_head(  # type: ignore[no-untyped-def]
+        sqlite_database: str, tiny_backbone: Path, capsys: pytest.CaptureFixture) -> None:
+    from darl_core.cli import main
+    from db.session import session_scope
+
+    with session_scope(sqlite_database) as s:
+        _project(s, 20, 40)
+    assert main(["select", "--project", "demo", "--budget", "8", "--order", "uncertainty"]) != 0
+    assert "no trained grade head" in capsys.readouterr().err
+    assert main(["select", "--project", "demo", "--budget", "8"]) == 0  # auto: OOD order for the base model
+    assert "8 pairs queued" in capsys.readouterr().out
+    with session_scope(sqlite_database) as s:
+        rounds = s.scalars(select(SelectionRound)).all()
+        assert len(rounds) == 1 and rounds[0].params["order"] == "auto"
