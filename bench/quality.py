@@ -50,7 +50,8 @@ def examples(frame) -> Examples:
     return Examples(frame["query"].tolist(), frame["title"].tolist(), frame["grade"].to_numpy())
 
 
-def configs(seed: int, tuning: str, threads: int, epochs: float, train_layers: int | None) -> dict[str, StageConfig]:
+def configs(seed: int, tuning: str, threads: int, epochs: float, train_layers: int | None,
+            dasa_epochs: float | None = None) -> dict[str, StageConfig]:
     # Every row tunes the same layers (--train-layers; top 2 halve a CPU step, backward stops at layer 4).
     common = dict(max_length=48, batch_size=32, warmup_ratio=0.1, tuning=tuning, seed=seed, threads=threads,
                   save_every=100, eval_batch_size=128, train_layers=train_layers)
@@ -63,7 +64,7 @@ def configs(seed: int, tuning: str, threads: int, epochs: float, train_layers: i
                           **{**common, "batch_size": 64, "warmup_ratio": 0.0}),
         "ft": StageConfig("ft", epochs=epochs, lr=lr, head_lr=2e-4, loss=DARL_LOSS, **common),
         "wi": StageConfig("wi", wi_alphas=(0.0, 0.25, 0.5, 0.75, 1.0), **common),
-        "dasa": StageConfig("dasa", epochs=epochs, lr=lr * 0.6, head_lr=2e-4, loss=DARL_LOSS, replay_ratio=1.0,
+        "dasa": StageConfig("dasa", epochs=dasa_epochs or epochs, lr=lr * 0.6, head_lr=2e-4, loss=DARL_LOSS, replay_ratio=1.0,
                             **common),
         # dpo_pairs="wrong" was chosen on val_id: with "over" every strength that lowered over-recall also
         # lowered val macro-F1 (0.408 -> 0.404 at alpha 0.25 ... 0.335 at 1), so the stage kept the reference;
@@ -145,6 +146,7 @@ def main() -> int:
     ap.add_argument("--epochs", type=float, default=2.0, help="fine-tuning epochs (dpo: half)")
     ap.add_argument("--train-layers", type=int, default=0, help="tune the top N layers (0: all; the cheaper "
                     "table in bench/results/quality_top2_1epoch.json used 2, with --epochs 1)")
+    ap.add_argument("--dasa-epochs", type=float, default=None, help="epochs of the dasa stage (default: --epochs)")
     ap.add_argument("--rows", nargs="*", default=list(ROWS))
     ap.add_argument("--work", default=".darl/bench/quality")
     ap.add_argument("--out", default="bench/results/quality.json")
@@ -175,7 +177,7 @@ def main() -> int:
 def run_seed(seed: int, args, d: Path, runs: list, runs_file: Path, sp, train: Examples, val: Examples,
              pool: Examples, tests: dict, log) -> None:
     """All rows of one seed; finished stages and rows are skipped, so a rerun continues."""
-    cfg = configs(seed, args.tuning, args.threads, args.epochs, args.train_layers)
+    cfg = configs(seed, args.tuning, args.threads, args.epochs, args.train_layers, args.dasa_epochs)
     walls: dict[str, float] = {}
 
     def stage(key: str, config: StageConfig, **kw):
