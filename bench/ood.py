@@ -35,7 +35,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import load_window, save  # noqa: E402
 from darl_core.homedepot import load_splits  # noqa: E402
 from darl_core.ood import DEFAULT_MEMBERS, Ensemble, combine_scores, tune_weights  # noqa: E402
-from darl_core.selection import SelectionConfig, score_pool, select_batch  # noqa: E402
+from darl_core.selection import (  # noqa: E402
+    SelectionConfig,
+    grade_entropy,
+    probs_entropy,
+    score_pool,
+    select_batch,
+)
 
 SPLITS = ("train", "val_id", "test_id", "test_ood", "pool")
 SINGLE = ("knn", "knn_ratio", "mahalanobis", "relative_mahalanobis")
@@ -168,10 +174,6 @@ def study(feats: dict[str, dict[str, np.ndarray]], labels: np.ndarray, members: 
                                           "detectors": {n: metrics(y_test, s) for n, s in ref.items()}}}
 
 
-def entropy(p: np.ndarray) -> np.ndarray:
-    return -(p * np.log(np.clip(p, 1e-12, 1.0))).sum(1)
-
-
 def selection_shares(feats: dict[str, dict[str, np.ndarray]], labels: np.ndarray, pool_is_ood: np.ndarray,
                      members: tuple[str, ...], chosen: dict, budget: int = 1000) -> dict:
     """Share of pool_ood pairs among ``budget`` pairs picked from pool_ood + pool_id."""
@@ -197,13 +199,11 @@ def selection_shares(feats: dict[str, dict[str, np.ndarray]], labels: np.ndarray
     randoms = [share(rng.choice(len(pool_is_ood), budget, replace=False)) for _ in range(10)]
     last = f"L{max(int(k[1:].rstrip('qi')) for k in feats['train'] if k.startswith('L'))}"
     if use_logits:  # the fine-tuned model's own grade head
-        logits = feats["pool"]["logits"]
-        probs = np.exp(logits - logits.max(1, keepdims=True))
-        probs /= probs.sum(1, keepdims=True)
+        doubt = grade_entropy(feats["pool"]["logits"])
         entropy_source = "the fine-tuned grade head"
     else:  # no trained head: a linear probe on the labelled bank's last-layer embeddings
         probe = LogisticRegression(max_iter=2000, class_weight="balanced").fit(feats["train"][last], labels)
-        probs = probe.predict_proba(feats["pool"][last])
+        doubt = probs_entropy(probe.predict_proba(feats["pool"][last]))
         entropy_source = f"a logistic-regression probe on the train bank's {last} embeddings"
     return {"budget": budget, "pool": "pool_ood 4,000 + pool_id 4,000",
             "dasa": dasa(chosen["feature"], chosen["ensemble_weights"]) | {
@@ -213,7 +213,7 @@ def selection_shares(feats: dict[str, dict[str, np.ndarray]], labels: np.ndarray
                 "weights": "equal (SelectionConfig default; no validation choice)"},
             "random": {"mean_of_10_seeds": round(float(np.mean(randoms)), 4), "min": min(randoms),
                        "max": max(randoms)},
-            "max_entropy": {"share": share(np.argsort(-entropy(probs), kind="stable")[:budget]),
+            "max_entropy": {"share": share(np.argsort(-doubt, kind="stable")[:budget]),
                             "entropy_of": entropy_source}}
 
 

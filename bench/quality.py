@@ -31,7 +31,7 @@ from darl_core import homedepot  # noqa: E402
 from darl_core.config import LossConfig, StageConfig  # noqa: E402
 from darl_core.metrics import evaluate  # noqa: E402
 from darl_core.model import load_checkpoint, score_pairs  # noqa: E402
-from darl_core.selection import SelectionConfig, select_batch  # noqa: E402
+from darl_core.selection import SelectionConfig, probs_entropy, select_batch  # noqa: E402
 from darl_core.training import Examples, run_stage  # noqa: E402
 
 ROWS = ("ce_plain", "ce", "ce+darl_loss", "lp_ft_wi", "dasa_1000", "dasa_ood_1000", "random_1000", "entropy_1000",
@@ -108,9 +108,7 @@ def pick(name: str, wi_dir: Path, train: Examples, pool: Examples, seed: int, wo
                  bank_emb=b.embeddings, bank_logits=b.logits, bank_grades=bank.grades)
     z = np.load(cache)
     if name == "entropy_1000":
-        probs = z["pool_probs"]
-        entropy = -(probs * np.log(np.clip(probs, 1e-12, 1))).sum(1)
-        return np.argsort(-entropy, kind="stable")[:BUDGET]
+        return np.argsort(-probs_entropy(z["pool_probs"]), kind="stable")[:BUDGET]
     # dasa_1000: the product's default (OOD candidates, the model's least sure first, as the grade
     # logits are given); dasa_ood_1000: the same candidates in OOD-score order.
     config = SelectionConfig(order="ood") if name == "dasa_ood_1000" else SelectionConfig()

@@ -148,12 +148,16 @@ def interleave(main: list[int], control: list[int]) -> list[tuple[int, bool]]:
     return [(next(control_it), True) if pos in slots else (next(main_it), False) for pos in range(total)]
 
 
+def probs_entropy(probs: np.ndarray) -> np.ndarray:
+    """Entropy per row (nats) of grade probabilities [N, K]."""
+    return -(probs * np.log(np.clip(probs, 1e-12, 1.0))).sum(1)
+
+
 def grade_entropy(logits: np.ndarray) -> np.ndarray:
     """Entropy of softmax(logits) per row (nats): the model's doubt about the grade."""
     z = logits.astype(np.float64) - logits.max(1, keepdims=True)
     p = np.exp(z)
-    p /= p.sum(1, keepdims=True)
-    return -(p * np.log(np.clip(p, 1e-12, 1.0))).sum(1)
+    return probs_entropy(p / p.sum(1, keepdims=True))
 
 
 @dataclass(frozen=True)

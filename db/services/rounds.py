@@ -151,6 +151,9 @@ def run_selection(session: Session, project_name: str, budget: int, version: str
     config = config or SelectionConfig()
     project = get_project(session, project_name)
     mv = resolve_version(session, project.id, version)
+    if config.order == "uncertainty" and mv.artifact_path is None:  # before any embedding; "auto" falls back
+        raise ConfigError(f"order 'uncertainty' ranks pairs by the model's grade doubt, and {mv.name} has no "
+                          "trained grade head: select with a trained version, or order 'ood'")
     labels = final_labels(session, project.id)
     queued = set(session.scalars(select(RoundItem.pair_id).join(SelectionRound)
                                  .where(SelectionRound.project_id == project.id, SelectionRound.status == "open")))
@@ -170,9 +173,6 @@ def run_selection(session: Session, project_name: str, budget: int, version: str
     trained = mv.artifact_path is not None  # the base backbone's head is untrained: no useful logits
     bank_labels = np.array([labels[i].grade for i in bank.ids])
     pool_logits, bank_logits = (pool_logits, bank_logits) if trained else (None, None)
-    if config.order == "uncertainty" and not trained:  # "auto" falls back to OOD order by itself
-        raise ConfigError(f"order 'uncertainty' ranks pairs by the model's grade doubt, and {mv.name} has no "
-                          "trained grade head: select with a trained version, or order 'ood'")
     say(0.8, f"scoring {len(pool.ids):,} pool pairs")
     scores = score_pool(pool_emb, bank_emb, config=config, bank_labels=bank_labels, pool_logits=pool_logits,
                         bank_logits=bank_logits)
