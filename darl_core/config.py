@@ -14,6 +14,13 @@ from darl_core.errors import ConfigError
 STAGES = ("lp", "ft", "wi", "dasa", "dpo")
 TUNINGS = ("lora", "full", "head")
 POOLINGS = ("auto", "mean", "cls", "last")
+CALIBRATE_BY = ("nll", "ece")
+# What a stage launched from the app or the CLI starts from, on top of StageConfig's field defaults: the
+# recipe bench/quality.py measured (dpo: every wrong prediction rejected, 20% of DASA's labels held out
+# for the strength pick, temperature by top-label ECE). Explicit settings still win.
+STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "dpo": {"dpo_pairs": "wrong", "dpo_holdout": 0.2, "calibrate": True, "calibrate_by": "ece"},
+}
 OCC_FORMS = ("dca", "entropy")
 
 
@@ -117,6 +124,7 @@ class StageConfig:
     dpo_beta: float = 0.5
     dpo_sft_weight: float = 1.0
     calibrate: bool = False  # temperature scaling on val after the stage (argmax unchanged; see stages.py)
+    calibrate_by: str = "nll"  # the temperature's objective on val: "nll" or "ece" (top-label ECE, what the UI shows)
     dpo_alphas: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)  # strength picked on val (stages.dpo_strength)
     dpo_pairs: str = "over"  # over: only over-predictions are rejected; wrong: every wrong prediction
     dpo_holdout: float = 0.0  # share of the new labels kept out of dpo training: the strength pick checks them too
@@ -158,6 +166,8 @@ class StageConfig:
         _non_negative("dpo_sft_weight", self.dpo_sft_weight)
         if self.dpo_pairs not in ("over", "wrong"):
             raise ConfigError(f"`dpo_pairs` must be 'over' or 'wrong', got {self.dpo_pairs!r}")
+        if self.calibrate_by not in CALIBRATE_BY:
+            raise ConfigError(f"`calibrate_by` must be one of {CALIBRATE_BY}, got {self.calibrate_by!r}")
         if not 0 <= self.dpo_holdout < 1:
             raise ConfigError(f"`dpo_holdout` must be a share in [0, 1), got {self.dpo_holdout!r}")
         if self.stage == "lp" and self.tuning != "head":

@@ -18,7 +18,7 @@ import torch
 from darl_core.config import StageConfig
 from darl_core.errors import ConfigError, ModelError
 from darl_core.losses import dpo_loss
-from darl_core.metrics import evaluate
+from darl_core.metrics import ece, evaluate
 from darl_core.model import RelevanceModel, model_from_spec, score_pairs, trainable_state
 
 
@@ -140,20 +140,43 @@ def dpo_strength(config: StageConfig, val, ref_dir: Path, model: RelevanceModel,
     return model, {"dpo_alpha": best, "dpo_alphas": table, **({"dpo_alphas_holdout": held} if held else {})}
 
 
-def calibrate_temperature(model: RelevanceModel, val, config: StageConfig) -> dict[str, float]:
-    """Temperature scaling on ``val``: the T that minimises the NLL of softmax(z / T), folded into the
-    head (W/T, b/T), so predictions (argmax) stay the same and only the confidence changes."""
-    logits = torch.from_numpy(score_pairs(model, val.queries, val.items, batch_size=config.eval_batch_size,
-                                          max_length=config.max_length).logits).double()
-    target = torch.as_tensor(val.grades, dtype=torch.long)
+def fit_temperature(logits: np.ndarray, grades: np.ndarray, by: str = "nll") -> dict[str, float]:
+    """The temperature T for softmax(logits / T), from a log-spaced grid over [0.25, 8].
+
+    ``by="nll"`` (Guo et al. 2017): the T that minimises the NLL. ``"ece"``: the T that minimises the
+    top-label ECE (15 bins), ties to the T nearest the NLL one. NLL calibrates the whole grade
+    distribution; ECE only the confidence of the predicted grade, which is what annotators and the Gap
+    page see. They differ when the distribution's shape is off, e.g. when a class-weighted or DPO stage
+    leaves spare mass on the rare grade: the NLL-best T then leaves the top grade underconfident.
+    """
+    z = torch.as_tensor(np.asarray(logits), dtype=torch.float64)
+    target = torch.as_tensor(np.asarray(grades), dtype=torch.long)
     grid = torch.exp(torch.linspace(np.log(0.25), np.log(8.0), 161, dtype=torch.float64))
-    nll = torch.stack([torch.nn.functional.cross_entropy(logits / t, target) for t in grid])
-    best = float(grid[int(nll.argmin())])
+    nll = torch.stack([torch.nn.functional.cross_entropy(z / t, target) for t in grid]).numpy()
+    eces = np.array([ece(target.numpy(), torch.softmax(z / t, dim=1).numpy()) for t in grid])
+    at_one, by_nll = int(torch.argmin(torch.abs(grid - 1.0))), int(nll.argmin())
+    if by == "ece":
+        ties = np.flatnonzero(eces <= eces.min() + 1e-12)
+        pick = int(ties[np.argmin(np.abs(ties - by_nll))])
+    elif by == "nll":
+        pick = by_nll
+    else:
+        raise ConfigError(f"calibrate_by must be 'nll' or 'ece', got {by!r}")
+    return {"temperature": float(grid[pick]), "calibrate_by": by,
+            "val_nll_before": float(nll[at_one]), "val_nll_after": float(nll[pick]),
+            "val_ece_before": float(eces[at_one]), "val_ece_after": float(eces[pick])}
+
+
+def calibrate_temperature(model: RelevanceModel, val, config: StageConfig) -> dict[str, float]:
+    """Temperature scaling on ``val`` (``fit_temperature`` by ``config.calibrate_by``), folded into the
+    head (W/T, b/T): predictions (argmax) stay the same and only the confidence changes."""
+    logits = score_pairs(model, val.queries, val.items, batch_size=config.eval_batch_size,
+                         max_length=config.max_length).logits
+    fit = fit_temperature(logits, val.grades, config.calibrate_by)
     with torch.no_grad():
-        model.head.weight.div_(best)
-        model.head.bias.div_(best)
-    return {"temperature": best, "val_nll_before": float(nll[int(torch.argmin(torch.abs(grid - 1.0)))]),
-            "val_nll_after": float(nll.min())}
+        model.head.weight.div_(fit["temperature"])
+        model.head.bias.div_(fit["temperature"])
+    return fit
 
 
 def dpo_pairs(model: RelevanceModel, data, config: StageConfig, out_dir: Path) -> dict[str, torch.Tensor]:

@@ -34,7 +34,8 @@ with left:
         for f in launch.stage_form(stage):
             wkey = f"train_{stage}_{f.name}"
             if f.kind == "choice":
-                values[f.name] = st.selectbox(f.name, f.choices, index=f.choices.index(f.default), key=wkey)
+                values[f.name] = st.selectbox(f.name, f.choices, index=f.choices.index(f.default), key=wkey,
+                                              help=f.help or None)
             elif f.kind == "bool":
                 values[f.name] = st.checkbox(f.name, value=bool(f.default), help=f.help, key=wkey)
             elif f.kind == "text":

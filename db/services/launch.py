@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from darl_core.config import STAGES, LoraSpec, LossConfig, StageConfig
+from darl_core.config import CALIBRATE_BY, STAGE_DEFAULTS, STAGES, LoraSpec, LossConfig, StageConfig
 from darl_core.errors import ConfigError, ConflictError
 from db.models import Job, Pair, Project, Role, User
 from db.services import jobs, versions
@@ -40,29 +40,31 @@ _BOUNDS: dict[str, tuple[float | None, float | None]] = {
     "loss.occ_weight": (0.0, 100.0), "lora.r": (1, 1024),
 }
 _COMMON = ("epochs", "batch_size", "lr", "head_lr", "max_length", "seed", "save_every",
-           "loss.label_smoothing", "loss.ordinal_weight", "loss.occ_weight", "calibrate")
+           "loss.label_smoothing", "loss.ordinal_weight", "loss.occ_weight", "calibrate", "calibrate_by")
 _HELP = {"calibrate": "temperature scaling on the validation pairs after the stage: confidence only, "
                       "predictions unchanged",
+         "calibrate_by": "what the temperature minimises on the validation pairs: nll (the whole grade "
+                         "distribution) or ece (the confidence of the predicted grade, as the pages show it)",
          "dpo_alphas": "comma-separated strengths tried on validation; one value is used as it is",
          "dpo_holdout": "share of the newly labelled (DASA) pairs kept out of training: the strength pick must not "
                         "lower their macro-F1 either"}
 _PER_STAGE = {"lp": (), "ft": ("tuning", "lora.r"), "wi": ("wi_alphas",), "dasa": ("tuning", "lora.r", "replay_ratio"),
               "dpo": ("tuning", "lora.r", "dpo_beta", "dpo_sft_weight", "dpo_pairs", "dpo_alphas", "dpo_holdout")}
-_CHOICES = {"tuning": ("lora", "full", "head"), "dpo_pairs": ("over", "wrong"), "loss.occ_form": ("dca", "entropy")}
+_CHOICES = {"tuning": ("lora", "full", "head"), "calibrate_by": CALIBRATE_BY, "dpo_pairs": ("over", "wrong"), "loss.occ_form": ("dca", "entropy")}
 
 
 def stage_form(stage: str) -> list[FormField]:
     """The parameters of ``stage`` the form shows, with StageConfig's defaults."""
     if stage not in STAGES:
         raise ConfigError(f"stage must be one of {STAGES}, got {stage!r}")
-    defaults = StageConfig(stage=stage)
+    defaults = StageConfig.from_dict({"stage": stage, **STAGE_DEFAULTS.get(stage, {})})
     sub = {"loss": LossConfig(), "lora": LoraSpec()}
     out = []
     for name in _COMMON + _PER_STAGE[stage]:
         obj, attr = (sub[name.split(".")[0]], name.split(".")[1]) if "." in name else (defaults, name)
         value = getattr(obj, attr)
         if name in _CHOICES:
-            out.append(FormField(name, value, "choice", choices=_CHOICES[name]))
+            out.append(FormField(name, value, "choice", choices=_CHOICES[name], help=_HELP.get(name, "")))
         elif isinstance(value, bool):
             out.append(FormField(name, value, "bool", help=_HELP.get(name, "")))
         elif isinstance(value, tuple):

@@ -63,12 +63,28 @@ def test_launch_uses_the_form_values(people: dict[str, int], sqlite_database: st
     assert at.selectbox(key="train_ft_tuning").value == "lora"  # the stage's own fields appear
     at.number_input(key="train_ft_epochs").set_value(1.0)
     at.selectbox(key="train_ft_tuning").set_value("head")
+    at.checkbox(key="train_ft_calibrate").check()
+    at.selectbox(key="train_ft_calibrate_by").set_value("ece")
     at.button[0].click().run()  # the form's Launch
     assert not at.exception and "queued: ft" in at.success[0].value
     with session_scope(sqlite_database) as s:
         job = s.scalars(select(Job)).one()
     assert (job.kind, job.status) == ("train", JobStatus.queued)
-    assert job.params["stage"] == "ft" and job.params["overrides"] == {"epochs": 1.0, "tuning": "head"}
+    assert job.params["stage"] == "ft" and job.params["overrides"] == {
+        "epochs": 1.0, "tuning": "head", "calibrate": True, "calibrate_by": "ece"}
+
+
+def test_dpo_form_starts_from_the_measured_recipe(people: dict[str, int], sqlite_database: str) -> None:
+    at = page("training", people["eng"]).run()
+    at.selectbox(key="train_stage").set_value("dpo").run()
+    assert at.selectbox(key="train_dpo_dpo_pairs").value == "wrong"
+    assert at.number_input(key="train_dpo_dpo_holdout").value == pytest.approx(0.2)
+    assert at.checkbox(key="train_dpo_calibrate").value is True
+    assert at.selectbox(key="train_dpo_calibrate_by").value == "ece"
+    at.button[0].click().run()  # untouched defaults: no overrides, train_stage applies the same recipe
+    assert not at.exception and "queued: dpo" in at.success[0].value
+    with session_scope(sqlite_database) as s:
+        assert s.scalars(select(Job)).one().params["overrides"] == {}
 
 
 def test_versions_table_lineage_and_make_current(people: dict[str, int], sqlite_database: str) -> None:

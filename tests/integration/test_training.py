@@ -225,12 +225,18 @@ def test_service_dpo_holds_out_part_of_the_labels_that_came_with_dasa(sqlite_dat
             session.add(LabelEvent(pair_id=pair.id, kind=LabelKind.imported, grade=int(g)))
         session.flush()
         dasa = train_stage(session, "tiny", "dasa", from_version=ft.name, overrides={**fast, "tuning": "lora"})
-        dpo = train_stage(session, "tiny", "dpo", from_version=dasa.name,
-                          overrides={**fast, "tuning": "lora", "dpo_pairs": "wrong", "dpo_holdout": 0.25})
+        # No dpo settings given: the stage defaults apply (STAGE_DEFAULTS: 20% held out, ECE temperature).
+        dpo = train_stage(session, "tiny", "dpo", from_version=dasa.name, overrides={**fast, "tuning": "lora"})
         assert dasa.label_snapshot["new"] == dpo.label_snapshot["new"] > 0  # dpo sees DASA's labels as new
         n_new = dpo.label_snapshot["new"]
-        assert dpo.metrics["train_pairs"] == dpo.label_snapshot["train"] + n_new - round(0.25 * n_new)
+        assert dpo.metrics["train_pairs"] == dpo.label_snapshot["train"] + n_new - round(0.2 * n_new)
         assert set(dpo.metrics["dpo_alphas_holdout"]) == set(dpo.metrics["dpo_alphas"])
+        assert dpo.metrics["calibrate_by"] == "ece" and dpo.metrics["temperature"] > 0
+        # An explicit setting still wins over the stage default.
+        plain = train_stage(session, "tiny", "dpo", from_version=dasa.name,
+                            overrides={**fast, "tuning": "lora", "dpo_holdout": 0.25, "calibrate": False})
+        assert plain.id != dpo.id and "temperature" not in plain.metrics
+        assert plain.metrics["train_pairs"] == dpo.label_snapshot["train"] + n_new - round(0.25 * n_new)
 
 
 def test_score_cli_writes_probabilities(chain, tmp_path):
@@ -276,4 +282,11 @@ def test_calibrate_scales_confidence_and_keeps_every_prediction(chain, data):
     plain = run_stage(cfg("wi"), train, val, chain["root"] / "wi_plain", parent=chain["ft"].checkpoint)
     assert "temperature" in wi.metrics and "temperature" not in plain.metrics
     np.testing.assert_allclose(logits_of(wi.checkpoint, val) * wi.metrics["temperature"],
+                               logits_of(plain.checkpoint, val), rtol=1e-4, atol=1e-5)
+    # By top-label ECE: the stored head is the same model at another temperature, with no worse val ECE.
+    by_ece = run_stage(cfg("wi", calibrate=True, calibrate_by="ece"), train, val, chain["root"] / "wi_cal_ece",
+                       parent=chain["ft"].checkpoint)
+    assert by_ece.metrics["calibrate_by"] == "ece"
+    assert by_ece.metrics["val_ece_after"] <= min(wi.metrics["val_ece_after"], by_ece.metrics["val_ece_before"])
+    np.testing.assert_allclose(logits_of(by_ece.checkpoint, val) * by_ece.metrics["temperature"],
                                logits_of(plain.checkpoint, val), rtol=1e-4, atol=1e-5)
