@@ -7,9 +7,10 @@ same candidates in OOD-score order; each continues from the same
 lp_ft_wi checkpoint with 1,000 pool pairs whose hidden grades play the annotators), dpo (from
 dasa_1000). Every row is scored on test_id and test_ood. Stage directories are reused, so an
 interrupted run continues where it stopped; results are rewritten after every row. The committed
-table was run one seed per process (``--work`` per seed, merged by ``summarise``) to use both cores.
+table was run one seed per process (``--work`` per seed) to use both cores, then merged with ``--merge``.
 
     nice -n 10 .venv/bin/python bench/quality.py --seeds 0 1 2 --threads 2   # all layers, 2 epochs
+    .venv/bin/python bench/quality.py --merge .darl/bench/q_s0 .darl/bench/q_s1 .darl/bench/q_s2
 """
 
 from __future__ import annotations
@@ -72,7 +73,8 @@ def configs(seed: int, tuning: str, threads: int, epochs: float, train_layers: i
         # dpo_holdout: 20% of the DASA labels are kept out of dpo training and guard its strength pick. Without
         # it (all layers, 2 epochs, seed 0) the pick on val_id alone took alpha 1: ID +1.7 points but OOD -4.5.
         "dpo": StageConfig("dpo", epochs=epochs / 2, lr=lr * 0.4, head_lr=1e-4, loss=DARL_LOSS, dpo_beta=0.5,
-                           dpo_sft_weight=1.0, dpo_pairs="wrong", dpo_holdout=0.2, calibrate=True, **common),
+                           dpo_sft_weight=1.0, dpo_pairs="wrong", dpo_holdout=0.2, calibrate=True,
+                           calibrate_by="ece", **common),
     }
 
 
@@ -148,10 +150,22 @@ def main() -> int:
     ap.add_argument("--rows", nargs="*", default=list(ROWS))
     ap.add_argument("--work", default=".darl/bench/quality")
     ap.add_argument("--out", default="bench/results/quality.json")
+    ap.add_argument("--merge", nargs="+", metavar="WORK", help="only write --out from the runs.json of these "
+                    "--work directories (one seed per process), training nothing")
     args = ap.parse_args()
     args.train_layers = args.train_layers or None
+    sub = f"{args.profile}_{args.tuning}{args.train_layers or ''}"
+    if args.merge:
+        files = [Path(w) / sub / "runs.json" for w in args.merge]
+        missing = [str(f) for f in files if not f.is_file()]
+        if missing:
+            raise SystemExit(f"no runs.json in {missing} (same --profile/--tuning/--train-layers as the runs?)")
+        runs = [r for f in files for r in json.loads(f.read_text())]
+        Path(args.out).write_text(json.dumps(summarise(runs, args.tuning, args.train_layers, args.epochs), indent=1))
+        print(f"{len(runs)} runs from {len(files)} work directories -> {args.out}")
+        return 0
     torch.set_num_threads(args.threads)
-    work = Path(args.work) / f"{args.profile}_{args.tuning}{args.train_layers or ''}"
+    work = Path(args.work) / sub
     work.mkdir(parents=True, exist_ok=True)
     runs_file = work / "runs.json"
     runs = json.loads(runs_file.read_text()) if runs_file.is_file() else []
