@@ -75,13 +75,19 @@ def version_rows(session: Session, project_id: int) -> list[dict[str, Any]]:
         rows.append({
             "id": v.id, "name": v.name, "stage": v.stage, "current": project is not None
             and project.current_version_id == v.id, "parent": names.get(v.parent_id, "") if v.parent_id else "",
-            "labels": snap.get("n_labels", snap.get("labelled_pairs")), "last_event": snap.get("last_event_id"),
+            "labels": _snapshot_labels(snap), "last_event": snap.get("last_event_id"),
             "val_macro_f1": _first(v.metrics or {}, "macro_f1", "val_macro_f1"),
             "id_macro_f1": gap.get("id_macro_f1"), "ood_macro_f1": gap.get("ood_macro_f1"),
             "gap_macro_f1": gap.get("gap_macro_f1"), "id_ece": gap.get("id_ece"), "ood_ece": gap.get("ood_ece"),
             "job": v.job_id, "created": v.created_at,
         })
     return rows
+
+
+def _snapshot_labels(snap: dict[str, Any]) -> int | None:
+    """Labelled pairs a version trained and validated on (train_stage's snapshot: train + val + new)."""
+    parts = [snap[k] for k in ("train", "val", "new") if isinstance(snap.get(k), int)]
+    return sum(parts) if parts else None
 
 
 def _first(d: dict[str, Any], *keys: str) -> Any:
