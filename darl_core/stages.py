@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from darl_core.config import StageConfig
+from darl_core.config import CALIBRATE_BY, StageConfig
 from darl_core.errors import ConfigError, ModelError
 from darl_core.losses import dpo_loss
 from darl_core.metrics import ece, evaluate
@@ -161,7 +161,7 @@ def fit_temperature(logits: np.ndarray, grades: np.ndarray, by: str = "nll") -> 
     elif by == "nll":
         pick = by_nll
     else:
-        raise ConfigError(f"calibrate_by must be 'nll' or 'ece', got {by!r}")
+        raise ConfigError(f"calibrate_by must be one of {CALIBRATE_BY}, got {by!r}")
     return {"temperature": float(grid[pick]), "calibrate_by": by,
             "val_nll_before": float(nll[at_one]), "val_nll_after": float(nll[pick]),
             "val_ece_before": float(eces[at_one]), "val_ece_after": float(eces[pick])}

@@ -54,7 +54,8 @@ _CHOICES = {"tuning": ("lora", "full", "head"), "calibrate_by": CALIBRATE_BY, "d
 
 
 def stage_form(stage: str) -> list[FormField]:
-    """The parameters of ``stage`` the form shows, with StageConfig's defaults."""
+    """The parameters of ``stage`` the form shows, with StageConfig's defaults under the stage's own
+    ``STAGE_DEFAULTS`` (what ``train_stage`` applies when the form leaves them untouched)."""
     if stage not in STAGES:
         raise ConfigError(f"stage must be one of {STAGES}, got {stage!r}")
     defaults = StageConfig.from_dict({"stage": stage, **STAGE_DEFAULTS.get(stage, {})})
