@@ -15,6 +15,12 @@ from darl_core.errors import ConfigError
 ECE_BINS = 15
 
 
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Grade probabilities from logits [N, K], row by row, in the logits' dtype (max-shifted: no overflow)."""
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
 def _check(y_true: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     y = np.asarray(y_true, dtype=np.int64)
     p = np.asarray(probs, dtype=np.float64)

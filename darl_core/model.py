@@ -18,6 +18,7 @@ from torch import nn
 
 from darl_core.config import LoraSpec
 from darl_core.errors import ModelError
+from darl_core.metrics import softmax
 from darl_core.settings import torch_device
 
 DECODER_TYPES = {"gpt2", "qwen2", "qwen3", "llama", "mistral", "gemma", "gemma2", "phi", "phi3", "gpt_neox", "opt"}
@@ -253,15 +254,9 @@ def score_pairs(model: RelevanceModel, queries: Sequence[str], items: Sequence[s
             if progress is not None:
                 progress(done, n)
         model.train(was_training)
-    probs = _softmax(logits)
+    probs = softmax(logits).astype(np.float32)
     expected = (probs * np.arange(k, dtype=np.float32)).sum(axis=1).astype(np.float32)
     return ScoreOutput(probs=probs, logits=logits, expected=expected, embeddings=emb)
-
-
-def _softmax(x: np.ndarray) -> np.ndarray:
-    z = x - x.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
 # -- checkpoint weights -------------------------------------------------------------------------

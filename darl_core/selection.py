@@ -22,6 +22,7 @@ import numpy as np
 from sklearn.cluster import KMeans
 
 from darl_core.errors import ConfigError, PoolError
+from darl_core.metrics import softmax
 from darl_core.neighbours import as_matrix, exact_search, l2_normalise
 from darl_core.ood import DETECTORS, DimensionMismatchError, EmptyBankError, Ensemble, get_detector
 
@@ -155,9 +156,7 @@ def probs_entropy(probs: np.ndarray) -> np.ndarray:
 
 def grade_entropy(logits: np.ndarray) -> np.ndarray:
     """Entropy of softmax(logits) per row (nats): the model's doubt about the grade."""
-    z = logits.astype(np.float64) - logits.max(1, keepdims=True)
-    p = np.exp(z)
-    return probs_entropy(p / p.sum(1, keepdims=True))
+    return probs_entropy(softmax(logits.astype(np.float64)))
 
 
 @dataclass(frozen=True)

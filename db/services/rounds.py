@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from darl_core.errors import ConfigError, NotFoundError, PoolError
+from darl_core.metrics import softmax
 from darl_core.selection import PoolScores, Selected, SelectionConfig, score_pool, select_batch
 from db.models import ModelVersion, Pair, PairScore, RoundItem, SelectionRound
 from db.services.labels import final_labels
@@ -192,10 +193,7 @@ def run_selection(session: Session, project_name: str, budget: int, version: str
 def _write_scores(session: Session, version_id: int, pool: PairTexts, scores: PoolScores,
                   selected: Sequence[Selected], logits: np.ndarray | None) -> None:
     cluster = {int(s.pair_id): s.cluster for s in selected}
-    probs = None
-    if logits is not None:
-        z = np.exp(logits - logits.max(1, keepdims=True))
-        probs = z / z.sum(1, keepdims=True)
+    probs = softmax(logits) if logits is not None else None
     rows = []
     for i, pid in enumerate(pool.ids):
         row: dict[str, Any] = {"pair_id": pid, "cluster": cluster.get(pid), "ood_score": float(scores.scores[i]),
