@@ -149,19 +149,18 @@ def fit_temperature(logits: np.ndarray, grades: np.ndarray, by: str = "nll") -> 
     page see. They differ when the distribution's shape is off, e.g. when a class-weighted or DPO stage
     leaves spare mass on the rare grade: the NLL-best T then leaves the top grade underconfident.
     """
+    if by not in CALIBRATE_BY:
+        raise ConfigError(f"calibrate_by must be one of {CALIBRATE_BY}, got {by!r}")
     z = torch.as_tensor(np.asarray(logits), dtype=torch.float64)
     target = torch.as_tensor(np.asarray(grades), dtype=torch.long)
     grid = torch.exp(torch.linspace(np.log(0.25), np.log(8.0), 161, dtype=torch.float64))
     nll = torch.stack([torch.nn.functional.cross_entropy(z / t, target) for t in grid]).numpy()
     eces = np.array([ece(target.numpy(), torch.softmax(z / t, dim=1).numpy()) for t in grid])
     at_one, by_nll = int(torch.argmin(torch.abs(grid - 1.0))), int(nll.argmin())
-    if by == "ece":
+    pick = by_nll
+    if by == "ece":  # the ECE both are reported with; the pick among ECE ties is the one nearest the NLL T
         ties = np.flatnonzero(eces <= eces.min() + 1e-12)
         pick = int(ties[np.argmin(np.abs(ties - by_nll))])
-    elif by == "nll":
-        pick = by_nll
-    else:
-        raise ConfigError(f"calibrate_by must be one of {CALIBRATE_BY}, got {by!r}")
     return {"temperature": float(grid[pick]), "calibrate_by": by,
             "val_nll_before": float(nll[at_one]), "val_nll_after": float(nll[pick]),
             "val_ece_before": float(eces[at_one]), "val_ece_after": float(eces[pick])}
