@@ -146,9 +146,17 @@ def pg_copy(csv: Path, args: argparse.Namespace) -> str:
             conn.exec_driver_sql(f'CREATE DATABASE "{template}"')
         build(base.set(database=template).render_as_string(hide_password=False), csv, args.pairs, args.annotators,
               args.round)
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{work}" WITH (FORCE)')
-        conn.exec_driver_sql(f'CREATE DATABASE "{work}" TEMPLATE "{template}"')
+    for attempt in range(30):
+        try:
+            with admin.connect() as conn:
+                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{work}" WITH (FORCE)')
+                conn.exec_driver_sql(f'CREATE DATABASE "{work}" TEMPLATE "{template}"')
+            break
+        except sa.exc.ProgrammingError as exc:
+            # An autovacuum worker on the last run's copy cannot be terminated by a non-superuser; it ends soon.
+            if "InsufficientPrivilege" not in type(exc.orig).__name__ or attempt == 29:
+                raise
+            time.sleep(2)
     admin.dispose()
     url = base.set(database=work).render_as_string(hide_password=False)
     with sa.create_engine(url).connect() as conn:
