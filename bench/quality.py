@@ -52,7 +52,8 @@ def examples(frame) -> Examples:
 
 
 def configs(seed: int, tuning: str, threads: int, epochs: float, train_layers: int | None,
-            dasa_epochs: float | None = None, replay_ratio: float = 1.0) -> dict[str, StageConfig]:
+            dasa_epochs: float | None = None, replay_ratio: float = 1.0,
+            dasa_lr_scale: float = 0.6) -> dict[str, StageConfig]:
     # Every row tunes the same layers (--train-layers; top 2 halve a CPU step, backward stops at layer 4).
     common = dict(max_length=48, batch_size=32, warmup_ratio=0.1, tuning=tuning, seed=seed, threads=threads,
                   save_every=100, eval_batch_size=128, train_layers=train_layers)
@@ -67,7 +68,7 @@ def configs(seed: int, tuning: str, threads: int, epochs: float, train_layers: i
         "wi": StageConfig("wi", wi_alphas=(0.0, 0.25, 0.5, 0.75, 1.0), **common),
         # dasa: 1.5x the fine-tuning epochs (3 at the default 2), chosen on val_id: with 1 / 2 / 3 epochs the
         # dpo that follows reached val macro-F1 0.487 / 0.492 / 0.495 (means of 3 seeds).
-        "dasa": StageConfig("dasa", epochs=dasa_epochs or 1.5 * epochs, lr=lr * 0.6, head_lr=2e-4, loss=DARL_LOSS,
+        "dasa": StageConfig("dasa", epochs=dasa_epochs or 1.5 * epochs, lr=lr * dasa_lr_scale, head_lr=2e-4, loss=DARL_LOSS,
                             replay_ratio=replay_ratio, **common),
         # dpo_pairs="wrong" was chosen on val_id: with "over" every strength that lowered over-recall also
         # lowered val macro-F1 (0.408 -> 0.404 at alpha 0.25 ... 0.335 at 1), so the stage kept the reference;
@@ -151,6 +152,8 @@ def main() -> int:
     ap.add_argument("--dasa-epochs", type=float, default=None, help="epochs of the dasa stage (default: 1.5 x --epochs)")
     ap.add_argument("--replay-ratio", type=float, default=1.0, help="dasa stage: replayed training pairs per "
                     "new label each epoch")
+    ap.add_argument("--dasa-lr-scale", type=float, default=0.6, help="dasa stage lr as a share of the "
+                    "fine-tuning lr")
     ap.add_argument("--rows", nargs="*", default=list(ROWS))
     ap.add_argument("--work", default=".darl/bench/quality")
     ap.add_argument("--out", default="bench/results/quality.json")
@@ -193,7 +196,8 @@ def main() -> int:
 def run_seed(seed: int, args, d: Path, runs: list, runs_file: Path, sp, train: Examples, val: Examples,
              pool: Examples, tests: dict, log) -> None:
     """All rows of one seed; finished stages and rows are skipped, so a rerun continues."""
-    cfg = configs(seed, args.tuning, args.threads, args.epochs, args.train_layers, args.dasa_epochs, args.replay_ratio)
+    cfg = configs(seed, args.tuning, args.threads, args.epochs, args.train_layers, args.dasa_epochs, args.replay_ratio,
+                  args.dasa_lr_scale)
     walls: dict[str, float] = {}
 
     def stage(key: str, config: StageConfig, **kw):
