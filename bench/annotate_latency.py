@@ -146,7 +146,10 @@ def pg_copy(csv: Path, args: argparse.Namespace) -> str:
             conn.exec_driver_sql(f'CREATE DATABASE "{template}"')
         build(base.set(database=template).render_as_string(hide_password=False), csv, args.pairs, args.annotators,
               args.round)
-    for attempt in range(30):
+    from psycopg.errors import InsufficientPrivilege
+
+    tries = 30
+    for attempt in range(tries):
         try:
             with admin.connect() as conn:
                 conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{work}" WITH (FORCE)')
@@ -154,7 +157,7 @@ def pg_copy(csv: Path, args: argparse.Namespace) -> str:
             break
         except sa.exc.ProgrammingError as exc:
             # An autovacuum worker on the last run's copy cannot be terminated by a non-superuser; it ends soon.
-            if "InsufficientPrivilege" not in type(exc.orig).__name__ or attempt == 29:
+            if not isinstance(exc.orig, InsufficientPrivilege) or attempt == tries - 1:
                 raise
             time.sleep(2)
     admin.dispose()
