@@ -19,12 +19,18 @@ def _card_title(page, n: int):  # type: ignore[no-untyped-def]
     return page.get_by_text(f"Item {n} title", exact=True)
 
 
+def _grade_buttons(page):  # type: ignore[no-untyped-def]
+    # The buttons own the key shortcuts and render after the card: a key pressed before they exist is lost.
+    return page.locator(".st-key-annotate_grades button")
+
+
 def test_grade_five_cards_by_keyboard_and_undo(page, app_url: str, app_db_url: str) -> None:  # type: ignore[no-untyped-def]
     login(page, app_url, "ann", PASSWORD)
     page.get_by_role("link", name="Annotate").click()  # a page switch keeps the login
     expect(_card_title(page, 0)).to_be_visible()
     keys = ["3", "1", "2", "3", "2"]
     for n, key in enumerate(keys):
+        expect(_grade_buttons(page)).to_have_count(3)
         page.keyboard.press(key)
         expect(_card_title(page, n + 1)).to_be_visible()
     page.keyboard.press("u")
