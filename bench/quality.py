@@ -40,7 +40,7 @@ ROWS = ("ce_plain", "ce", "ce+darl_loss", "lp_ft_wi", "dasa_1000", "dasa_ood_100
 COLUMNS = ("id_macro_f1", "ood_macro_f1", "gap", "id_ece", "ood_ece", "qwk", "irrelevant_f1", "over_recall",
            "wall_s")
 EXTRA = ("id_accuracy", "ood_accuracy", "ood_qwk", "ood_irrelevant_f1", "ood_over_recall", "id_ndcg@10",
-         "ood_ndcg@10", "id_predicted_irrelevant", "ood_predicted_irrelevant", "val_macro_f1", "alpha",
+         "ood_ndcg@10", "id_predicted_irrelevant", "ood_predicted_irrelevant", "val_macro_f1", "holdout_macro_f1", "alpha",
          "picked_ood_share")
 DARL_LOSS = LossConfig(class_weights="inverse", ordinal_weight=1.0, ordinal_power=2.0, occ_weight=1.0)
 CE_LOSS = LossConfig(class_weights="inverse")
@@ -53,7 +53,7 @@ def examples(frame) -> Examples:
 
 def configs(seed: int, tuning: str, threads: int, epochs: float, train_layers: int | None,
             dasa_epochs: float | None = None, replay_ratio: float = 1.0,
-            dasa_lr_scale: float = 0.6) -> dict[str, StageConfig]:
+            dasa_lr_scale: float = 0.6, dasa_holdout: float = 0.0) -> dict[str, StageConfig]:
     # Every row tunes the same layers (--train-layers; top 2 halve a CPU step, backward stops at layer 4).
     common = dict(max_length=48, batch_size=32, warmup_ratio=0.1, tuning=tuning, seed=seed, threads=threads,
                   save_every=100, eval_batch_size=128, train_layers=train_layers)
@@ -69,7 +69,7 @@ def configs(seed: int, tuning: str, threads: int, epochs: float, train_layers: i
         # dasa: 1.5x the fine-tuning epochs (3 at the default 2), chosen on val_id: with 1 / 2 / 3 epochs the
         # dpo that follows reached val macro-F1 0.487 / 0.492 / 0.495 (means of 3 seeds).
         "dasa": StageConfig("dasa", epochs=dasa_epochs or 1.5 * epochs, lr=lr * dasa_lr_scale, head_lr=2e-4, loss=DARL_LOSS,
-                            replay_ratio=replay_ratio, **common),
+                            replay_ratio=replay_ratio, dasa_holdout=dasa_holdout, **common),
         # dpo_pairs="wrong" was chosen on val_id: with "over" every strength that lowered over-recall also
         # lowered val macro-F1 (0.408 -> 0.404 at alpha 0.25 ... 0.335 at 1), so the stage kept the reference;
         # with "wrong" alpha 0.5 gave val macro-F1 0.417 at over-recall 0.209 (reference 0.408 / 0.238).
@@ -97,7 +97,8 @@ def test_metrics(ckpt: Path, tests: dict[str, Examples], threads: int) -> dict[s
     return out
 
 
-def pick(name: str, wi_dir: Path, train: Examples, pool: Examples, seed: int, work: Path) -> np.ndarray:
+def pick(name: str, wi_dir: Path, train: Examples, pool: Examples, seed: int, work: Path,
+         candidate_factor: float = 3.0) -> np.ndarray:
     """Pool rows for a 1,000-label round: DASA (OOD candidates + diversity, by the model's doubt or,
     for dasa_ood_1000, by OOD score), random, or max entropy."""
     rng = np.random.default_rng(seed)
@@ -116,7 +117,7 @@ def pick(name: str, wi_dir: Path, train: Examples, pool: Examples, seed: int, wo
         return np.argsort(-probs_entropy(z["pool_probs"]), kind="stable")[:BUDGET]
     # dasa_1000: the product's default (OOD candidates, the model's least sure first, as the grade
     # logits are given); dasa_ood_1000: the same candidates in OOD-score order.
-    config = SelectionConfig(order="ood") if name == "dasa_ood_1000" else SelectionConfig()
+    config = SelectionConfig(order="ood" if name == "dasa_ood_1000" else "auto", candidate_factor=candidate_factor)
     picked = select_batch(z["pool_emb"], z["bank_emb"], budget=BUDGET, bank_labels=z["bank_grades"], seed=seed,
                           config=config, pool_logits=z["pool_logits"], bank_logits=z["bank_logits"])
     return np.array([s.index for s in picked])
@@ -154,6 +155,10 @@ def main() -> int:
                     "new label each epoch")
     ap.add_argument("--dasa-lr-scale", type=float, default=0.6, help="dasa stage lr as a share of the "
                     "fine-tuning lr")
+    ap.add_argument("--dasa-holdout", type=float, default=0.0, help="dasa stage: share of the new labels kept "
+                    "out of training (the same rows dpo's 20%% holdout keeps out when both are 0.2)")
+    ap.add_argument("--candidate-factor", type=float, default=3.0, help="DASA rows: OOD candidates per pick "
+                    "(SelectionConfig.candidate_factor; more lets the model's doubt decide more)")
     ap.add_argument("--rows", nargs="*", default=list(ROWS))
     ap.add_argument("--work", default=".darl/bench/quality")
     ap.add_argument("--out", default="bench/results/quality.json")
@@ -197,7 +202,7 @@ def run_seed(seed: int, args, d: Path, runs: list, runs_file: Path, sp, train: E
              pool: Examples, tests: dict, log) -> None:
     """All rows of one seed; finished stages and rows are skipped, so a rerun continues."""
     cfg = configs(seed, args.tuning, args.threads, args.epochs, args.train_layers, args.dasa_epochs, args.replay_ratio,
-                  args.dasa_lr_scale)
+                  args.dasa_lr_scale, args.dasa_holdout)
     walls: dict[str, float] = {}
 
     def stage(key: str, config: StageConfig, **kw):
@@ -210,7 +215,9 @@ def run_seed(seed: int, args, d: Path, runs: list, runs_file: Path, sp, train: E
         if any(r["name"] == name and r["seed"] == seed for r in runs):
             return
         m = test_metrics(ckpt, tests, args.threads)
-        runs.append({"name": name, "seed": seed, "wall_s": wall, "val_macro_f1": val_f1, **m, **extra})
+        held = json.loads((ckpt / "metrics.json").read_text()).get("holdout_macro_f1")
+        runs.append({"name": name, "seed": seed, "wall_s": wall, "val_macro_f1": val_f1, "holdout_macro_f1": held,
+                     **m, **extra})
         runs_file.write_text(json.dumps(runs, indent=1))
         Path(args.out).write_text(json.dumps(summarise(runs, args.tuning, args.train_layers, args.epochs), indent=1))
         print(f"{name} seed {seed}: ID {m['id_macro_f1']:.4f} OOD {m['ood_macro_f1']:.4f} "
@@ -239,7 +246,7 @@ def run_seed(seed: int, args, d: Path, runs: list, runs_file: Path, sp, train: E
             t = time.perf_counter()
             picked_file = d / f"picked_{name}.npy"
             if not picked_file.is_file():
-                np.save(picked_file, pick(name, wi.checkpoint, train, pool, seed, d))
+                np.save(picked_file, pick(name, wi.checkpoint, train, pool, seed, d, args.candidate_factor))
             rows = np.load(picked_file)
             sel_wall = time.perf_counter() - t
             ood_share = float((sp.pool["split"].to_numpy()[rows] == "pool_ood").mean())

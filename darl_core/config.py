@@ -128,6 +128,7 @@ class StageConfig:
     dpo_alphas: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)  # strength picked on val (stages.dpo_strength)
     dpo_pairs: str = "over"  # over: only over-predictions are rejected; wrong: every wrong prediction
     dpo_holdout: float = 0.0  # share of the new labels kept out of dpo training: the strength pick checks them too
+    dasa_holdout: float = 0.0  # share of the new labels kept out of dasa training and scored after it (same split as dpo's)
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
@@ -168,8 +169,9 @@ class StageConfig:
             raise ConfigError(f"`dpo_pairs` must be 'over' or 'wrong', got {self.dpo_pairs!r}")
         if self.calibrate_by not in CALIBRATE_BY:
             raise ConfigError(f"`calibrate_by` must be one of {CALIBRATE_BY}, got {self.calibrate_by!r}")
-        if not 0 <= self.dpo_holdout < 1:
-            raise ConfigError(f"`dpo_holdout` must be a share in [0, 1), got {self.dpo_holdout!r}")
+        for name in ("dpo_holdout", "dasa_holdout"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ConfigError(f"`{name}` must be a share in [0, 1), got {getattr(self, name)!r}")
         if self.stage == "lp" and self.tuning != "head":
             object.__setattr__(self, "tuning", "head")  # a linear probe trains the head only, by definition
         if isinstance(self.loss.class_weights, tuple) and len(self.loss.class_weights) != self.num_grades:

@@ -121,15 +121,16 @@ def run_stage(config: StageConfig, train: Examples, val: Examples, out_dir: Path
         torch.set_num_threads(config.threads)
     if not dist.is_main:  # a helper process of a multi-process launch: share the training, then read rank 0's result
         if config.stage != "wi":
-            _train_loop(config, train, val, out_dir, parent, _dpo_holdout(config, new_labels)[0], None, should_stop)
+            _train_loop(config, train, val, out_dir, parent, holdout_split(config, new_labels)[0], None, should_stop)
         dist.barrier()  # rank 0 picks, calibrates, saves and scores meanwhile
         return StageResult(config.stage, out_dir, json.loads((out_dir / "metrics.json").read_text()))
     start = time.perf_counter()
+    holdout = None
     if config.stage == "wi":
         model, extra = stages.interpolate(config, val, Path(parent), _emit(progress, config))
         tuning = extra.pop("tuning")
     else:
-        new_labels, holdout = _dpo_holdout(config, new_labels)
+        new_labels, holdout = holdout_split(config, new_labels)
         model, extra = _train_loop(config, train, val, out_dir, parent, new_labels, progress, should_stop)
         tuning = config.tuning
         if config.stage == "dpo":  # how far towards the DPO weights: picked on val, never below the reference
@@ -139,20 +140,30 @@ def run_stage(config: StageConfig, train: Examples, val: Examples, out_dir: Path
     if config.calibrate:
         extra.update(stages.calibrate_temperature(model, val, config))
     save_weights(model, tuning, out_dir / "model.pt")
-    metrics = {**_val_metrics(model, val, config), **extra, "wall_s": time.perf_counter() - start}
+    metrics = {**_val_metrics(model, val, config), **extra}
+    if holdout is not None:  # the new labels kept out: mostly shifted pairs, so a second, OOD-leaning val set
+        metrics.update(_val_metrics(model, holdout, config, prefix="holdout_"), holdout_pairs=len(holdout))
+    metrics["wall_s"] = time.perf_counter() - start
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     dist.barrier()
     _emit(progress, config)(-1, -1, float("nan"), None, "done")
     return StageResult(config.stage, out_dir, metrics)
 
 
-def _dpo_holdout(config: StageConfig, new_labels: Examples | None) -> tuple[Examples | None, Examples | None]:
-    """(new labels to train dpo on, the ``dpo_holdout`` share kept out for its strength pick): a fixed
-    split by ``seed``; (new_labels, None) for other stages or without a holdout."""
-    if config.stage != "dpo" or new_labels is None or config.dpo_holdout <= 0 or len(new_labels) < 2:
+def holdout_split(config: StageConfig, new_labels: Examples | None) -> tuple[Examples | None, Examples | None]:
+    """(new labels to train on, the share kept out): ``dasa_holdout`` for dasa, ``dpo_holdout`` for dpo;
+    (new_labels, None) for other stages or a share of 0.
+
+    The split is fixed by ``seed`` and the share alone, so a dasa stage and the dpo stage after it, run
+    with the same seed and share, keep out the same rows: dpo's strength pick then checks labels that
+    neither stage trained on (with a dasa stage that trained on all of them, the reference scores its own
+    training data there and the check favours it).
+    """
+    share = {"dasa": config.dasa_holdout, "dpo": config.dpo_holdout}.get(config.stage, 0.0)
+    if new_labels is None or share <= 0 or len(new_labels) < 2:
         return new_labels, None
     order = np.random.default_rng([config.seed, 11]).permutation(len(new_labels))
-    n_hold = min(len(new_labels) - 1, max(1, round(config.dpo_holdout * len(new_labels))))
+    n_hold = min(len(new_labels) - 1, max(1, round(share * len(new_labels))))
     return new_labels.subset(np.sort(order[n_hold:])), new_labels.subset(np.sort(order[:n_hold]))
 
 
@@ -378,10 +389,10 @@ def _grad(p: torch.Tensor) -> torch.Tensor:
     return p.grad
 
 
-def _val_metrics(model: RelevanceModel, val: Examples, config: StageConfig) -> dict:
+def _val_metrics(model: RelevanceModel, val: Examples, config: StageConfig, prefix: str = "val_") -> dict:
     out = score_pairs(model, val.queries, val.items, batch_size=config.eval_batch_size,
                       max_length=config.max_length)
-    return {f"val_{k}": v for k, v in evaluate(val.grades, out.probs, val.queries).items()}
+    return {f"{prefix}{k}": v for k, v in evaluate(val.grades, out.probs, val.queries).items()}
 
 
 def predict(model: RelevanceModel, examples: Examples, *, batch_size: int = 128, max_length: int = 64):

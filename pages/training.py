@@ -64,7 +64,11 @@ if not rows:
     st.stop()
 table = pd.DataFrame(rows).set_index("id")
 st.dataframe(table, key="versions_table", use_container_width=True,
-             column_config={"current": st.column_config.CheckboxColumn("current")})
+             column_config={"current": st.column_config.CheckboxColumn("current"),
+                            "holdout_macro_f1": st.column_config.NumberColumn(
+                                "holdout macro-F1", format="%.3f",
+                                help="dasa/dpo: macro-F1 on the share of the new labels kept out of training "
+                                     "(dasa_holdout / dpo_holdout), mostly the shifted pairs DASA picked")})
 names = {f"{r['name']} ({r['stage']})": r["id"] for r in rows}
 picked = st.selectbox("Version", list(names), index=len(names) - 1, key="version_pick")
 vid = names[picked]

@@ -87,6 +87,17 @@ def test_dpo_form_starts_from_the_measured_recipe(people: dict[str, int], sqlite
         assert s.scalars(select(Job)).one().params["overrides"] == {}
 
 
+def test_dasa_form_offers_a_holdout_off_by_default(people: dict[str, int], sqlite_database: str) -> None:
+    at = page("training", people["eng"]).run()
+    at.selectbox(key="train_stage").set_value("dasa").run()
+    assert at.number_input(key="train_dasa_dasa_holdout").value == pytest.approx(0.0)  # all new labels train
+    at.number_input(key="train_dasa_dasa_holdout").set_value(0.2)
+    at.button[0].click().run()
+    assert not at.exception and "queued: dasa" in at.success[0].value
+    with session_scope(sqlite_database) as s:
+        assert s.scalars(select(Job)).one().params["overrides"] == {"dasa_holdout": 0.2}
+
+
 def test_versions_table_lineage_and_make_current(people: dict[str, int], sqlite_database: str) -> None:
     lp, ft = _versions(sqlite_database, people["project"], evaluated=False)
     at = page("training", people["eng"]).run()

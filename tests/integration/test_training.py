@@ -15,8 +15,9 @@ from tiny_models import (  # tests/integration is on sys.path (pytest prepend mo
 
 from darl_core.config import LossConfig, StageConfig
 from darl_core.errors import ConfigError
+from darl_core.metrics import evaluate
 from darl_core.model import load_checkpoint, load_model, score_pairs
-from darl_core.training import Examples, StageCancelled, run_stage
+from darl_core.training import Examples, StageCancelled, holdout_split, run_stage
 
 torch.set_num_threads(1)
 DARL = LossConfig(class_weights="inverse", ordinal_weight=1.0, occ_weight=1.0)
@@ -134,6 +135,28 @@ def test_dpo_holdout_keeps_new_labels_out_of_training_and_guards_the_pick(chain,
     assert round(table[f"{alpha:g}"]["over_recall"], 4) == min(round(table[a]["over_recall"], 4) for a in allowed)
     with pytest.raises(ConfigError, match="dpo_holdout"):
         cfg("dpo", dpo_holdout=1.0)
+
+
+def test_dasa_holdout_is_the_rows_dpo_holds_out_and_is_scored(chain, data):
+    train, val = data
+    new = make_examples(20, 3, 9)
+    dasa_cfg = cfg("dasa", replay_ratio=0.5, dasa_holdout=0.25)
+    trained, held = holdout_split(dasa_cfg, new)
+    dpo_trained, dpo_held = holdout_split(cfg("dpo", dpo_holdout=0.25), new)
+    assert len(held) == 5 and held.queries == dpo_held.queries and held.items == dpo_held.items
+    assert sorted(trained.queries + held.queries) == sorted(new.queries)  # a partition: nothing dropped twice
+    assert holdout_split(cfg("dasa", dasa_holdout=0.25, seed=1), new)[1].queries != held.queries  # seeded
+    everything, none = holdout_split(cfg("dasa"), new)
+    assert everything is new and none is None  # share 0: every new label trains
+    assert holdout_split(cfg("ft", dasa_holdout=0.25), new)[1] is None  # other stages ignore the share
+    dasa = run_stage(dasa_cfg, train, val, chain["root"] / "dasa_holdout", parent=chain["ft"].checkpoint,
+                     new_labels=new)
+    assert dasa.metrics["train_pairs"] == len(train) + 15 and dasa.metrics["holdout_pairs"] == 5
+    model = load_checkpoint(dasa.checkpoint)
+    probs = score_pairs(model, held.queries, held.items, max_length=24).probs
+    assert dasa.metrics["holdout_macro_f1"] == pytest.approx(evaluate(held.grades, probs, held.queries)["macro_f1"])
+    with pytest.raises(ConfigError, match="dasa_holdout"):
+        cfg("dasa", dasa_holdout=-0.1)
 
 
 def test_interrupted_stage_resumes_to_the_same_result(bert, data, tmp_path):
