@@ -143,3 +143,60 @@ def id_ood_report(id_metrics: dict[str, float], ood_metrics: dict[str, float]) -
     for key in id_metrics.keys() & ood_metrics.keys():
         out[f"gap_{key}"] = id_metrics[key] - ood_metrics[key]
     return out
+
+
+def _weighted_macro_f1(y: np.ndarray, pred: np.ndarray, weights: np.ndarray, k: int) -> np.ndarray:
+    """Macro-F1 of one prediction vector under each row of ``weights`` (B x N multiplicities): F1 per
+    grade from weighted confusion counts, zero where undefined, as ``per_grade_prf``."""
+    f1 = np.zeros((len(weights), k))
+    for g in range(k):
+        tp = weights[:, (y == g) & (pred == g)].sum(axis=1)
+        n_pred = weights[:, pred == g].sum(axis=1)
+        n_true = weights[:, y == g].sum(axis=1)
+        denom = n_pred + n_true  # 2tp / (pred + true) is F1
+        f1[:, g] = np.divide(2 * tp, denom, out=np.zeros_like(tp, dtype=np.float64), where=denom > 0)
+    return f1.mean(axis=1)
+
+
+def macro_f1_difference(y_true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, groups: Sequence[str], *,
+                        k: int, n_boot: int = 2000, level: float = 0.95, seed: int = 0,
+                        thresholds: Sequence[float] = ()) -> dict:
+    """Macro-F1 of B minus A with a paired, group-clustered bootstrap interval.
+
+    ``pred_a`` / ``pred_b``: predicted grades, one row per pair or one row per training seed (S x N):
+    each side's macro-F1 is then its mean over seeds, as a table row reports it. ``groups`` (the query
+    of each pair): a resample draws whole queries with replacement, since pairs of one query are not
+    independent and the splits are by query; the same resample scores both sides (paired). Returns the
+    observed difference, the ``level`` percentile interval, and ``share_below_zero`` (the resampled
+    differences <= 0: how often B is no better than A) and, per given threshold t, the share of
+    resampled differences >= t (``share_at_least``: e.g. how often a +5-point target would be met).
+    """
+    y = np.asarray(y_true)
+    a, b = np.atleast_2d(pred_a), np.atleast_2d(pred_b)
+    if a.shape[1] != len(y) or b.shape[1] != len(y) or len(groups) != len(y):
+        raise ConfigError(f"predictions ({a.shape[1]}, {b.shape[1]}), groups ({len(groups)}) and grades ({len(y)}) "
+                          "must describe the same pairs")
+    if not 0 < level < 1 or n_boot < 1:
+        raise ConfigError(f"need 0 < level < 1 and n_boot >= 1, got {level!r} and {n_boot!r}")
+    _, group_of = np.unique(np.asarray(groups, dtype=str), return_inverse=True)
+    n_groups = int(group_of.max()) + 1 if len(y) else 0
+
+    def side(preds: np.ndarray, w: np.ndarray) -> np.ndarray:
+        return np.mean([_weighted_macro_f1(y, p, w, k) for p in preds], axis=0)
+
+    observed = float(side(b, np.ones((1, len(y))))[0] - side(a, np.ones((1, len(y))))[0])
+    rng = np.random.default_rng(seed)
+    chunk = max(1, 4_000_000 // max(1, len(y)))  # resamples scored at once: about 32 MB of weights
+    diffs = []
+    for start in range(0, n_boot, chunk):
+        draws = np.stack([np.bincount(rng.integers(0, n_groups, n_groups), minlength=n_groups)
+                          for _ in range(min(chunk, n_boot - start))])
+        weights = draws[:, group_of].astype(np.float64)  # each pair counts as often as its query was drawn
+        diffs.append(side(b, weights) - side(a, weights))
+    diffs = np.concatenate(diffs)
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(diffs, [tail, 100 - tail])
+    return {"difference": observed, "low": float(low), "high": float(high), "level": level,
+            "share_below_zero": float((diffs <= 0).mean()), "n_boot": n_boot, "groups": int(n_groups),
+            "sd": float(diffs.std(ddof=1)) if n_boot > 1 else 0.0,
+            "share_at_least": {f"{t:g}": float((diffs >= t).mean()) for t in thresholds}}

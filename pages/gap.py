@@ -54,6 +54,46 @@ st.dataframe(table, key="gap_table", hide_index=True, use_container_width=True,
              column_config={c: st.column_config.NumberColumn(format="%.3f") for c in table.columns
                             if c not in ("version", "stage", "evaluated", "ID n", "OOD n")})
 
+st.subheader("Did it help? Compare two versions")
+st.caption("Macro-F1 of B minus A on the test pairs both versions scored, with a 95% interval from resampling "
+           "whole test queries: the spread another draw of test queries would give. Seed-to-seed training "
+           "noise comes on top; an interval that crosses 0 is not a win.")
+versions_by_name = {h["name"]: h["id"] for h in history}
+if len(versions_by_name) < 2:
+    st.info("Evaluate a second version to compare two.")
+else:
+    names_list = list(versions_by_name)
+    ca, cb = st.columns(2)
+    a_name = ca.selectbox("Baseline (A)", names_list, index=len(names_list) - 2, key="gap_compare_a")
+    b_name = cb.selectbox("Compared (B)", names_list, index=len(names_list) - 1, key="gap_compare_b")
+    if a_name == b_name:
+        st.info("Pick two different versions.")
+    else:
+        with st.spinner("Resampling test queries..."), db() as session:
+            comp = evaluation.compare_versions(session, project.id, versions_by_name[a_name], versions_by_name[b_name])
+        done = {k: v for k, v in comp["splits"].items() if "difference" in v}
+        for split, r in comp["splits"].items():
+            if "difference" not in r:
+                st.warning(f"{split.upper()}: fewer than 2 test pairs scored by both versions; evaluate both.")
+                continue
+            verdict = ("B is better" if r["low"] > 0 else "A is better" if r["high"] < 0
+                       else "no clear difference")
+            st.markdown(f"**{split.upper()}** · macro-F1 {r['difference']:+.3f} (95% interval {r['low']:+.3f} … "
+                        f"{r['high']:+.3f}) over {r['n']} pairs of {r['groups']} queries · B no better in "
+                        f"{r['share_below_zero']:.0%} of resamples · **{verdict}**"
+                        + (f" · {r['missing']} pairs left out (not scored by both)" if r["missing"] else ""))
+        if done:
+            dfig = go.Figure(go.Scatter(
+                x=[r["difference"] for r in done.values()], y=[s.upper() for s in done], mode="markers",
+                marker=dict(size=12), error_x=dict(type="data", symmetric=False,
+                                                   array=[r["high"] - r["difference"] for r in done.values()],
+                                                   arrayminus=[r["difference"] - r["low"] for r in done.values()]),
+                hovertemplate="%{y}: %{x:+.3f}<extra></extra>"))
+            dfig.add_vline(x=0, line_dash="dash", line_color="gray")
+            dfig.update_layout(height=200, margin=dict(l=10, r=10, t=30, b=10), xaxis_title=f"{b_name} − {a_name} macro-F1",
+                               title="Difference with its 95% interval")
+            st.plotly_chart(dfig, key="gap_compare_chart")
+
 st.subheader("Calibration and errors of one version")
 picked = st.selectbox("Version", list(table["version"]), index=len(table) - 1, key="gap_version")
 ev = next(h["evaluation"] for h in history if h["name"] == picked)

@@ -171,3 +171,44 @@ def gap_history(session: Session, project_id: int) -> list[dict[str, Any]]:
 
 def _json_float(v: float) -> float | None:
     return None if v is None or v != v else float(v)
+
+
+def compare_versions(session: Session, project_id: int, a_id: int, b_id: int, *, n_boot: int = 1000,
+                     seed: int = 0) -> dict[str, Any]:
+    """Version B's macro-F1 minus version A's on each test split, with a 95% interval.
+
+    Read from the stored ``pair_scores`` (each version's predicted grade per test pair) against the
+    pairs' current final labels, on the pairs both versions scored. The interval resamples whole
+    queries (``darl_core.metrics.macro_f1_difference``): it says how much the difference could move with
+    another draw of test queries, not with another training run. A split neither version scored is
+    reported with ``n`` 0 and no difference.
+    """
+    from darl_core.metrics import macro_f1_difference
+
+    project = session.get(Project, project_id)
+    names = {}
+    for vid in (a_id, b_id):
+        mv = session.get(ModelVersion, vid)
+        if mv is None or mv.project_id != project_id:
+            raise ConfigError(f"model version {vid} is not in this project")
+        names[vid] = mv.name
+    sets = load_test_sets(session, project_id)
+    wanted = [pid for ts in sets.values() for pid in ts.pair_ids]
+    predicted: dict[tuple[int, int], int] = {}
+    for start in range(0, len(wanted), 5000):
+        rows = session.execute(select(PairScore.model_version_id, PairScore.pair_id, PairScore.predicted_grade)
+                               .where(PairScore.model_version_id.in_([a_id, b_id]),
+                                      PairScore.pair_id.in_(wanted[start:start + 5000]),
+                                      PairScore.predicted_grade.is_not(None)))
+        predicted.update({(v, p): g for v, p, g in rows})
+    out: dict[str, Any] = {"a": names[a_id], "b": names[b_id], "splits": {}}
+    for name, ts in sets.items():
+        both = [i for i, pid in enumerate(ts.pair_ids) if (a_id, pid) in predicted and (b_id, pid) in predicted]
+        entry: dict[str, Any] = {"n": len(both), "missing": len(ts.pair_ids) - len(both)}
+        if len(both) >= 2:
+            pa = np.array([predicted[(a_id, ts.pair_ids[i])] for i in both])
+            pb = np.array([predicted[(b_id, ts.pair_ids[i])] for i in both])
+            entry.update(macro_f1_difference(ts.grades[both], pa, pb, [ts.queries[i] for i in both],
+                                             k=len(project.grades), n_boot=n_boot, seed=seed))
+        out["splits"][name] = entry
+    return out

@@ -7,8 +7,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from sklearn.metrics import f1_score
 from sqlalchemy import select, update
 
+from darl_core.errors import ConfigError
 from db.models import Job, JobStatus, ModelVersion, Project, Role, User
 from db.services import evaluation, jobs
 from db.session import session_scope
@@ -138,6 +140,52 @@ def test_gap_page_reads_stored_evaluations(people: dict[str, int], sqlite_databa
     assert len(at.get("plotly_chart")) == 1 + 2 * 2  # the gap over versions; reliability + confusion per split
     at.selectbox(key="gap_version").set_value("lp-1").run()
     assert not at.exception and "ECE" in at.markdown[0].value
+
+
+def _scored(url: str, project_id: int, ids: list[int], ood_right: tuple[float, float]) -> dict[str, Any]:
+    """Store both versions' predictions on the seeded test pairs: ID all right for both; on OOD version A
+    is right on the first ``ood_right[0]`` share of pairs and B on ``ood_right[1]`` (wrong = one grade up)."""
+    with session_scope(url) as s:
+        sets = evaluation.load_test_sets(s, project_id)
+        for vid, share in zip(ids, ood_right, strict=True):
+            probs = {}
+            for name, ts in sets.items():
+                right = np.arange(len(ts.grades)) < (share if name == "ood" else 1.0) * len(ts.grades)
+                pred = np.where(right, ts.grades, (ts.grades + 1) % 3)
+                probs[name] = np.full((len(pred), 3), 0.1) + 0.7 * np.eye(3)[pred]
+            evaluation.write_pair_probs(s, vid, sets, probs)
+        return sets
+
+
+def test_compare_versions_reads_stored_predictions(people: dict[str, int], sqlite_database: str) -> None:
+    ids = _versions(sqlite_database, people["project"], evaluated=True)
+    sets = _scored(sqlite_database, people["project"], ids, (0.25, 1.0))
+    with session_scope(sqlite_database) as s:
+        comp = evaluation.compare_versions(s, people["project"], ids[0], ids[1], n_boot=300)
+        back = evaluation.compare_versions(s, people["project"], ids[1], ids[0], n_boot=300)
+    assert (comp["a"], comp["b"]) == ("lp-1", "ft-1")
+    ood, same = comp["splits"]["ood"], comp["splits"]["id"]
+    y = sets["ood"].grades
+    a_pred = np.where(np.arange(len(y)) < 0.25 * len(y), y, (y + 1) % 3)
+    assert ood["difference"] == pytest.approx(1.0 - f1_score(y, a_pred, average="macro", zero_division=0))
+    assert ood["n"] == len(y) and ood["missing"] == 0 and ood["low"] > 0  # B right everywhere: a clear win
+    assert same["difference"] == 0 and same["low"] == same["high"] == 0  # identical ID predictions
+    assert back["splits"]["ood"]["difference"] == pytest.approx(-ood["difference"])
+    with session_scope(sqlite_database) as s, pytest.raises(ConfigError, match="not in this project"):
+        evaluation.compare_versions(s, people["project"], ids[0], 10_000)
+
+
+def test_gap_page_compares_two_versions(people: dict[str, int], sqlite_database: str) -> None:
+    ids = _versions(sqlite_database, people["project"], evaluated=True)
+    _scored(sqlite_database, people["project"], ids, (0.25, 1.0))
+    at = page("gap", people["eng"]).run()
+    assert not at.exception
+    assert (at.selectbox(key="gap_compare_a").value, at.selectbox(key="gap_compare_b").value) == ("lp-1", "ft-1")
+    text = " ".join(m.value for m in at.markdown)
+    assert "**OOD** · macro-F1 +" in text and "**B is better**" in text and "**no clear difference**" in text
+    assert len(at.get("plotly_chart")) == 1 + 1 + 2 * 2  # gap over versions, the comparison, then per split
+    at.selectbox(key="gap_compare_b").set_value("lp-1").run()
+    assert not at.exception and "Pick two different versions." in [i.value for i in at.info]
 
 
 def test_gap_page_without_evaluations_explains(people: dict[str, int], sqlite_database: str) -> None:
