@@ -121,10 +121,28 @@ def ood() -> list[str]:
     return out
 
 
+def significance() -> list[str]:
+    data = load("significance")
+    if not data:
+        return ["**Beyond test noise?** (`bench/significance.py`): not run."]
+    parts = []
+    for split, label in (("id", "test_id"), ("ood", "test_ood")):
+        r = data.get(split)
+        if not r:
+            continue
+        reach = ", ".join(f"≥ {float(t) * 100:+g} points in {v:.0%}" for t, v in r.get("share_at_least", {}).items())
+        parts.append(f"{label} {r['difference'] * 100:+.1f} points (95% interval {r['low'] * 100:+.1f} … "
+                     f"{r['high'] * 100:+.1f}; {reach} of resamples)")
+    return [f"**Beyond test noise?** (`bench/significance.py`: `{data['b']}` − `{data['a']}` macro-F1, each the mean "
+            f"of seeds {', '.join(map(str, data['seeds']))}, paired bootstrap over test queries, "
+            f"{data['id']['n_boot']} resamples): " + "; ".join(parts)]
+
+
 def render() -> str:
     lines: list[str] = []
     lines += quality() + [""]
     lines += quality("quality_top2_1epoch", "Quality, cheaper training") + [""]
+    lines += significance() + [""]
     lines += ablation() + [""]
     lines += ood() + [""]
     lines += simple("Import", "import_speed", [("1M rows in s", "import.wall_s"), ("peak RSS MB", "import.peak_rss_mb"),

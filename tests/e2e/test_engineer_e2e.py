@@ -1,9 +1,12 @@
 """In a real browser, with the background worker running: an engineer launches a short lp stage on a
 tiny model, watches its progress reach 100% and the new version appear in the versions table, then
-computes a map of the pairs and sees it drawn. Screenshots go to tests/artifacts/."""
+computes a map of the pairs and sees it drawn; a second probe, once both are evaluated, is compared with
+the first on the Gap page. Screenshots go to tests/artifacts/."""
 
 from __future__ import annotations
 
+import re
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -112,3 +115,29 @@ def test_engineer_trains_a_stage_and_maps_the_pairs(page, app_url: str, app_db_u
     assert (jobs["train"].status, jobs["map"].status) == (JobStatus.succeeded, JobStatus.succeeded)
     assert jobs["map"].result["points"] == 136
     assert versions == ["base", "lp-1"]
+
+    # A second, longer probe; once both are evaluated the Gap page compares them.
+    page.get_by_role("link", name="Training").click()
+    expect(page.get_by_text("Launch a stage")).to_be_visible()
+    page.get_by_label("epochs", exact=True).fill("6")
+    page.get_by_role("button", name="Launch").click()
+    queued = page.get_by_text(re.compile(r"Job \d+ queued: lp"))
+    expect(queued).to_be_visible()
+    job_id = int(re.search(r"Job (\d+)", queued.inner_text()).group(1))
+    deadline = time.monotonic() + 2 * JOB_TIMEOUT_MS / 1000
+    while time.monotonic() < deadline:  # the train job, then the evaluation job it queues
+        with session_scope(app_db_url) as s:
+            evaluated = [v.name for v in s.scalars(select(ModelVersion).order_by(ModelVersion.id))
+                         if (v.metrics or {}).get("evaluation")]
+            status = s.get(Job, job_id).status
+        if evaluated == ["lp-1", "lp-2"] or status in (JobStatus.failed, JobStatus.cancelled):
+            break
+        time.sleep(1)
+    assert evaluated == ["lp-1", "lp-2"], f"job {job_id} {status}; worker log:\n{worker.read_text()[-3000:]}"
+    with session_scope(app_db_url) as s:
+        assert s.get(Job, job_id).params["overrides"] == {"epochs": 6.0}
+    page.get_by_role("link", name="Gap").click()
+    expect(page.get_by_text("Did it help? Compare two versions")).to_be_visible(timeout=20_000)
+    expect(page.get_by_text(re.compile(r"macro-F1 [+-]\d\.\d{3} \(95% interval")).first).to_be_visible()
+    expect(page.locator(".js-plotly-plot").nth(1)).to_be_visible()  # the gap over versions, then the comparison
+    shot(page, "gap_page.png")
