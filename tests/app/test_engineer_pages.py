@@ -7,10 +7,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from sklearn.metrics import f1_score
 from sqlalchemy import select, update
 
-from darl_core.errors import ConfigError
 from db.models import Job, JobStatus, ModelVersion, Project, Role, User
 from db.services import evaluation, jobs
 from db.session import session_scope
@@ -155,24 +153,6 @@ def _scored(url: str, project_id: int, ids: list[int], ood_right: tuple[float, f
                 probs[name] = np.full((len(pred), 3), 0.1) + 0.7 * np.eye(3)[pred]
             evaluation.write_pair_probs(s, vid, sets, probs)
         return sets
-
-
-def test_compare_versions_reads_stored_predictions(people: dict[str, int], sqlite_database: str) -> None:
-    ids = _versions(sqlite_database, people["project"], evaluated=True)
-    sets = _scored(sqlite_database, people["project"], ids, (0.25, 1.0))
-    with session_scope(sqlite_database) as s:
-        comp = evaluation.compare_versions(s, people["project"], ids[0], ids[1], n_boot=300)
-        back = evaluation.compare_versions(s, people["project"], ids[1], ids[0], n_boot=300)
-    assert (comp["a"], comp["b"]) == ("lp-1", "ft-1")
-    ood, same = comp["splits"]["ood"], comp["splits"]["id"]
-    y = sets["ood"].grades
-    a_pred = np.where(np.arange(len(y)) < 0.25 * len(y), y, (y + 1) % 3)
-    assert ood["difference"] == pytest.approx(1.0 - f1_score(y, a_pred, average="macro", zero_division=0))
-    assert ood["n"] == len(y) and ood["missing"] == 0 and ood["low"] > 0  # B right everywhere: a clear win
-    assert same["difference"] == 0 and same["low"] == same["high"] == 0  # identical ID predictions
-    assert back["splits"]["ood"]["difference"] == pytest.approx(-ood["difference"])
-    with session_scope(sqlite_database) as s, pytest.raises(ConfigError, match="not in this project"):
-        evaluation.compare_versions(s, people["project"], ids[0], 10_000)
 
 
 def test_gap_page_compares_two_versions(people: dict[str, int], sqlite_database: str) -> None:
