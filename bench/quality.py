@@ -53,7 +53,8 @@ def examples(frame) -> Examples:
 
 def configs(seed: int, tuning: str, threads: int, epochs: float, train_layers: int | None,
             dasa_epochs: float | None = None, replay_ratio: float = 1.0,
-            dasa_lr_scale: float = 0.6, dasa_holdout: float = 0.0) -> dict[str, StageConfig]:
+            dasa_lr_scale: float = 0.6, dasa_holdout: float = 0.0,
+            ft_layer_lr_decay: float = 1.0) -> dict[str, StageConfig]:
     # Every row tunes the same layers (--train-layers; top 2 halve a CPU step, backward stops at layer 4).
     common = dict(max_length=48, batch_size=32, warmup_ratio=0.1, tuning=tuning, seed=seed, threads=threads,
                   save_every=100, eval_batch_size=128, train_layers=train_layers)
@@ -64,7 +65,8 @@ def configs(seed: int, tuning: str, threads: int, epochs: float, train_layers: i
         "ce+darl_loss": StageConfig("ft", epochs=epochs, lr=lr, head_lr=1e-3, loss=DARL_LOSS, **common),
         "lp": StageConfig("lp", epochs=10, head_lr=3e-3, loss=DARL_LOSS,
                           **{**common, "batch_size": 64, "warmup_ratio": 0.0}),
-        "ft": StageConfig("ft", epochs=epochs, lr=lr, head_lr=2e-4, loss=DARL_LOSS, **common),
+        "ft": StageConfig("ft", epochs=epochs, lr=lr, head_lr=2e-4, loss=DARL_LOSS, layer_lr_decay=ft_layer_lr_decay,
+                          **common),
         "wi": StageConfig("wi", wi_alphas=(0.0, 0.25, 0.5, 0.75, 1.0), **common),
         # dasa: 1.5x the fine-tuning epochs (3 at the default 2), chosen on val_id: with 1 / 2 / 3 epochs the
         # dpo that follows reached val macro-F1 0.487 / 0.492 / 0.495 (means of 3 seeds).
@@ -159,6 +161,8 @@ def main() -> int:
                     "out of training (the same rows dpo's 20%% holdout keeps out when both are 0.2)")
     ap.add_argument("--candidate-factor", type=float, default=3.0, help="DASA rows: OOD candidates per pick "
                     "(SelectionConfig.candidate_factor; more lets the model's doubt decide more)")
+    ap.add_argument("--ft-layer-lr-decay", type=float, default=1.0, help="ft stage: layer-wise lr decay "
+                    "(StageConfig.layer_lr_decay; 1: one lr for every layer)")
     ap.add_argument("--rows", nargs="*", default=list(ROWS))
     ap.add_argument("--work", default=".darl/bench/quality")
     ap.add_argument("--out", default="bench/results/quality.json")
@@ -202,7 +206,7 @@ def run_seed(seed: int, args, d: Path, runs: list, runs_file: Path, sp, train: E
              pool: Examples, tests: dict, log) -> None:
     """All rows of one seed; finished stages and rows are skipped, so a rerun continues."""
     cfg = configs(seed, args.tuning, args.threads, args.epochs, args.train_layers, args.dasa_epochs, args.replay_ratio,
-                  args.dasa_lr_scale, args.dasa_holdout)
+                  args.dasa_lr_scale, args.dasa_holdout, args.ft_layer_lr_decay)
     walls: dict[str, float] = {}
 
     def stage(key: str, config: StageConfig, **kw):

@@ -104,6 +104,7 @@ class StageConfig:
     pooling: str = "auto"
     tuning: str = "lora"
     train_layers: int | None = None  # lora/full: tune only the top N transformer layers (None: all)
+    layer_lr_decay: float = 1.0  # layer i of n learns at lr * decay**(n - 1 - i), embeddings at decay**n; 1: one lr
     lora: LoraSpec = field(default_factory=LoraSpec)
     loss: LossConfig = field(default_factory=LossConfig)
     epochs: float = 2.0
@@ -154,6 +155,8 @@ class StageConfig:
             raise ConfigError(f"`warmup_ratio` must be in [0, 1), got {self.warmup_ratio!r}")
         if self.train_layers is not None and (not isinstance(self.train_layers, int) or self.train_layers <= 0):
             raise ConfigError(f"`train_layers` must be a positive integer or None, got {self.train_layers!r}")
+        if not 0 < self.layer_lr_decay <= 1:
+            raise ConfigError(f"`layer_lr_decay` must be in (0, 1], got {self.layer_lr_decay!r}")
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads <= 0):
             raise ConfigError(f"`threads` must be a positive integer or None, got {self.threads!r}")
         object.__setattr__(self, "wi_alphas", tuple(float(a) for a in self.wi_alphas))

@@ -214,6 +214,37 @@ def build_model(config: StageConfig, parent: Path | None) -> RelevanceModel:
     return model
 
 
+def param_groups(model: RelevanceModel, config: StageConfig) -> list[dict]:
+    """AdamW groups: the head at ``head_lr``, then the trainable backbone at ``lr``. With
+    ``layer_lr_decay`` < 1 each transformer layer gets its own group: layer i of n at
+    lr * decay**(n - 1 - i), the embeddings at lr * decay**n, anything above the layers (a final norm)
+    at lr. Lower layers then move less, keeping more of the pretrained features (layer-wise lr decay,
+    as in ELECTRA's and many BERT fine-tuning recipes)."""
+    groups = [{"params": list(model.head.parameters()), "lr": config.head_lr, "weight_decay": 0.0}]
+    body = [(name, p) for name, p in model.backbone.named_parameters() if p.requires_grad]
+    if not body:
+        return groups
+    if config.layer_lr_decay == 1.0:
+        return groups + [{"params": [p for _, p in body], "lr": config.lr, "weight_decay": config.weight_decay}]
+    n = _num_layers(model)
+    by_depth: dict[int, list] = {}
+    for name, p in body:
+        by_depth.setdefault(_layer_index(name), []).append(p)
+    for index in sorted(by_depth):
+        steps = n if index < 0 else max(0, n - 1 - index)  # beyond the layers (10**6): no decay
+        groups.append({"params": by_depth[index], "lr": config.lr * config.layer_lr_decay ** steps,
+                       "weight_decay": config.weight_decay})
+    return groups
+
+
+def _num_layers(model: RelevanceModel) -> int:
+    config = model.backbone.config
+    n = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", None)
+    if n is None:
+        raise ConfigError("`layer_lr_decay` and `train_layers` need a backbone whose config names num_hidden_layers")
+    return int(n)
+
+
 def _layer_index(name: str) -> int:
     match = LAYER_RE.search(name)
     return int(match.group(1)) if match else (-1 if "embed" in name or "wte" in name or "wpe" in name else 10**6)
@@ -223,11 +254,7 @@ def _lowest_trained_layer(model: RelevanceModel, train_layers: int | None) -> in
     """Training only the top layers means backward stops there: ~2x cheaper steps for 2 of 6 layers."""
     if train_layers is None:
         return None
-    config = model.backbone.config
-    n = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", None)
-    if n is None:
-        raise ConfigError("`train_layers` needs a backbone whose config names num_hidden_layers")
-    return max(0, n - train_layers)
+    return max(0, _num_layers(model) - train_layers)
 
 
 def _epoch_batches(lengths: np.ndarray, rows: np.ndarray, batch_size: int, rng: np.random.Generator) -> list:
@@ -303,11 +330,9 @@ def _train_loop(config: StageConfig, train: Examples, val: Examples, out_dir: Pa
 
     steps_per_epoch = math.ceil(len(epoch_rows(0)) / config.batch_size)
     total = max(1, math.ceil(config.epochs * steps_per_epoch))
-    head_params = list(model.head.parameters())
-    body_params = [p for p in model.backbone.parameters() if p.requires_grad]
-    groups = [{"params": head_params, "lr": config.head_lr, "weight_decay": 0.0}]
-    if body_params:
-        groups.append({"params": body_params, "lr": config.lr, "weight_decay": config.weight_decay})
+    groups = param_groups(model, config)
+    head_params = groups[0]["params"]
+    body_params = [p for g in groups[1:] for p in g["params"]]
     optimizer = torch.optim.AdamW(groups)
     warmup = int(config.warmup_ratio * total)
     schedule = torch.optim.lr_scheduler.LambdaLR(

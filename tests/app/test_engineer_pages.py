@@ -91,6 +91,8 @@ def test_dasa_form_offers_a_holdout_off_by_default(people: dict[str, int], sqlit
     at = page("training", people["eng"]).run()
     at.selectbox(key="train_stage").set_value("dasa").run()
     assert at.number_input(key="train_dasa_dasa_holdout").value == pytest.approx(0.0)  # all new labels train
+    assert "shifted pairs" in at.number_input(key="train_dasa_dasa_holdout").help
+    assert at.number_input(key="train_dasa_layer_lr_decay").value == pytest.approx(1.0)
     at.number_input(key="train_dasa_dasa_holdout").set_value(0.2)
     at.button[0].click().run()
     assert not at.exception and "queued: dasa" in at.success[0].value

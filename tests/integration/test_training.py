@@ -17,7 +17,7 @@ from darl_core.config import LossConfig, StageConfig
 from darl_core.errors import ConfigError
 from darl_core.metrics import evaluate
 from darl_core.model import load_checkpoint, load_model, score_pairs
-from darl_core.training import Examples, StageCancelled, holdout_split, run_stage
+from darl_core.training import Examples, StageCancelled, build_model, holdout_split, param_groups, run_stage
 
 torch.set_num_threads(1)
 DARL = LossConfig(class_weights="inverse", ordinal_weight=1.0, occ_weight=1.0)
@@ -157,6 +157,41 @@ def test_dasa_holdout_is_the_rows_dpo_holds_out_and_is_scored(chain, data):
     assert dasa.metrics["holdout_macro_f1"] == pytest.approx(evaluate(held.grades, probs, held.queries)["macro_f1"])
     with pytest.raises(ConfigError, match="dasa_holdout"):
         cfg("dasa", dasa_holdout=-0.1)
+
+
+@pytest.mark.parametrize("tuning", ["full", "lora"])
+def test_layer_lr_decay_gives_lower_layers_smaller_steps(bert, tuning):
+    config = cfg("ft", bert, tuning=tuning, lr=1e-3, head_lr=5e-3, layer_lr_decay=0.5)
+    model = build_model(config, None)
+    n = model.backbone.config.num_hidden_layers
+    lr_of = {id(p): g["lr"] for g in param_groups(model, config) for p in g["params"]}
+    trainable = [(name, p) for name, p in model.backbone.named_parameters() if p.requires_grad]
+    assert len(lr_of) == len(trainable) + len(list(model.head.parameters()))  # each parameter in one group
+    assert all(lr_of[id(p)] == 5e-3 for p in model.head.parameters())
+    for name, p in trainable:
+        if f"layer.{n - 1}." in name:
+            assert lr_of[id(p)] == pytest.approx(1e-3)
+        elif "layer.0." in name:
+            assert lr_of[id(p)] == pytest.approx(1e-3 * 0.5 ** (n - 1))
+        elif "embeddings" in name:
+            assert lr_of[id(p)] == pytest.approx(1e-3 * 0.5 ** n)
+    assert any("layer.0." in name for name, _ in trainable)
+    plain = param_groups(model, config.replace(layer_lr_decay=1.0))  # 1: the head and one backbone group
+    assert [g["lr"] for g in plain] == [5e-3, 1e-3] and len(plain[1]["params"]) == len(trainable)
+    with pytest.raises(ConfigError, match="layer_lr_decay"):
+        cfg("ft", layer_lr_decay=0.0)
+
+
+def test_a_stage_with_layer_lr_decay_trains_and_moves_lower_layers_less(bert, data, tmp_path):
+    train, val = data
+    base = load_model(str(bert), 3)
+    start = {k: v.clone() for k, v in base.backbone.state_dict().items()}
+    moved = {}
+    for decay in (1.0, 0.1):
+        res = run_stage(cfg("ft", bert, tuning="full", lr=1e-3, layer_lr_decay=decay), train, val, tmp_path / f"d{decay}")
+        body = torch.load(res.checkpoint / "model.pt", weights_only=True)["backbone"]
+        moved[decay] = sum((body[k] - start[k]).abs().sum().item() for k in body if "layer.0." in k)
+    assert 0 < moved[0.1] < 0.5 * moved[1.0]
 
 
 def test_interrupted_stage_resumes_to_the_same_result(bert, data, tmp_path):
