@@ -77,10 +77,10 @@ def version_rows(session: Session, project_id: int) -> list[dict[str, Any]]:
             and project.current_version_id == v.id, "parent": names.get(v.parent_id, "") if v.parent_id else "",
             "labels": _snapshot_labels(snap), "last_event": snap.get("last_event_id"),
             "val_macro_f1": _first(v.metrics or {}, "macro_f1", "val_macro_f1"),
-            # dasa/dpo with a holdout: macro-F1 on the new (mostly shifted) labels the stage did not train on
-            "holdout_macro_f1": _first(v.metrics or {}, "holdout_macro_f1"),
             "id_macro_f1": gap.get("id_macro_f1"), "ood_macro_f1": gap.get("ood_macro_f1"),
             "gap_macro_f1": gap.get("gap_macro_f1"), "id_ece": gap.get("id_ece"), "ood_ece": gap.get("ood_ece"),
+            # dasa/dpo with a holdout: macro-F1 on the new (mostly shifted) labels the stage did not train on
+            "holdout_macro_f1": _first(v.metrics or {}, "holdout_macro_f1"),
             "job": v.job_id, "created": v.created_at,
         })
     return rows
