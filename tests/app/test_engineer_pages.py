@@ -13,7 +13,7 @@ from db.models import Job, JobStatus, ModelVersion, Project, Role, User
 from db.services import evaluation, jobs
 from db.session import session_scope
 from tests.app.pagetest import page
-from tests.integration.engineer_seed import seed_project
+from tests.integration.engineer_seed import seed_project, store_predictions
 from tests.seed import seed_user
 
 GRADES = ["irrelevant", "weak", "strong"]
@@ -142,19 +142,12 @@ def test_gap_page_reads_stored_evaluations(people: dict[str, int], sqlite_databa
     assert not at.exception and "ECE" in at.markdown[0].value
 
 
-def _scored(url: str, project_id: int, ids: list[int], ood_right: tuple[float, float]) -> dict[str, Any]:
-    """Store both versions' predictions on the seeded test pairs: ID all right for both; on OOD version A
-    is right on the first ``ood_right[0]`` share of pairs and B on ``ood_right[1]`` (wrong = one grade up)."""
+def _scored(url: str, project_id: int, ids: list[int], ood_right: tuple[float, float]) -> None:
+    """Both versions' stored predictions: all ID pairs right; the given shares of the OOD pairs."""
     with session_scope(url) as s:
         sets = evaluation.load_test_sets(s, project_id)
         for vid, share in zip(ids, ood_right, strict=True):
-            probs = {}
-            for name, ts in sets.items():
-                right = np.arange(len(ts.grades)) < (share if name == "ood" else 1.0) * len(ts.grades)
-                pred = np.where(right, ts.grades, (ts.grades + 1) % 3)
-                probs[name] = np.full((len(pred), 3), 0.1) + 0.7 * np.eye(3)[pred]
-            evaluation.write_pair_probs(s, vid, sets, probs)
-        return sets
+            store_predictions(s, vid, sets, share)
 
 
 def test_gap_page_compares_two_versions(people: dict[str, int], sqlite_database: str) -> None:

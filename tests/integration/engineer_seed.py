@@ -42,3 +42,16 @@ def seed_project(session: Session, name: str = "demo", *, with_engineer: bool = 
                 session.add(LabelEvent(pair_id=pair.id, kind=LabelKind.imported, grade=grade))
     session.flush()
     return project
+
+
+def store_predictions(session: Session, version_id: int, sets: dict, ood_right: float) -> None:
+    """Stored test predictions for a version (``db.services.evaluation.write_pair_probs``): right on every
+    ID pair and on the first ``ood_right`` share of the OOD pairs, one grade too high elsewhere."""
+    from db.services import evaluation
+
+    probs = {}
+    for name, ts in sets.items():
+        right = np.arange(len(ts.grades)) < (ood_right if name == "ood" else 1.0) * len(ts.grades)
+        pred = np.where(right, ts.grades, (ts.grades + 1) % 3)
+        probs[name] = np.full((len(pred), 3), 0.1) + 0.7 * np.eye(3)[pred]
+    evaluation.write_pair_probs(session, version_id, sets, probs)

@@ -10,30 +10,26 @@ from darl_core.errors import ConfigError
 from db.models import ModelVersion
 from db.services import evaluation
 from db.session import session_scope
-from tests.integration.engineer_seed import seed_project
+from tests.integration.engineer_seed import seed_project, store_predictions
 
 
-def _store(session, version_id: int, sets: dict, ood_right: float) -> None:  # noqa: ANN001
-    """Predictions right on every ID pair and on the first ``ood_right`` share of OOD pairs (else one up)."""
-    probs = {}
-    for name, ts in sets.items():
-        right = np.arange(len(ts.grades)) < (ood_right if name == "ood" else 1.0) * len(ts.grades)
-        pred = np.where(right, ts.grades, (ts.grades + 1) % 3)
-        probs[name] = np.full((len(pred), 3), 0.1) + 0.7 * np.eye(3)[pred]
-    evaluation.write_pair_probs(session, version_id, sets, probs)
-
-
-def test_compare_versions_reads_stored_predictions(database: str) -> None:
-    with session_scope(database) as s:
+def _two_versions(url: str, ood_right: tuple[float, float], b_scores_id: bool = True) -> tuple[dict, dict]:
+    """A seeded project with versions lp-1 (A) and ft-1 (B) and their stored test predictions; B's ID
+    predictions only when ``b_scores_id``. Returns the ids and the test sets."""
+    with session_scope(url) as s:
         project = seed_project(s)
         a = ModelVersion(project_id=project.id, name="lp-1", stage="lp", artifact_path="/ckpt/a", metrics={})
         b = ModelVersion(project_id=project.id, name="ft-1", stage="ft", artifact_path="/ckpt/b", metrics={})
         s.add_all([a, b])
         s.flush()
-        ids = {"project": project.id, "a": a.id, "b": b.id}
         sets = evaluation.load_test_sets(s, project.id)
-        _store(s, a.id, sets, 0.25)
-        _store(s, b.id, sets, 1.0)
+        store_predictions(s, a.id, sets, ood_right[0])
+        store_predictions(s, b.id, sets if b_scores_id else {"ood": sets["ood"]}, ood_right[1])
+        return {"project": project.id, "a": a.id, "b": b.id}, sets
+
+
+def test_compare_versions_reads_stored_predictions(database: str) -> None:
+    ids, sets = _two_versions(database, (0.25, 1.0))
     with session_scope(database) as s:
         comp = evaluation.compare_versions(s, ids["project"], ids["a"], ids["b"], n_boot=300)
         back = evaluation.compare_versions(s, ids["project"], ids["b"], ids["a"], n_boot=300)
@@ -50,16 +46,8 @@ def test_compare_versions_reads_stored_predictions(database: str) -> None:
 
 
 def test_compare_versions_leaves_out_pairs_only_one_version_scored(database: str) -> None:
+    ids, sets = _two_versions(database, (0.5, 0.5), b_scores_id=False)  # B was scored on the OOD pairs only
     with session_scope(database) as s:
-        project = seed_project(s)
-        a = ModelVersion(project_id=project.id, name="a", stage="lp", artifact_path="/ckpt/a", metrics={})
-        b = ModelVersion(project_id=project.id, name="b", stage="lp", artifact_path="/ckpt/b", metrics={})
-        s.add_all([a, b])
-        s.flush()
-        sets = evaluation.load_test_sets(s, project.id)
-        _store(s, a.id, sets, 0.5)
-        only_ood = {"ood": sets["ood"]}
-        _store(s, b.id, only_ood, 0.5)  # b was scored on the OOD pairs only
-        comp = evaluation.compare_versions(s, project.id, a.id, b.id, n_boot=50)
+        comp = evaluation.compare_versions(s, ids["project"], ids["a"], ids["b"], n_boot=50)
     assert comp["splits"]["id"] == {"n": 0, "missing": len(sets["id"].grades)}  # nothing to compare: no difference
     assert comp["splits"]["ood"]["n"] == len(sets["ood"].grades) and comp["splits"]["ood"]["difference"] == 0
