@@ -7,9 +7,12 @@ query are not independent), how often a resample has B no better than A, and how
 given target differences. Only the test sets are resampled: seed-to-seed training noise is the
 table's sd column, not this interval.
 
-    .venv/bin/python bench/significance.py \\
+With no arguments it compares `ce` and `dpo` as ``bench/quality.py`` leaves them with its defaults
+(work directory ``.darl/bench/quality``, seed 0). The committed result, from per-seed work directories:
+
+    .venv/bin/python bench/significance.py --seeds 0 1 2 \\
         --a ce=.darl/bench/ce_s{seed}/small_full/seed{seed}/ce \\
-        --b dpo=.darl/bench/q_s{seed}/small_full/seed{seed}/dpo --seeds 0 1 2 --targets 0.03 0.05
+        --b dpo=.darl/bench/q_s{seed}/small_full/seed{seed}/dpo
 """
 
 from __future__ import annotations
@@ -56,10 +59,11 @@ def predictions(ckpt: Path, frames: dict, cache: Path) -> dict[str, np.ndarray]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--a", required=True, metavar="NAME=DIR", help="baseline row: name and checkpoint directory, "
-                    "{seed} standing for the seed")
-    ap.add_argument("--b", required=True, metavar="NAME=DIR", help="compared row, as --a")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--a", default="ce=.darl/bench/quality/small_full/seed{seed}/ce", metavar="NAME=DIR",
+                    help="baseline row: name and checkpoint directory, {seed} standing for the seed")
+    ap.add_argument("--b", default="dpo=.darl/bench/quality/small_full/seed{seed}/dpo", metavar="NAME=DIR",
+                    help="compared row, as --a")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--targets", type=float, nargs="*", default=[0.03, 0.05],
                     help="differences whose reach is reported (issue 3: +3 points ID, +5 OOD)")
     ap.add_argument("--n-boot", type=int, default=5000)
