@@ -33,15 +33,15 @@ from darl_core.config import LossConfig, StageConfig  # noqa: E402
 from darl_core.metrics import evaluate  # noqa: E402
 from darl_core.model import load_checkpoint, score_pairs  # noqa: E402
 from darl_core.selection import SelectionConfig, probs_entropy, select_batch  # noqa: E402
-from darl_core.training import Examples, run_stage  # noqa: E402
+from darl_core.training import Examples, StageResult, run_stage  # noqa: E402
 
 ROWS = ("ce_plain", "ce", "ce+darl_loss", "lp_ft_wi", "dasa_1000", "dasa_ood_1000", "random_1000", "entropy_1000",
         "dpo")
 COLUMNS = ("id_macro_f1", "ood_macro_f1", "gap", "id_ece", "ood_ece", "qwk", "irrelevant_f1", "over_recall",
            "wall_s")
 EXTRA = ("id_accuracy", "ood_accuracy", "ood_qwk", "ood_irrelevant_f1", "ood_over_recall", "id_ndcg@10",
-         "ood_ndcg@10", "id_predicted_irrelevant", "ood_predicted_irrelevant", "val_macro_f1", "holdout_macro_f1", "alpha",
-         "picked_ood_share")
+         "ood_ndcg@10", "id_predicted_irrelevant", "ood_predicted_irrelevant", "val_macro_f1",
+         "holdout_macro_f1", "alpha", "picked_ood_share")
 DARL_LOSS = LossConfig(class_weights="inverse", ordinal_weight=1.0, ordinal_power=2.0, occ_weight=1.0)
 CE_LOSS = LossConfig(class_weights="inverse")
 BUDGET = 1000
@@ -70,8 +70,8 @@ def configs(seed: int, tuning: str, threads: int, epochs: float, train_layers: i
         "wi": StageConfig("wi", wi_alphas=(0.0, 0.25, 0.5, 0.75, 1.0), **common),
         # dasa: 1.5x the fine-tuning epochs (3 at the default 2), chosen on val_id: with 1 / 2 / 3 epochs the
         # dpo that follows reached val macro-F1 0.487 / 0.492 / 0.495 (means of 3 seeds).
-        "dasa": StageConfig("dasa", epochs=dasa_epochs or 1.5 * epochs, lr=lr * dasa_lr_scale, head_lr=2e-4, loss=DARL_LOSS,
-                            replay_ratio=replay_ratio, dasa_holdout=dasa_holdout, **common),
+        "dasa": StageConfig("dasa", epochs=dasa_epochs or 1.5 * epochs, lr=lr * dasa_lr_scale, head_lr=2e-4,
+                            loss=DARL_LOSS, replay_ratio=replay_ratio, dasa_holdout=dasa_holdout, **common),
         # dpo_pairs="wrong" was chosen on val_id: with "over" every strength that lowered over-recall also
         # lowered val macro-F1 (0.408 -> 0.404 at alpha 0.25 ... 0.335 at 1), so the stage kept the reference;
         # with "wrong" alpha 0.5 gave val macro-F1 0.417 at over-recall 0.209 (reference 0.408 / 0.238).
@@ -215,13 +215,12 @@ def run_seed(seed: int, args, d: Path, runs: list, runs_file: Path, sp, train: E
         walls[key] = res.metrics.get("wall_s", time.perf_counter() - t)
         return res
 
-    def record(name: str, ckpt: Path, wall: float, val_f1: float, **extra) -> None:
+    def record(name: str, res: StageResult, wall: float, **extra) -> None:
         if any(r["name"] == name and r["seed"] == seed for r in runs):
             return
-        m = test_metrics(ckpt, tests, args.threads)
-        held = json.loads((ckpt / "metrics.json").read_text()).get("holdout_macro_f1")
-        runs.append({"name": name, "seed": seed, "wall_s": wall, "val_macro_f1": val_f1, "holdout_macro_f1": held,
-                     **m, **extra})
+        m = test_metrics(res.checkpoint, tests, args.threads)
+        runs.append({"name": name, "seed": seed, "wall_s": wall, "val_macro_f1": res.metrics["val_macro_f1"],
+                     "holdout_macro_f1": res.metrics.get("holdout_macro_f1"), **m, **extra})
         runs_file.write_text(json.dumps(runs, indent=1))
         Path(args.out).write_text(json.dumps(summarise(runs, args.tuning, args.train_layers, args.epochs), indent=1))
         print(f"{name} seed {seed}: ID {m['id_macro_f1']:.4f} OOD {m['ood_macro_f1']:.4f} "
@@ -231,21 +230,20 @@ def run_seed(seed: int, args, d: Path, runs: list, runs_file: Path, sp, train: E
     # The baseline and the pipeline first (the targets compare them); ce+darl_loss and ce_plain last.
     if "ce" in args.rows:
         r = stage("ce", cfg["ce"])
-        record("ce", r.checkpoint, walls["ce"], r.metrics["val_macro_f1"])
+        record("ce", r, walls["ce"])
     if set(args.rows) - {"ce_plain", "ce", "ce+darl_loss"}:
         lp = stage("lp", cfg["lp"])
         ft = stage("ft", cfg["ft"], parent=lp.checkpoint)
         wi = stage("wi", cfg["wi"], parent=ft.checkpoint)
         print(f"wi alpha {wi.metrics['alpha']}: {wi.metrics['alphas']}", flush=True)
-        record("lp_ft_wi", wi.checkpoint, walls["lp"] + walls["ft"] + walls["wi"], wi.metrics["val_macro_f1"],
-               alpha=wi.metrics["alpha"])
+        record("lp_ft_wi", wi, walls["lp"] + walls["ft"] + walls["wi"], alpha=wi.metrics["alpha"])
         for name in ("dasa_1000", "dasa_ood_1000", "random_1000", "entropy_1000", "dpo"):
             if name not in args.rows and not (name == "dasa_1000" and "dpo" in args.rows):
                 continue
             if name == "dpo":
                 rows = np.load(d / "picked_dasa_1000.npy")
                 r = stage("dpo", cfg["dpo"], parent=d / "dasa_1000", new_labels=pool.subset(rows))
-                record("dpo", r.checkpoint, walls["dpo"], r.metrics["val_macro_f1"])
+                record("dpo", r, walls["dpo"])
                 continue
             t = time.perf_counter()
             picked_file = d / f"picked_{name}.npy"
@@ -256,11 +254,11 @@ def run_seed(seed: int, args, d: Path, runs: list, runs_file: Path, sp, train: E
             ood_share = float((sp.pool["split"].to_numpy()[rows] == "pool_ood").mean())
             print(f"{name}: {len(rows)} picked, {ood_share:.0%} from pool_ood", flush=True)
             r = stage(name, cfg["dasa"], parent=wi.checkpoint, new_labels=pool.subset(rows))
-            record(name, r.checkpoint, walls[name] + sel_wall, r.metrics["val_macro_f1"], picked_ood_share=ood_share)
+            record(name, r, walls[name] + sel_wall, picked_ood_share=ood_share)
     for name in ("ce+darl_loss", "ce_plain"):
         if name in args.rows:
             r = stage(name, cfg[name])
-            record(name, r.checkpoint, walls[name], r.metrics["val_macro_f1"])
+            record(name, r, walls[name])
 
 
 if __name__ == "__main__":

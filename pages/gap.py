@@ -90,8 +90,8 @@ else:
                                                    arrayminus=[r["difference"] - r["low"] for r in done.values()]),
                 hovertemplate="%{y}: %{x:+.3f}<extra></extra>"))
             dfig.add_vline(x=0, line_dash="dash", line_color="gray")
-            dfig.update_layout(height=200, margin=dict(l=10, r=10, t=30, b=10), xaxis_title=f"{b_name} − {a_name} macro-F1",
-                               title="Difference with its 95% interval")
+            dfig.update_layout(height=200, margin=dict(l=10, r=10, t=30, b=10),
+                               xaxis_title=f"{b_name} − {a_name} macro-F1", title="Difference with its 95% interval")
             st.plotly_chart(dfig, key="gap_compare_chart")
 
 st.subheader("Calibration and errors of one version")

@@ -41,11 +41,13 @@ with left:
             elif f.kind == "text":
                 values[f.name] = st.text_input(f.name, value=f.default, help=f.help, key=wkey)
             elif f.kind == "int":
-                values[f.name] = st.number_input(f.name, value=int(f.default), step=1, key=wkey, help=f.help or None,
+                values[f.name] = st.number_input(f.name, value=int(f.default), step=1, key=wkey,
+                                                 help=f.help or None,
                                                  min_value=int(f.min) if f.min is not None else None,
                                                  max_value=int(f.max) if f.max is not None else None)
             else:
-                values[f.name] = st.number_input(f.name, value=float(f.default), key=wkey, format="%g", help=f.help or None,
+                values[f.name] = st.number_input(f.name, value=float(f.default), key=wkey, format="%g",
+                                                 help=f.help or None,
                                                  min_value=f.min, max_value=f.max)
         launched = st.form_submit_button("Launch", type="primary", icon=":material/rocket_launch:")
     if launched:

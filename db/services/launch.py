@@ -35,8 +35,8 @@ class FormField:
 _BOUNDS: dict[str, tuple[float | None, float | None]] = {
     "epochs": (0.05, 100.0), "batch_size": (1, 4096), "lr": (1e-7, 1.0), "head_lr": (1e-7, 1.0),
     "max_length": (8, 4096), "seed": (0, 2**31 - 1), "warmup_ratio": (0.0, 0.99), "weight_decay": (0.0, 1.0),
-    "replay_ratio": (0.0, 100.0), "dpo_beta": (1e-4, 100.0), "dpo_sft_weight": (0.0, 100.0), "dpo_holdout": (0.0, 0.9), "dasa_holdout": (0.0, 0.9),
-    "layer_lr_decay": (0.05, 1.0),
+    "replay_ratio": (0.0, 100.0), "dpo_beta": (1e-4, 100.0), "dpo_sft_weight": (0.0, 100.0),
+    "dpo_holdout": (0.0, 0.9), "dasa_holdout": (0.0, 0.9), "layer_lr_decay": (0.05, 1.0),
     "save_every": (1, 10**6), "loss.label_smoothing": (0.0, 0.99), "loss.ordinal_weight": (0.0, 100.0),
     "loss.occ_weight": (0.0, 100.0), "lora.r": (1, 1024),
 }
