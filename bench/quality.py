@@ -54,7 +54,8 @@ def examples(frame) -> Examples:
 def configs(seed: int, tuning: str, threads: int, epochs: float, train_layers: int | None,
             dasa_epochs: float | None = None, replay_ratio: float = 1.0,
             dasa_lr_scale: float = 0.6, dasa_holdout: float = 0.0,
-            ft_layer_lr_decay: float = 1.0) -> dict[str, StageConfig]:
+            ft_layer_lr_decay: float = 1.0, dasa_average_tail: float = 0.0,
+            ft_average_tail: float = 0.0) -> dict[str, StageConfig]:
     # Every row tunes the same layers (--train-layers; top 2 halve a CPU step, backward stops at layer 4).
     common = dict(max_length=48, batch_size=32, warmup_ratio=0.1, tuning=tuning, seed=seed, threads=threads,
                   save_every=100, eval_batch_size=128, train_layers=train_layers)
@@ -66,12 +67,13 @@ def configs(seed: int, tuning: str, threads: int, epochs: float, train_layers: i
         "lp": StageConfig("lp", epochs=10, head_lr=3e-3, loss=DARL_LOSS,
                           **{**common, "batch_size": 64, "warmup_ratio": 0.0}),
         "ft": StageConfig("ft", epochs=epochs, lr=lr, head_lr=2e-4, loss=DARL_LOSS, layer_lr_decay=ft_layer_lr_decay,
-                          **common),
+                          average_tail=ft_average_tail, **common),
         "wi": StageConfig("wi", wi_alphas=(0.0, 0.25, 0.5, 0.75, 1.0), **common),
         # dasa: 1.5x the fine-tuning epochs (3 at the default 2), chosen on val_id: with 1 / 2 / 3 epochs the
         # dpo that follows reached val macro-F1 0.487 / 0.492 / 0.495 (means of 3 seeds).
         "dasa": StageConfig("dasa", epochs=dasa_epochs or 1.5 * epochs, lr=lr * dasa_lr_scale, head_lr=2e-4,
-                            loss=DARL_LOSS, replay_ratio=replay_ratio, dasa_holdout=dasa_holdout, **common),
+                            loss=DARL_LOSS, replay_ratio=replay_ratio, dasa_holdout=dasa_holdout,
+                            average_tail=dasa_average_tail, **common),
         # dpo_pairs="wrong" was chosen on val_id: with "over" every strength that lowered over-recall also
         # lowered val macro-F1 (0.408 -> 0.404 at alpha 0.25 ... 0.335 at 1), so the stage kept the reference;
         # with "wrong" alpha 0.5 gave val macro-F1 0.417 at over-recall 0.209 (reference 0.408 / 0.238).
@@ -163,6 +165,10 @@ def main() -> int:
                     "(SelectionConfig.candidate_factor; more lets the model's doubt decide more)")
     ap.add_argument("--ft-layer-lr-decay", type=float, default=1.0, help="ft stage: layer-wise lr decay "
                     "(StageConfig.layer_lr_decay; 1: one lr for every layer)")
+    ap.add_argument("--ft-average-tail", type=float, default=0.0, help="ft stage: share of the last steps "
+                    "whose weights are averaged (StageConfig.average_tail; 0: the last weights)")
+    ap.add_argument("--dasa-average-tail", type=float, default=0.0, help="dasa stage: share of the last steps "
+                    "whose weights are averaged (StageConfig.average_tail; 0: the last weights)")
     ap.add_argument("--rows", nargs="*", default=list(ROWS))
     ap.add_argument("--work", default=".darl/bench/quality")
     ap.add_argument("--out", default="bench/results/quality.json")
@@ -206,7 +212,8 @@ def run_seed(seed: int, args, d: Path, runs: list, runs_file: Path, sp, train: E
              pool: Examples, tests: dict, log) -> None:
     """All rows of one seed; finished stages and rows are skipped, so a rerun continues."""
     cfg = configs(seed, args.tuning, args.threads, args.epochs, args.train_layers, args.dasa_epochs, args.replay_ratio,
-                  args.dasa_lr_scale, args.dasa_holdout, args.ft_layer_lr_decay)
+                  args.dasa_lr_scale, args.dasa_holdout, args.ft_layer_lr_decay, args.dasa_average_tail,
+                  args.ft_average_tail)
     walls: dict[str, float] = {}
 
     def stage(key: str, config: StageConfig, **kw):

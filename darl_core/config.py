@@ -105,6 +105,7 @@ class StageConfig:
     tuning: str = "lora"
     train_layers: int | None = None  # lora/full: tune only the top N transformer layers (None: all)
     layer_lr_decay: float = 1.0  # layer i of n learns at lr * decay**(n - 1 - i), embeddings at decay**n; 1: one lr
+    average_tail: float = 0.0  # share of the last steps whose weights are averaged into the result (SWA); 0: last weights
     lora: LoraSpec = field(default_factory=LoraSpec)
     loss: LossConfig = field(default_factory=LossConfig)
     epochs: float = 2.0
@@ -157,6 +158,8 @@ class StageConfig:
             raise ConfigError(f"`train_layers` must be a positive integer or None, got {self.train_layers!r}")
         if not 0 < self.layer_lr_decay <= 1:
             raise ConfigError(f"`layer_lr_decay` must be in (0, 1], got {self.layer_lr_decay!r}")
+        if not 0 <= self.average_tail <= 1:
+            raise ConfigError(f"`average_tail` must be a share in [0, 1], got {self.average_tail!r}")
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads <= 0):
             raise ConfigError(f"`threads` must be a positive integer or None, got {self.threads!r}")
         object.__setattr__(self, "wi_alphas", tuple(float(a) for a in self.wi_alphas))

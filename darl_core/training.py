@@ -338,6 +338,12 @@ def _train_loop(config: StageConfig, train: Examples, val: Examples, out_dir: Pa
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: (s + 1) / (warmup + 1) if s < warmup else max(0.0, (total - s) / max(1, total - warmup)))
 
+    # average_tail: a running mean of the trained weights after each of the last steps (SWA-style tail averaging)
+    trained = [p for p in model.parameters() if p.requires_grad]
+    average_after = total - int(round(config.average_tail * total)) if config.average_tail > 0 else None
+    average: list[torch.Tensor] | None = None
+    averaged = 0
+
     step = 0
     resume = out_dir / "resume.pt"
     if resume.is_file():  # pick up exactly where the interrupted run saved
@@ -347,12 +353,15 @@ def _train_loop(config: StageConfig, train: Examples, val: Examples, out_dir: Pa
         schedule.load_state_dict(state["schedule"])
         torch.set_rng_state(state["torch_rng"])
         step = state["step"]
+        average, averaged = state.get("average"), state.get("averaged", 0)
+        if average is not None:
+            average = [a.to(p.device) for a, p in zip(average, trained)]
         emit(step, total, step / steps_per_epoch, None, f"resumed at step {step}")
 
     def save_resume() -> None:
         torch.save({"weights": stages.trainable_tensors(model, config.tuning), "optimizer": optimizer.state_dict(),
-                    "schedule": schedule.state_dict(), "torch_rng": torch.get_rng_state(), "step": step},
-                   resume.with_suffix(".tmp"))
+                    "schedule": schedule.state_dict(), "torch_rng": torch.get_rng_state(), "step": step,
+                    "average": average, "averaged": averaged}, resume.with_suffix(".tmp"))
         resume.with_suffix(".tmp").replace(resume)  # atomic: a crash mid-write keeps the old file
 
     model.train()
@@ -386,6 +395,14 @@ def _train_loop(config: StageConfig, train: Examples, val: Examples, out_dir: Pa
         optimizer.step()
         schedule.step()
         step += 1
+        if average_after is not None and step > average_after:
+            averaged += 1
+            with torch.no_grad():
+                if average is None:
+                    average = [p.detach().clone() for p in trained]
+                else:
+                    for a, p in zip(average, trained):
+                        a.add_(p.detach() - a, alpha=1.0 / averaged)
         seen += len(batch)
         value = loss.item()
         running = value if running is None else 0.9 * running + 0.1 * value
@@ -397,6 +414,10 @@ def _train_loop(config: StageConfig, train: Examples, val: Examples, out_dir: Pa
             if dist.is_main:
                 save_resume()
             raise StageCancelled(out_dir, step)
+    if average is not None:
+        with torch.no_grad():
+            for a, p in zip(average, trained):
+                p.copy_(a)
     model.eval()
     elapsed = time.perf_counter() - t0
     if dist.is_main:  # model.pt is run_stage's to write, after any strength pick and calibration
@@ -404,7 +425,8 @@ def _train_loop(config: StageConfig, train: Examples, val: Examples, out_dir: Pa
                    out_dir / "optimizer.pt")
         resume.unlink(missing_ok=True)
     return model, {"train_pairs": len(data), "steps": step, "train_loss": running,
-                   "train_pairs_per_s": seen / elapsed if elapsed > 0 else None, "tuning": config.tuning}
+                   "train_pairs_per_s": seen / elapsed if elapsed > 0 else None, "tuning": config.tuning,
+                   **({"averaged_steps": averaged} if average is not None else {})}
 
 
 def _grad(p: torch.Tensor) -> torch.Tensor:

@@ -37,6 +37,7 @@ _BOUNDS: dict[str, tuple[float | None, float | None]] = {
     "max_length": (8, 4096), "seed": (0, 2**31 - 1), "warmup_ratio": (0.0, 0.99), "weight_decay": (0.0, 1.0),
     "replay_ratio": (0.0, 100.0), "dpo_beta": (1e-4, 100.0), "dpo_sft_weight": (0.0, 100.0),
     "dpo_holdout": (0.0, 0.9), "dasa_holdout": (0.0, 0.9), "layer_lr_decay": (0.05, 1.0),
+    "average_tail": (0.0, 1.0),
     "save_every": (1, 10**6), "loss.label_smoothing": (0.0, 0.99), "loss.ordinal_weight": (0.0, 100.0),
     "loss.occ_weight": (0.0, 100.0), "lora.r": (1, 1024),
 }
@@ -51,11 +52,13 @@ _HELP = {"calibrate": "temperature scaling on the validation pairs after the sta
                         "lower their macro-F1 either",
          "layer_lr_decay": "each lower transformer layer learns at this factor of the one above (1: one lr for "
                            "all); lower layers then keep more of the pretrained features",
+         "average_tail": "share of the last training steps whose weights are averaged into the result "
+                         "(stochastic weight averaging over the tail; 0: the last weights)",
          "dasa_holdout": "share of the newly labelled pairs kept out of training and scored after it (holdout "
                          "macro-F1: quality on the shifted pairs); the same rows a following dpo at the same share "
                          "and seed holds out. Costs labels: 0.2 lowered dpo val macro-F1 on Home Depot"}
-_PER_STAGE = {"lp": (), "ft": ("tuning", "lora.r", "layer_lr_decay"), "wi": ("wi_alphas",),
-              "dasa": ("tuning", "lora.r", "layer_lr_decay", "replay_ratio", "dasa_holdout"),
+_PER_STAGE = {"lp": (), "ft": ("tuning", "lora.r", "layer_lr_decay", "average_tail"), "wi": ("wi_alphas",),
+              "dasa": ("tuning", "lora.r", "layer_lr_decay", "average_tail", "replay_ratio", "dasa_holdout"),
               "dpo": ("tuning", "lora.r", "layer_lr_decay", "dpo_beta", "dpo_sft_weight", "dpo_pairs", "dpo_alphas",
                       "dpo_holdout")}
 _CHOICES = {"tuning": ("lora", "full", "head"), "calibrate_by": CALIBRATE_BY, "dpo_pairs": ("over", "wrong"), "loss.occ_form": ("dca", "entropy")}

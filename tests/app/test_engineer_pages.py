@@ -93,11 +93,14 @@ def test_dasa_form_offers_a_holdout_off_by_default(people: dict[str, int], sqlit
     assert at.number_input(key="train_dasa_dasa_holdout").value == pytest.approx(0.0)  # all new labels train
     assert "shifted pairs" in at.number_input(key="train_dasa_dasa_holdout").help
     assert at.number_input(key="train_dasa_layer_lr_decay").value == pytest.approx(1.0)
+    assert at.number_input(key="train_dasa_average_tail").value == pytest.approx(0.0)  # off: the last weights
+    assert "weight averaging" in at.number_input(key="train_dasa_average_tail").help
     at.number_input(key="train_dasa_dasa_holdout").set_value(0.2)
+    at.number_input(key="train_dasa_average_tail").set_value(0.5)
     at.button[0].click().run()
     assert not at.exception and "queued: dasa" in at.success[0].value
     with session_scope(sqlite_database) as s:
-        assert s.scalars(select(Job)).one().params["overrides"] == {"dasa_holdout": 0.2}
+        assert s.scalars(select(Job)).one().params["overrides"] == {"dasa_holdout": 0.2, "average_tail": 0.5}
 
 
 def test_versions_table_lineage_and_make_current(people: dict[str, int], sqlite_database: str) -> None:

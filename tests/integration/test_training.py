@@ -214,6 +214,50 @@ def test_interrupted_stage_resumes_to_the_same_result(bert, data, tmp_path):
     assert again.metrics == resumed.metrics
 
 
+def _stop_after(n: int):
+    calls = {"n": 0}
+
+    def stop() -> bool:
+        calls["n"] += 1
+        return calls["n"] == n
+    return stop
+
+
+def test_average_tail_is_the_mean_of_the_last_steps_weights(bert, data, tmp_path):
+    train, val = data
+    plain = cfg("ft", bert, epochs=2, tuning="full", lr=1e-3)  # 12 steps; tail 0.5 averages steps 7..12
+    # the plain run's weights after steps 7..12: stop after each step (the stop saves resume.pt), then resume
+    with pytest.raises(StageCancelled, match="step 6"):
+        run_stage(plain, train, val, tmp_path / "plain", should_stop=_stop_after(6))
+    snapshots = []
+    for k in range(7, 12):
+        with pytest.raises(StageCancelled, match=f"step {k}"):
+            run_stage(plain, train, val, tmp_path / "plain", should_stop=_stop_after(1))
+        snapshots.append(torch.load(tmp_path / "plain" / "resume.pt", weights_only=False)["weights"])
+    last = run_stage(plain, train, val, tmp_path / "plain")
+    snapshots.append(torch.load(last.checkpoint / "model.pt", weights_only=True))
+
+    averaged = run_stage(plain.replace(average_tail=0.5), train, val, tmp_path / "avg")
+    assert averaged.metrics["averaged_steps"] == 6 and "averaged_steps" not in last.metrics
+    got = torch.load(averaged.checkpoint / "model.pt", weights_only=True)
+    moved = 0.0
+    for part in ("backbone", "head"):
+        for key, value in got[part].items():
+            mean = torch.stack([s[part][key] for s in snapshots]).mean(0)
+            torch.testing.assert_close(value, mean, rtol=0, atol=1e-5)
+            moved += (mean - snapshots[-1][part][key]).abs().sum().item()
+    assert moved > 0  # the average is not simply the last weights
+
+    # interrupted inside the averaged tail, the stage resumes with its running mean to the same result
+    with pytest.raises(StageCancelled, match="step 9"):
+        run_stage(plain.replace(average_tail=0.5, save_every=4), train, val, tmp_path / "cut",
+                  should_stop=_stop_after(9))
+    resumed = run_stage(plain.replace(average_tail=0.5, save_every=4), train, val, tmp_path / "cut")
+    np.testing.assert_allclose(logits_of(resumed.checkpoint, val), logits_of(averaged.checkpoint, val), atol=1e-6)
+    with pytest.raises(ConfigError, match="average_tail"):
+        cfg("dasa", average_tail=1.5)
+
+
 @pytest.mark.parametrize("kind, k", [("bert", 4), ("qwen2", 5)])
 def test_other_grade_scales_train(tmp_path, kind, k):
     model_dir = make_tiny(kind, tmp_path / kind)
