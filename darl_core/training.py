@@ -355,7 +355,7 @@ def _train_loop(config: StageConfig, train: Examples, val: Examples, out_dir: Pa
         step = state["step"]
         average, averaged = state.get("average"), state.get("averaged", 0)
         if average is not None:
-            average = [a.to(p.device) for a, p in zip(average, trained)]
+            average = [a.to(p.device) for a, p in zip(average, trained, strict=True)]
         emit(step, total, step / steps_per_epoch, None, f"resumed at step {step}")
 
     def save_resume() -> None:
@@ -401,7 +401,7 @@ def _train_loop(config: StageConfig, train: Examples, val: Examples, out_dir: Pa
                 if average is None:
                     average = [p.detach().clone() for p in trained]
                 else:
-                    for a, p in zip(average, trained):
+                    for a, p in zip(average, trained, strict=True):
                         a.add_(p.detach() - a, alpha=1.0 / averaged)
         seen += len(batch)
         value = loss.item()
@@ -416,7 +416,7 @@ def _train_loop(config: StageConfig, train: Examples, val: Examples, out_dir: Pa
             raise StageCancelled(out_dir, step)
     if average is not None:
         with torch.no_grad():
-            for a, p in zip(average, trained):
+            for a, p in zip(average, trained, strict=True):
                 p.copy_(a)
     model.eval()
     elapsed = time.perf_counter() - t0
