@@ -102,12 +102,13 @@ def test_metrics(ckpt: Path, tests: dict[str, Examples], threads: int) -> dict[s
 
 
 def pick(name: str, wi_dir: Path, train: Examples, pool: Examples, seed: int, work: Path,
-         candidate_factor: float = 3.0) -> np.ndarray:
-    """Pool rows for a 1,000-label round: DASA (OOD candidates + diversity, by the model's doubt or,
-    for dasa_ood_1000, by OOD score), random, or max entropy."""
+         candidate_factor: float = 3.0, budget: int = BUDGET) -> np.ndarray:
+    """Pool rows for a ``budget``-label round (rows ``<method>_<budget>``): DASA (OOD candidates + diversity,
+    by the model's doubt or, for dasa_ood, by OOD score), random, or max entropy."""
+    method = name.rsplit("_", 1)[0]
     rng = np.random.default_rng(seed)
-    if name == "random_1000":
-        return rng.choice(len(pool), size=BUDGET, replace=False)
+    if method == "random":
+        return rng.choice(len(pool), size=budget, replace=False)
     cache = work / "pool_scores.npz"
     if not cache.is_file():
         model = load_checkpoint(wi_dir)
@@ -117,14 +118,23 @@ def pick(name: str, wi_dir: Path, train: Examples, pool: Examples, seed: int, wo
         np.savez(cache, pool_emb=p.embeddings, pool_probs=p.probs, pool_logits=p.logits,
                  bank_emb=b.embeddings, bank_logits=b.logits, bank_grades=bank.grades)
     z = np.load(cache)
-    if name == "entropy_1000":
-        return np.argsort(-probs_entropy(z["pool_probs"]), kind="stable")[:BUDGET]
+    if method == "entropy":
+        return np.argsort(-probs_entropy(z["pool_probs"]), kind="stable")[:budget]
     # dasa_1000: the product's default (OOD candidates, the model's least sure first, as the grade
     # logits are given); dasa_ood_1000: the same candidates in OOD-score order.
-    config = SelectionConfig(order="ood" if name == "dasa_ood_1000" else "auto", candidate_factor=candidate_factor)
-    picked = select_batch(z["pool_emb"], z["bank_emb"], budget=BUDGET, bank_labels=z["bank_grades"], seed=seed,
+    config = SelectionConfig(order="ood" if method == "dasa_ood" else "auto", candidate_factor=candidate_factor)
+    picked = select_batch(z["pool_emb"], z["bank_emb"], budget=budget, bank_labels=z["bank_grades"], seed=seed,
                           config=config, pool_logits=z["pool_logits"], bank_logits=z["bank_logits"])
     return np.array([s.index for s in picked])
+
+
+def merged_runs(works: list[str], sub: str, filename: str, hint: str) -> list[dict]:
+    """The runs recorded in ``<work>/<sub>/<filename>`` of each work directory (one seed per process)."""
+    files = [Path(w) / sub / filename for w in works]
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise SystemExit(f"no {filename} in {missing} ({hint})")
+    return [r for f in files for r in json.loads(f.read_text())]
 
 
 def summarise(runs: list[dict], tuning: str, train_layers: int | None = None, epochs: float | None = None) -> list[dict]:
@@ -178,13 +188,9 @@ def main() -> int:
     args.train_layers = args.train_layers or None
     sub = f"{args.profile}_{args.tuning}{args.train_layers or ''}"
     if args.merge:
-        files = [Path(w) / sub / "runs.json" for w in args.merge]
-        missing = [str(f) for f in files if not f.is_file()]
-        if missing:
-            raise SystemExit(f"no runs.json in {missing} (same --profile/--tuning/--train-layers as the runs?)")
-        runs = [r for f in files for r in json.loads(f.read_text())]
+        runs = merged_runs(args.merge, sub, "runs.json", "same --profile/--tuning/--train-layers as the runs?")
         Path(args.out).write_text(json.dumps(summarise(runs, args.tuning, args.train_layers, args.epochs), indent=1))
-        print(f"{len(runs)} runs from {len(files)} work directories -> {args.out}")
+        print(f"{len(runs)} runs from {len(args.merge)} work directories -> {args.out}")
         return 0
     torch.set_num_threads(args.threads)
     work = Path(args.work) / sub

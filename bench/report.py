@@ -138,11 +138,35 @@ def significance() -> list[str]:
             f"{data['id']['n_boot']} resamples): " + "; ".join(parts)]
 
 
+def budget() -> list[str]:
+    rows = load("budget")
+    if not rows:
+        return ["**Label budget** (`bench/budget.py`): not run."]
+    budgets = sorted({r["budget"] for r in rows if r["budget"] > 0})
+    by = {(r["method"], r["budget"]): r for r in rows}
+    seeds = sorted({r["seeds"] for r in rows})
+    out = ["**Label budget** (`bench/budget.py`: the `dasa` stage after `lp_ft_wi` with N pool labels, picked by "
+           f"DASA or at random; seeds: {', '.join(map(str, seeds))}; OOD macro-F1, in brackets its lift in points over "
+           f"`lp_ft_wi` at {num(by.get(('none', 0), {}).get('ood_macro_f1'))}; then ID macro-F1, "
+           f"`lp_ft_wi` {num(by.get(('none', 0), {}).get('id_macro_f1'))}):", "",
+           "| picked by | " + " | ".join(f"{b:,} labels" for b in budgets) + " |",
+           "|---|" + "---|" * len(budgets)]
+    for method in ("dasa", "random"):
+        cells = []
+        for b in budgets:
+            r = by.get((method, b))
+            cells.append("–" if r is None else f"{num(r['ood_macro_f1'])} ({round(r['ood_lift']['mean'] * 100, 1) + 0.0:+.1f}) · "
+                                               f"ID {r['id_macro_f1']['mean']:.3f}")
+        out.append(f"| {'DASA' if method == 'dasa' else 'random'} | " + " | ".join(cells) + " |")
+    return out
+
+
 def render() -> str:
     lines: list[str] = []
     lines += quality() + [""]
     lines += quality("quality_top2_1epoch", "Quality, cheaper training") + [""]
     lines += significance() + [""]
+    lines += budget() + [""]
     lines += ablation() + [""]
     lines += ood() + [""]
     lines += simple("Import", "import_speed", [("1M rows in s", "import.wall_s"), ("peak RSS MB", "import.peak_rss_mb"),
