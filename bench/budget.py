@@ -53,6 +53,8 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--budgets", type=int, nargs="+", default=[250, 500, 1000, 2000])
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    ap.add_argument("--replay-ratio", type=float, default=1.0, help="dasa stage: replayed training pairs per new "
+                    "label (the quality table's 1; use a --work of its own for another value)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--work", default=".darl/bench/quality", help="a bench/quality.py --work directory")
     ap.add_argument("--out", default="bench/results/budget.json")
@@ -89,7 +91,7 @@ def main() -> int:
 
     for seed in args.seeds:
         d = work / f"seed{seed}"
-        cfg = configs(seed, "full", args.threads, 2.0, None)
+        cfg = configs(seed, "full", args.threads, 2.0, None, replay_ratio=args.replay_ratio)
         lp = run_stage(cfg["lp"], train, val, d / "lp", progress=log)  # reused when the quality run made them
         ft = run_stage(cfg["ft"], train, val, d / "ft", parent=lp.checkpoint, progress=log)
         wi = run_stage(cfg["wi"], train, val, d / "wi", parent=ft.checkpoint, progress=log)
@@ -104,7 +106,7 @@ def main() -> int:
                 ood_share = float((sp.pool["split"].to_numpy()[rows] == "pool_ood").mean())
                 res = run_stage(cfg["dasa"], train, val, d / name, parent=wi.checkpoint, new_labels=pool.subset(rows),
                                 progress=log)
-                record(seed, method, budget, res, picked_ood_share=ood_share)
+                record(seed, method, budget, res, picked_ood_share=ood_share, replay_ratio=args.replay_ratio)
     Path(args.out).write_text(json.dumps(summarise(runs), indent=1))
     return 0
 
