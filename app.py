@@ -16,6 +16,7 @@ PAGES: list[tuple[str, str, str, Role]] = [
     ("pages/annotate.py", "Annotate", ":material/rate_review:", Role.annotator),
     ("pages/review.py", "Review", ":material/gavel:", Role.reviewer),
     ("pages/training.py", "Training", ":material/model_training:", Role.engineer),
+    ("pages/selection.py", "Selection", ":material/travel_explore:", Role.engineer),
     ("pages/maps.py", "Maps", ":material/scatter_plot:", Role.engineer),
     ("pages/gap.py", "Gap", ":material/compare_arrows:", Role.engineer),
     ("pages/export.py", "Export", ":material/download:", Role.engineer),

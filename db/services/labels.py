@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from itertools import groupby
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import exists, func, select
+from sqlalchemy.orm import Session, aliased
 
 from darl_core.labels import Event, FinalLabel, aggregate
-from db.models import LabelEvent, Pair
+from db.models import LabelEvent, LabelKind, Pair
 
 _CHUNK = 20_000
 
@@ -57,3 +57,12 @@ def label_event_count(session: Session, project_id: int) -> int:
 def last_event_id(session: Session, project_id: int) -> int:
     stmt = select(func.max(LabelEvent.id)).join(Pair, Pair.id == LabelEvent.pair_id).where(Pair.project_id == project_id)
     return int(session.scalar(stmt) or 0)
+
+
+def standing_pair_ids(session: Session, project_id: int) -> set[int]:
+    """Pairs with a grade that stands: a vote, an imported grade or an adjudication not withdrawn by undo."""
+    undo = aliased(LabelEvent)
+    withdrawn = exists().where(undo.supersedes_id == LabelEvent.id, undo.kind == LabelKind.undo)
+    return set(session.scalars(select(LabelEvent.pair_id).join(Pair, Pair.id == LabelEvent.pair_id)
+                               .where(Pair.project_id == project_id, LabelEvent.kind != LabelKind.undo, ~withdrawn)
+                               .distinct()))

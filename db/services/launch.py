@@ -128,6 +128,8 @@ def launch_selection(session: Session, project: Project, budget: int, *, version
     from db.services.maps import SHARD_SIZE, queue_embedding_shards
     from db.services.rounds import resolve_version
 
+    if actor is not None:
+        require_role(actor, Role.engineer)
     if budget < 1:
         raise ConfigError(f"The budget must be at least 1 pair, got {budget}.")
     mv = resolve_version(session, project.id, version)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sqlalchemy import exists, or_, select, update
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 
 from darl_core.errors import ConfigError
 from db.models import (
@@ -36,6 +36,7 @@ from db.models import (
     User,
 )
 from db.services import jobs, versions
+from db.services.labels import standing_pair_ids
 from db.services.rounds import BASE_KEY, embedding_key, resolve_version
 from db.services.users import require_role
 from db.session import is_sqlite, session_scope
@@ -247,15 +248,6 @@ def queue_embedding_shards(session: Session, project: Project, mv: ModelVersion,
                          project_id=project.id, actor=actor).id for s in range(0, len(missing), shard_size)]
 
 
-def _labelled_pairs(session: Session, project_id: int) -> set[int]:
-    """Pairs with a grade that stands: a vote, an imported grade or an adjudication not withdrawn by undo."""
-    undo = aliased(LabelEvent)
-    withdrawn = exists().where(undo.supersedes_id == LabelEvent.id, undo.kind == LabelKind.undo)
-    return set(session.scalars(select(LabelEvent.pair_id).join(Pair, Pair.id == LabelEvent.pair_id)
-                               .where(Pair.project_id == project_id, LabelEvent.kind != LabelKind.undo, ~withdrawn)
-                               .distinct()))
-
-
 def map_view(session: Session, project_id: int, version_id: int) -> pd.DataFrame | None:
     """The stored map with each pair's role, OOD score and predicted grade; None when not computed.
 
@@ -273,7 +265,7 @@ def map_view(session: Session, project_id: int, version_id: int) -> pd.DataFrame
     m = maps.load_map(directory)
     df = pd.DataFrame({"pair_id": m.pair_ids, "x": m.xy[:, 0], "y": m.xy[:, 1], "cluster": m.cluster,
                        "split": m.split, "query": m.query, "item": m.item})
-    labelled = _labelled_pairs(session, project_id)
+    labelled = standing_pair_ids(session, project_id)
     selected = set(session.scalars(select(RoundItem.pair_id).join(SelectionRound)
                                    .where(SelectionRound.project_id == project_id, SelectionRound.status == "open")))
     scores = pd.DataFrame(session.execute(select(PairScore.pair_id, PairScore.ood_score, PairScore.predicted_grade)

@@ -54,7 +54,7 @@ def create_round(session: Session, project_id: int, model_version_id: int | None
 def get_round(session: Session, round_id: int) -> SelectionRound:
     rnd = session.get(SelectionRound, round_id)
     if rnd is None:
-        raise NotFoundError(f"No selection round {round_id}; list rounds on the Selection page.")
+        raise NotFoundError(f"No selection round {round_id}; the Selection page lists the rounds.")
     return rnd
 
 
@@ -68,6 +68,31 @@ def round_queue(session: Session, round_id: int) -> list[int]:
 def round_items(session: Session, round_id: int) -> list[RoundItem]:
     get_round(session, round_id)
     return list(session.scalars(select(RoundItem).where(RoundItem.round_id == round_id).order_by(RoundItem.rank)))
+
+
+def round_rows(session: Session, project_id: int) -> list[dict[str, Any]]:
+    """One row per selection round of the project, newest first: the version that picked it, its size,
+    its control (random) pairs, and how many of its pairs have a standing grade so far."""
+    from db.services.labels import standing_pair_ids
+
+    graded = standing_pair_ids(session, project_id)
+    names = dict(session.execute(select(ModelVersion.id, ModelVersion.name)
+                                 .where(ModelVersion.project_id == project_id)).all())
+    counts: dict[int, list[int]] = {}
+    for rid, pair_id, control in session.execute(
+            select(RoundItem.round_id, RoundItem.pair_id, RoundItem.is_control).join(SelectionRound)
+            .where(SelectionRound.project_id == project_id)):
+        c = counts.setdefault(rid, [0, 0, 0])
+        c[0], c[1], c[2] = c[0] + 1, c[1] + int(control), c[2] + int(pair_id in graded)
+    rows = []
+    for r in session.scalars(select(SelectionRound).where(SelectionRound.project_id == project_id)
+                             .order_by(SelectionRound.id.desc())):
+        pairs, controls, done = counts.get(r.id, [0, 0, 0])
+        rows.append({"id": r.id, "name": r.name, "status": r.status, "version": names.get(r.model_version_id, ""),
+                     "created_at": r.created_at, "pairs": pairs, "controls": controls, "graded": done,
+                     "graded_share": done / pairs if pairs else 0.0,
+                     "order": (r.params or {}).get("order", "")})
+    return rows
 
 
 def resolve_version(session: Session, project_id: int, version: str | int | None) -> ModelVersion:

@@ -176,3 +176,43 @@ def test_gap_page_without_evaluations_explains(people: dict[str, int], sqlite_da
 def test_annotator_is_refused(people: dict[str, int], name: str) -> None:
     at = page(name, people["ann"]).run()
     assert "needs the engineer role" in at.error[0].value
+
+
+def test_selection_page_launches_a_round_and_lists_rounds(people: dict[str, int], sqlite_database: str) -> None:
+    from db.models import LabelEvent, LabelKind, Pair, SelectionRound
+    from db.services.rounds import round_rows
+
+    lp, ft = _versions(sqlite_database, people["project"], evaluated=False)
+    at = page("selection", people["eng"]).run()
+    assert not at.exception
+    assert "No round yet" in at.info[0].value
+    assert at.selectbox(key="select_version").value == "pretrained backbone (base)"  # no current version yet
+    assert at.selectbox(key="select_version").options == ["pretrained backbone (base)", "ft-1 (ft)", "lp-1 (lp)"]
+    assert at.number_input(key="select_budget").value == 200
+    at.selectbox(key="select_version").set_value("ft-1 (ft)")
+    at.number_input(key="select_budget").set_value(50)
+    at.button[0].click().run()
+    assert not at.exception and "select 50 pairs" in at.success[0].value
+    with session_scope(sqlite_database) as s:
+        job = s.scalars(select(Job)).one()
+        assert (job.kind, job.params["budget"], job.params["version"]) == ("select", 50, ft)
+
+        from db.services.rounds import create_round
+        from tests.integration.test_rounds import _sel
+        pool = list(s.scalars(select(Pair.id).where(Pair.split == "pool").order_by(Pair.id)))[:4]
+        create_round(s, people["project"], ft, {"order": "auto"}, [_sel(p, i + 1) for i, p in enumerate(pool)])
+        s.add(LabelEvent(pair_id=pool[0], kind=LabelKind.label, grade=2, user_id=people["ann"]))
+    at = page("selection", people["eng"]).run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert table[["name", "version", "pairs", "graded"]].values.tolist() == [["round 1", "ft-1", 4, 1]]
+    with session_scope(sqlite_database) as s:
+        assert len(round_rows(s, people["project"])) == 1 and s.scalars(select(SelectionRound)).one().status == "open"
+
+    with session_scope(sqlite_database) as s:
+        s.get(Project, people["project"]).current_version_id = ft
+    at = page("selection", people["eng"]).run()
+    assert at.selectbox(key="select_version").value == "ft-1 (ft) · current"  # the form starts at the current one
+
+    denied = page("selection", people["ann"]).run()  # annotators cannot start rounds
+    assert not denied.button and denied.error

@@ -14,7 +14,7 @@ import pytest
 from playwright.sync_api import expect
 from sqlalchemy import select
 
-from db.models import Job, JobStatus, ModelVersion
+from db.models import Job, JobStatus, ModelVersion, SelectionRound
 from db.session import session_scope
 from tests.e2e.conftest import ARTIFACTS, login
 from tests.integration.tiny_models import make_tiny
@@ -141,3 +141,22 @@ def test_engineer_trains_a_stage_and_maps_the_pairs(page, app_url: str, app_db_u
     expect(page.get_by_text(re.compile(r"macro-F1 [+-]\d\.\d{3} \(95% interval")).first).to_be_visible()
     expect(page.locator(".js-plotly-plot").nth(1)).to_be_visible()  # the gap over versions, then the comparison
     shot(page, "gap_page.png")
+
+    # A DASA round from the Selection page: the worker embeds and selects with lp-2, the table lists it.
+    page.get_by_role("link", name="Selection").click()
+    expect(page.get_by_text("New DASA round")).to_be_visible(timeout=20_000)
+    page.get_by_role("combobox", name="Model version").click()
+    page.get_by_role("option", name="lp-2 (lp)").click()
+    page.get_by_role("spinbutton", name="Budget (pairs)").fill("5")
+    page.get_by_role("button", name="Select with DASA").click()
+    expect(page.get_by_text(re.compile(r"Job \d+ queued: select 5 pairs"))).to_be_visible()
+    table = page.get_by_test_id("stDataFrame").first
+    try:
+        expect(table.locator("td[role=gridcell]").get_by_text("round 1", exact=True)).to_be_attached(
+            timeout=JOB_TIMEOUT_MS)
+    except AssertionError:
+        pytest.fail(f"no round listed; worker log:\n{worker.read_text()[-3000:]}")
+    with session_scope(app_db_url) as s:
+        rnd = s.scalars(select(SelectionRound)).one()
+        assert rnd.params["budget"] == 5 and rnd.params["model_version"] == "lp-2"
+    shot(page, "selection_page.png")

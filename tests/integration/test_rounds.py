@@ -11,7 +11,8 @@ from darl_core.errors import ConfigError, NotFoundError, PoolError
 from darl_core.selection import Selected, SelectionConfig
 from db.models import Item as ItemRow
 from db.models import LabelEvent, LabelKind, Pair, PairScore, Project, Query, SelectionRound
-from db.services.rounds import create_round, round_items, round_queue, run_selection
+from db.models import ModelVersion
+from db.services.rounds import create_round, round_items, round_queue, round_rows, run_selection
 from tests.integration.tiny_models import make_tiny
 
 WORDS = ["drill", "paint", "hose", "lamp", "saw", "sink", "fan", "door", "tile", "rake"]
@@ -53,6 +54,32 @@ def test_round_is_persisted_and_read_back_in_rank_order(session) -> None:  # typ
         round_queue(session, 999)
     with pytest.raises(PoolError):
         create_round(session, project.id, None, {}, [])
+
+
+def test_round_rows_count_pairs_controls_and_standing_grades(session) -> None:  # type: ignore[no-untyped-def]
+    project = _project(session, 0, 6)
+    ids = list(session.scalars(select(Pair.id).order_by(Pair.id)))
+    mv = ModelVersion(project_id=project.id, name="ft-1", stage="ft", metrics={})
+    session.add(mv)
+    session.flush()
+    first = create_round(session, project.id, mv.id, {"order": "auto"}, [_sel(ids[0], 1), _sel(ids[1], 2),
+                                                                         _sel(ids[2], 3)])
+    second = create_round(session, project.id, None, {}, [_sel(ids[3], 1), _sel(ids[4], 3)])
+    vote = LabelEvent(pair_id=ids[0], kind=LabelKind.label, grade=1)
+    withdrawn = LabelEvent(pair_id=ids[2], kind=LabelKind.label, grade=2)
+    session.add_all([vote, withdrawn, LabelEvent(pair_id=ids[4], kind=LabelKind.imported, grade=0)])
+    session.flush()
+    session.add(LabelEvent(pair_id=ids[2], kind=LabelKind.undo, supersedes_id=withdrawn.id))  # undone: not graded
+    session.flush()
+    rows = round_rows(session, project.id)
+    assert [r["id"] for r in rows] == [second.id, first.id]  # newest first
+    got = {r["name"]: {k: r[k] for k in ("pairs", "controls", "graded", "graded_share", "version", "order")}
+           for r in rows}
+    assert got == {"round 1": {"pairs": 3, "controls": 1, "graded": 1, "graded_share": pytest.approx(1 / 3),
+                               "version": "ft-1", "order": "auto"},
+                   "round 2": {"pairs": 2, "controls": 0, "graded": 1, "graded_share": 0.5, "version": "",
+                               "order": ""}}
+    assert round_rows(session, project.id + 1) == []
 
 
 @pytest.fixture
