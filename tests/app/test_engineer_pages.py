@@ -9,11 +9,24 @@ import numpy as np
 import pytest
 from sqlalchemy import select, update
 
-from db.models import Job, JobStatus, ModelVersion, Project, Role, User
+from db.models import (
+    Job,
+    JobStatus,
+    LabelEvent,
+    LabelKind,
+    ModelVersion,
+    Pair,
+    Project,
+    Role,
+    SelectionRound,
+    User,
+)
 from db.services import evaluation, jobs
+from db.services.rounds import create_round, round_rows
 from db.session import session_scope
 from tests.app.pagetest import page
 from tests.integration.engineer_seed import seed_project, store_predictions
+from tests.integration.test_rounds import _sel
 from tests.seed import seed_user
 
 GRADES = ["irrelevant", "weak", "strong"]
@@ -179,9 +192,6 @@ def test_annotator_is_refused(people: dict[str, int], name: str) -> None:
 
 
 def test_selection_page_launches_a_round_and_lists_rounds(people: dict[str, int], sqlite_database: str) -> None:
-    from db.models import LabelEvent, LabelKind, Pair, SelectionRound
-    from db.services.rounds import round_rows
-
     lp, ft = _versions(sqlite_database, people["project"], evaluated=False)
     at = page("selection", people["eng"]).run()
     assert not at.exception
@@ -196,9 +206,6 @@ def test_selection_page_launches_a_round_and_lists_rounds(people: dict[str, int]
     with session_scope(sqlite_database) as s:
         job = s.scalars(select(Job)).one()
         assert (job.kind, job.params["budget"], job.params["version"]) == ("select", 50, ft)
-
-        from db.services.rounds import create_round
-        from tests.integration.test_rounds import _sel
         pool = list(s.scalars(select(Pair.id).where(Pair.split == "pool").order_by(Pair.id)))[:4]
         create_round(s, people["project"], ft, {"order": "auto"}, [_sel(p, i + 1) for i, p in enumerate(pool)])
         s.add(LabelEvent(pair_id=pool[0], kind=LabelKind.label, grade=2, user_id=people["ann"]))

@@ -10,8 +10,7 @@ from sqlalchemy import func, select
 from darl_core.errors import ConfigError, NotFoundError, PoolError
 from darl_core.selection import Selected, SelectionConfig
 from db.models import Item as ItemRow
-from db.models import LabelEvent, LabelKind, Pair, PairScore, Project, Query, SelectionRound
-from db.models import ModelVersion
+from db.models import LabelEvent, LabelKind, ModelVersion, Pair, PairScore, Project, Query, SelectionRound
 from db.services.rounds import create_round, round_items, round_queue, round_rows, run_selection
 from tests.integration.tiny_models import make_tiny
 
