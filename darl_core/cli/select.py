@@ -10,7 +10,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("select", help="pick the next batch to annotate (DASA: OOD + diversity) as a new round")
     p.add_argument("--project", required=True)
     p.add_argument("--budget", type=int, required=True, help="number of pairs to queue")
-    p.add_argument("--version", help="model version name or id (default: the pretrained backbone)")
+    p.add_argument("--version", help="model version name or id (default: the project's current version, "
+                   "else the pretrained backbone)")
     p.add_argument("--detector", default="ensemble", help="OOD detector (default: the ensemble)")
     p.add_argument("--control", type=float, default=0.05, help="random control share of the batch (default 0.05)")
     p.add_argument("--candidates", type=float, default=3.0, help="candidate factor c: top c*budget by score")
@@ -25,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_select(args: argparse.Namespace) -> int:
     from darl_core.cli.data import ensure_schema
     from darl_core.selection import SelectionConfig  # sklearn: imported only when selecting
-    from db.services.rounds import round_items, run_selection
+    from db.services.rounds import default_version, round_items, run_selection
     from db.session import session_scope
 
     config = SelectionConfig(detector=args.detector, control_fraction=args.control,
@@ -37,8 +38,8 @@ def cmd_select(args: argparse.Namespace) -> int:
         print(f"[{fraction:4.0%}] {message}", file=sys.stderr, flush=True)
 
     with session_scope() as session:
-        rnd = run_selection(session, args.project, args.budget, args.version, progress, config=config,
-                            seed=args.seed)
+        version = args.version if args.version is not None else default_version(session, args.project)
+        rnd = run_selection(session, args.project, args.budget, version, progress, config=config, seed=args.seed)
         items = round_items(session, rnd.id)
         print(f"round {rnd.id} ({rnd.name}): {len(items)} pairs queued, "
               f"{sum(i.is_control for i in items)} random control")

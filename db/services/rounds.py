@@ -95,6 +95,12 @@ def round_rows(session: Session, project_id: int) -> list[dict[str, Any]]:
     return rows
 
 
+def default_version(session: Session, project_name: str) -> int | None:
+    """The version a selection uses when none is named: the project's current one (Training page, "Make
+    current"); None, the pretrained backbone, before any is current."""
+    return get_project(session, project_name).current_version_id
+
+
 def resolve_version(session: Session, project_id: int, version: str | int | None) -> ModelVersion:
     """A project's model version by id or name; ``None``: the pretrained backbone (created once)."""
     if version is None or version == BASE_KEY:

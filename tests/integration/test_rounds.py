@@ -11,7 +11,14 @@ from darl_core.errors import ConfigError, NotFoundError, PoolError
 from darl_core.selection import Selected, SelectionConfig
 from db.models import Item as ItemRow
 from db.models import LabelEvent, LabelKind, ModelVersion, Pair, PairScore, Project, Query, SelectionRound
-from db.services.rounds import create_round, round_items, round_queue, round_rows, run_selection
+from db.services.rounds import (
+    create_round,
+    default_version,
+    round_items,
+    round_queue,
+    round_rows,
+    run_selection,
+)
 from tests.integration.tiny_models import make_tiny
 
 WORDS = ["drill", "paint", "hose", "lamp", "saw", "sink", "fan", "door", "tile", "rake"]
@@ -79,6 +86,19 @@ def test_round_rows_count_pairs_controls_and_standing_grades(session) -> None:  
                    "round 2": {"pairs": 2, "controls": 0, "graded": 1, "graded_share": 0.5, "version": "",
                                "order": ""}}
     assert round_rows(session, project.id + 1) == []
+
+
+def test_a_selection_without_a_named_version_uses_the_current_one(session) -> None:  # type: ignore[no-untyped-def]
+    project = _project(session, 0, 2)
+    assert default_version(session, "demo") is None  # nothing current yet: the pretrained backbone
+    mv = ModelVersion(project_id=project.id, name="ft-1", stage="ft", metrics={})
+    session.add(mv)
+    session.flush()
+    project.current_version_id = mv.id
+    session.flush()
+    assert default_version(session, "demo") == mv.id
+    with pytest.raises(NotFoundError):
+        default_version(session, "no-such-project")
 
 
 @pytest.fixture
