@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quality import configs, examples, merged_runs, pick, test_metrics  # noqa: E402
+from quality import configs, examples, mean_sd, merged_runs, pick, test_metrics  # noqa: E402
 
 from darl_core import homedepot  # noqa: E402
 from darl_core.training import run_stage  # noqa: E402
@@ -39,11 +39,10 @@ def summarise(runs: list[dict]) -> list[dict]:
         row: dict = {"method": key[0], "budget": key[1], "seeds": len(rs)}
         for k in KEYS:
             vals = [r[k] for r in rs]
-            row[k] = {"mean": float(np.mean(vals)), "sd": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0}
+            row[k] = mean_sd(vals)
         lifts = [r["ood_macro_f1"] - base[r["seed"]]["ood_macro_f1"] for r in rs if r["seed"] in base]
         if lifts and key[1] > 0:
-            row["ood_lift"] = {"mean": float(np.mean(lifts)),
-                               "sd": float(np.std(lifts, ddof=1)) if len(lifts) > 1 else 0.0}
+            row["ood_lift"] = mean_sd(lifts)
         out.append(row)
     return out
 

@@ -51,7 +51,7 @@ def examples(frame) -> Examples:
     return Examples(frame["query"].tolist(), frame["title"].tolist(), frame["grade"].to_numpy())
 
 
-def configs(seed: int, tuning: str, threads: int, epochs: float, train_layers: int | None,
+def configs(seed: int, tuning: str, threads: int, epochs: float, train_layers: int | None, *,
             dasa_epochs: float | None = None, replay_ratio: float = 1.0,
             dasa_lr_scale: float = 0.6, dasa_holdout: float = 0.0,
             ft_layer_lr_decay: float = 1.0, dasa_average_tail: float = 0.0,
@@ -137,6 +137,11 @@ def merged_runs(works: list[str], sub: str, filename: str, hint: str) -> list[di
     return [r for f in files for r in json.loads(f.read_text())]
 
 
+def mean_sd(vals: list[float]) -> dict[str, float]:
+    """A cell over seeds: the mean and the sample sd (0 for one seed)."""
+    return {"mean": float(np.mean(vals)), "sd": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0}
+
+
 def summarise(runs: list[dict], tuning: str, train_layers: int | None = None, epochs: float | None = None) -> list[dict]:
     table = []
     for name in ROWS:
@@ -148,7 +153,7 @@ def summarise(runs: list[dict], tuning: str, train_layers: int | None = None, ep
         for key in COLUMNS + EXTRA:
             vals = [r[key] for r in rs if r.get(key) is not None]
             if vals:
-                row[key] = {"mean": float(np.mean(vals)), "sd": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0}
+                row[key] = mean_sd(vals)
         row["predicted_id"] = rs[-1].get("id_predicted")
         row["predicted_ood"] = rs[-1].get("ood_predicted")
         table.append(row)
@@ -175,10 +180,9 @@ def main() -> int:
                     "(SelectionConfig.candidate_factor; more lets the model's doubt decide more)")
     ap.add_argument("--ft-layer-lr-decay", type=float, default=1.0, help="ft stage: layer-wise lr decay "
                     "(StageConfig.layer_lr_decay; 1: one lr for every layer)")
-    ap.add_argument("--ft-average-tail", type=float, default=0.0, help="ft stage: share of the last steps "
-                    "whose weights are averaged (StageConfig.average_tail; 0: the last weights)")
-    ap.add_argument("--dasa-average-tail", type=float, default=0.0, help="dasa stage: share of the last steps "
-                    "whose weights are averaged (StageConfig.average_tail; 0: the last weights)")
+    for stage in ("ft", "dasa"):
+        ap.add_argument(f"--{stage}-average-tail", type=float, default=0.0, help=f"{stage} stage: share of the last "
+                        "steps whose weights are averaged (StageConfig.average_tail; 0: the last weights)")
     ap.add_argument("--rows", nargs="*", default=list(ROWS))
     ap.add_argument("--work", default=".darl/bench/quality")
     ap.add_argument("--out", default="bench/results/quality.json")
@@ -217,9 +221,10 @@ def main() -> int:
 def run_seed(seed: int, args, d: Path, runs: list, runs_file: Path, sp, train: Examples, val: Examples,
              pool: Examples, tests: dict, log) -> None:
     """All rows of one seed; finished stages and rows are skipped, so a rerun continues."""
-    cfg = configs(seed, args.tuning, args.threads, args.epochs, args.train_layers, args.dasa_epochs, args.replay_ratio,
-                  args.dasa_lr_scale, args.dasa_holdout, args.ft_layer_lr_decay, args.dasa_average_tail,
-                  args.ft_average_tail)
+    cfg = configs(seed, args.tuning, args.threads, args.epochs, args.train_layers, dasa_epochs=args.dasa_epochs,
+                  replay_ratio=args.replay_ratio, dasa_lr_scale=args.dasa_lr_scale, dasa_holdout=args.dasa_holdout,
+                  ft_layer_lr_decay=args.ft_layer_lr_decay, ft_average_tail=args.ft_average_tail,
+                  dasa_average_tail=args.dasa_average_tail)
     walls: dict[str, float] = {}
 
     def stage(key: str, config: StageConfig, **kw):

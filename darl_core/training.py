@@ -339,7 +339,7 @@ def _train_loop(config: StageConfig, train: Examples, val: Examples, out_dir: Pa
         optimizer, lambda s: (s + 1) / (warmup + 1) if s < warmup else max(0.0, (total - s) / max(1, total - warmup)))
 
     # average_tail: a running mean of the trained weights after each of the last steps (SWA-style tail averaging)
-    trained = [p for p in model.parameters() if p.requires_grad]
+    trained = head_params + body_params
     average_after = total - int(round(config.average_tail * total)) if config.average_tail > 0 else None
     average: list[torch.Tensor] | None = None
     averaged = 0

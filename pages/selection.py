@@ -31,7 +31,8 @@ with left:
     options: dict[str, int | None] = {"pretrained backbone (base)": None}  # None: the job resolves base
     options.update({f"{v['name']} ({v['stage']})" + (" · current" if v["current"] else ""): v["id"]
                     for v in reversed(version_list) if v["stage"] != "base"})
-    current = next((i for i, label in enumerate(options) if label.endswith(" · current")), 0)
+    current_id = next((v["id"] for v in version_list if v["current"] and v["stage"] != "base"), None)
+    current = list(options.values()).index(current_id)  # None (no current, or base): the backbone, first
     with st.form("select_form", border=True):
         picked = st.selectbox("Model version", list(options), index=current, key="select_version",
                               help="Embeds the pairs; with a trained grade head it also puts the model's least "

@@ -21,7 +21,7 @@ from darl_core.errors import ConfigError, NotFoundError, PoolError
 from darl_core.metrics import softmax
 from darl_core.selection import PoolScores, Selected, SelectionConfig, score_pool, select_batch
 from db.models import ModelVersion, Pair, PairScore, RoundItem, SelectionRound
-from db.services.labels import final_labels
+from db.services.labels import final_labels, standing_pair_ids
 from db.services.projects import get_project
 from db.session import is_sqlite
 
@@ -73,8 +73,6 @@ def round_items(session: Session, round_id: int) -> list[RoundItem]:
 def round_rows(session: Session, project_id: int) -> list[dict[str, Any]]:
     """One row per selection round of the project, newest first: the version that picked it, its size,
     its control (random) pairs, and how many of its pairs have a standing grade so far."""
-    from db.services.labels import standing_pair_ids
-
     graded = standing_pair_ids(session, project_id)
     names = dict(session.execute(select(ModelVersion.id, ModelVersion.name)
                                  .where(ModelVersion.project_id == project_id)).all())
