@@ -24,6 +24,12 @@ def _grade_buttons(page):  # type: ignore[no-untyped-def]
     return page.locator(".st-key-annotate_grades button")
 
 
+def _wait_until_rendered(page) -> None:  # type: ignore[no-untyped-def]
+    # Buttons of the previous run can be on screen while the script still runs; their shortcuts are bound
+    # once the run is done, so a key pressed earlier can be lost under load (seen in a CI-like run).
+    expect(page.get_by_test_id("stApp")).to_have_attribute("data-test-script-state", "notRunning")
+
+
 def test_grade_five_cards_by_keyboard_and_undo(page, app_url: str, app_db_url: str) -> None:  # type: ignore[no-untyped-def]
     login(page, app_url, "ann", PASSWORD)
     page.get_by_role("link", name="Annotate").click()  # a page switch keeps the login
@@ -31,8 +37,10 @@ def test_grade_five_cards_by_keyboard_and_undo(page, app_url: str, app_db_url: s
     keys = ["3", "1", "2", "3", "2"]
     for n, key in enumerate(keys):
         expect(_grade_buttons(page)).to_have_count(3)
+        _wait_until_rendered(page)
         page.keyboard.press(key)
         expect(_card_title(page, n + 1)).to_be_visible()
+    _wait_until_rendered(page)
     page.keyboard.press("u")
     expect(_card_title(page, 4)).to_be_visible()  # the undone card is back
     expect(page.get_by_text("Guidelines", exact=True)).to_be_visible()
