@@ -31,7 +31,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from darl_core import homedepot  # noqa: E402
 from darl_core.config import LossConfig, StageConfig  # noqa: E402
 from darl_core.metrics import evaluate  # noqa: E402
-from darl_core.model import load_checkpoint, score_pairs  # noqa: E402
+from darl_core.model import RelevanceModel, load_checkpoint, score_pairs  # noqa: E402
 from darl_core.selection import SelectionConfig, probs_entropy, select_batch  # noqa: E402
 from darl_core.training import Examples, StageResult, run_stage  # noqa: E402
 
@@ -85,8 +85,8 @@ def configs(seed: int, tuning: str, threads: int, epochs: float, train_layers: i
     }
 
 
-def test_metrics(ckpt: Path, tests: dict[str, Examples], threads: int) -> dict[str, float]:
-    model = load_checkpoint(ckpt)
+def test_metrics(ckpt: Path | RelevanceModel, tests: dict[str, Examples], threads: int) -> dict[str, float]:
+    model = ckpt if isinstance(ckpt, RelevanceModel) else load_checkpoint(ckpt)
     out: dict[str, float] = {}
     for split, ex in tests.items():
         s = score_pairs(model, ex.queries, ex.items, batch_size=128, max_length=48)

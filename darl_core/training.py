@@ -137,6 +137,8 @@ def run_stage(config: StageConfig, train: Examples, val: Examples, out_dir: Path
             save_weights(model, tuning, out_dir / "model_dpo_full.pt")  # the unblended DPO weights, kept
             model, picked = stages.dpo_strength(config, val, Path(parent), model, _emit(progress, config), holdout)
             extra.update(picked)
+    if config.decision_offsets:  # the macro-F1 decision rule, folded into the head; the temperature follows
+        extra.update(stages.apply_offsets(model, [val, holdout], config))
     if config.calibrate:
         extra.update(stages.calibrate_temperature(model, val, config))
     save_weights(model, tuning, out_dir / "model.pt")

@@ -42,8 +42,12 @@ _BOUNDS: dict[str, tuple[float | None, float | None]] = {
     "loss.occ_weight": (0.0, 100.0), "lora.r": (1, 1024),
 }
 _COMMON = ("epochs", "batch_size", "lr", "head_lr", "max_length", "seed", "save_every",
-           "loss.label_smoothing", "loss.ordinal_weight", "loss.occ_weight", "calibrate", "calibrate_by")
-_HELP = {"calibrate": "temperature scaling on the validation pairs after the stage: confidence only, "
+           "loss.label_smoothing", "loss.ordinal_weight", "loss.occ_weight", "decision_offsets", "calibrate",
+           "calibrate_by")
+_HELP = {"decision_offsets": "after the stage, shift each grade's logit so that the predicted grade maximises "
+                             "macro-F1 on the validation pairs (and the held-out new labels): a rare grade is then "
+                             "predicted more often than argmax would",
+         "calibrate": "temperature scaling on the validation pairs after the stage: confidence only, "
                       "predictions unchanged",
          "calibrate_by": "what the temperature minimises on the validation pairs: nll (the whole grade "
                          "distribution) or ece (the confidence of the predicted grade, as the pages show it)",

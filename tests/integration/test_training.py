@@ -392,3 +392,29 @@ def test_calibrate_scales_confidence_and_keeps_every_prediction(chain, data):
     assert by_ece.metrics["val_ece_after"] <= min(wi.metrics["val_ece_after"], by_ece.metrics["val_ece_before"])
     np.testing.assert_allclose(logits_of(by_ece.checkpoint, val) * by_ece.metrics["temperature"],
                                logits_of(plain.checkpoint, val), rtol=1e-4, atol=1e-5)
+
+
+def test_decision_offsets_fold_into_the_head_and_then_the_temperature(chain, data, monkeypatch):
+    from darl_core import stages
+
+    train, val = data
+    plain = run_stage(cfg("wi"), train, val, chain["root"] / "wi_plain", parent=chain["ft"].checkpoint)
+    z = logits_of(plain.checkpoint, val)
+    guarded = run_stage(cfg("wi", decision_offsets=True, calibrate=True), train, val, chain["root"] / "wi_offsets",
+                        parent=chain["ft"].checkpoint)
+    fit = stages.cross_fit_offsets(z, val.grades, seed=0)
+    assert guarded.metrics["decision_offsets"] == fit["offsets"] and guarded.metrics["offsets_kept"] == fit["kept"]
+    assert guarded.metrics["offsets_pairs"] == len(val)  # wi has no new labels: val alone
+    np.testing.assert_allclose(logits_of(guarded.checkpoint, val) * guarded.metrics["temperature"],
+                               z + np.asarray(fit["offsets"]), rtol=1e-4, atol=1e-5)
+    # A kept rule: the stored head is (logits + offsets) / T, offsets first, then the temperature fitted on
+    # the shifted logits; its argmax is the rule's decision.
+    offsets = [0.4, 0.0, -0.3]
+    monkeypatch.setattr(stages, "cross_fit_offsets", lambda z_, y_, seed=0: {
+        "offsets": offsets, "kept": True, "macro_f1_before": 0.1, "macro_f1_after": 0.2, "cv_macro_f1": 0.15})
+    shifted = run_stage(cfg("wi", decision_offsets=True, calibrate=True), train, val, chain["root"] / "wi_offsets2",
+                        parent=chain["ft"].checkpoint)
+    assert shifted.metrics["decision_offsets"] == offsets and shifted.metrics["offsets_kept"] is True
+    stored = logits_of(shifted.checkpoint, val)
+    np.testing.assert_allclose(stored * shifted.metrics["temperature"], z + np.asarray(offsets), rtol=1e-4, atol=1e-5)
+    assert (stored.argmax(1) == (z + np.asarray(offsets)).argmax(1)).all()
