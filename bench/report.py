@@ -161,10 +161,28 @@ def budget() -> list[str]:
     return out
 
 
+def offsets() -> list[str]:
+    res = load("variants/decision_offsets")
+    if not res:
+        return ["Decision offsets (`bench/decision_offsets.py`): not run."]
+    out = [f"**Decision offsets** (`bench/decision_offsets.py`: the same `ce` and `dpo` checkpoints with and "
+           f"without the macro-F1 decision rule, seeds {', '.join(map(str, res['seeds']))}; mean ± sd):", "",
+           "| row | ID macro-F1 | OOD macro-F1 | ID ECE | OOD ECE | irrelevant F1 | OOD irrelevant F1 | rule kept on |",
+           "|---|---|---|---|---|---|---|---|"]
+    for r in res["rows"]:
+        fits = [x for x in res["runs"] if x["name"] == r["name"] and "kept" in x]
+        kept = f"{sum(x['kept'] for x in fits)} of {len(fits)} seeds" if fits else "–"
+        out.append(f"| `{r['name']}` | " + " | ".join(num(r.get(k)) for k in (
+            "id_macro_f1", "ood_macro_f1", "id_ece", "ood_ece", "irrelevant_f1", "ood_irrelevant_f1")) + f" | {kept} |")
+    return out
+
+
 def render() -> str:
     lines: list[str] = []
     lines += quality() + [""]
+    lines += quality("quality_rerun", "Quality, the baseline and pipeline rows rerun on a fresh machine") + [""]
     lines += quality("quality_top2_1epoch", "Quality, cheaper training") + [""]
+    lines += offsets() + [""]
     lines += significance() + [""]
     lines += budget() + [""]
     lines += ablation() + [""]
