@@ -121,10 +121,10 @@ def ood() -> list[str]:
     return out
 
 
-def significance() -> list[str]:
-    data = load("significance")
+def significance(name: str = "significance", title: str = "Beyond test noise?") -> list[str]:
+    data = load(name)
     if not data:
-        return ["**Beyond test noise?** (`bench/significance.py`): not run."]
+        return [f"**{title}** (`bench/significance.py`): not run."]
     parts = []
     for split, label in (("id", "test_id"), ("ood", "test_ood")):
         r = data.get(split)
@@ -133,7 +133,7 @@ def significance() -> list[str]:
         reach = ", ".join(f"≥ {float(t) * 100:+g} points in {v:.0%}" for t, v in r.get("share_at_least", {}).items())
         parts.append(f"{label} {r['difference'] * 100:+.1f} points (95% interval {r['low'] * 100:+.1f} … "
                      f"{r['high'] * 100:+.1f}; {reach} of resamples)")
-    return [f"**Beyond test noise?** (`bench/significance.py`: `{data['b']}` − `{data['a']}` macro-F1, each the mean "
+    return [f"**{title}** (`bench/significance.py`: `{data['b']}` − `{data['a']}` macro-F1, each the mean "
             f"of seeds {', '.join(map(str, data['seeds']))}, paired bootstrap over test queries, "
             f"{data['id']['n_boot']} resamples): " + "; ".join(parts)]
 
@@ -184,6 +184,7 @@ def render() -> str:
     lines += quality("quality_top2_1epoch", "Quality, cheaper training") + [""]
     lines += offsets() + [""]
     lines += significance() + [""]
+    lines += significance("significance_rerun", "Beyond test noise, on the rerun?") + [""]
     lines += budget() + [""]
     lines += ablation() + [""]
     lines += ood() + [""]
