@@ -49,6 +49,11 @@ def per_grade_prf(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return precision, recall, f1
 
 
+def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, k: int) -> float:
+    """Macro-F1 of hard predictions over ``k`` grades (the mean of ``per_grade_prf``'s F1)."""
+    return float(per_grade_prf(confusion(y_true, y_pred, k))[2].mean())
+
+
 def quadratic_kappa(cm: np.ndarray) -> float:
     """Cohen's kappa with quadratic weights, from a confusion matrix."""
     k = cm.shape[0]

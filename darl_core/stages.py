@@ -18,7 +18,7 @@ import torch
 from darl_core.config import CALIBRATE_BY, StageConfig
 from darl_core.errors import ConfigError, ModelError
 from darl_core.losses import dpo_loss
-from darl_core.metrics import ece, evaluate
+from darl_core.metrics import ece, evaluate, macro_f1
 from darl_core.model import RelevanceModel, model_from_spec, score_pairs, trainable_state
 
 
@@ -179,14 +179,12 @@ def fit_offsets(logits: np.ndarray, grades: np.ndarray, *, levels: int = 400, sw
     differences matter). Each move must gain at least ``min_gain`` macro-F1 and among equal scores the
     offset nearest 0 wins, so a flat or noisy objective leaves argmax alone.
     """
-    from darl_core.metrics import confusion, per_grade_prf
-
     z = np.asarray(logits, dtype=np.float64)
     y = np.asarray(grades, dtype=np.int64)
     k = z.shape[1]
 
     def score(o: np.ndarray) -> float:
-        return float(per_grade_prf(confusion(y, (z + o).argmax(axis=1), k))[2].mean())
+        return macro_f1(y, (z + o).argmax(axis=1), k)
 
     offsets = np.zeros(k)
     anchor = int(np.bincount(y, minlength=k).argmax())
@@ -221,8 +219,6 @@ def cross_fit_offsets(logits: np.ndarray, grades: np.ndarray, folds: int = 5, se
     parts is predicted with offsets fitted on the others; if the macro-F1 of those cross-fitted
     predictions does not beat argmax's, the offsets are all 0 (argmax kept), else the fit on all pairs.
     """
-    from darl_core.metrics import confusion, per_grade_prf
-
     z = np.asarray(logits, dtype=np.float64)
     y = np.asarray(grades, dtype=np.int64)
     k = z.shape[1]
@@ -232,7 +228,7 @@ def cross_fit_offsets(logits: np.ndarray, grades: np.ndarray, folds: int = 5, se
     for part in parts:
         rest = np.setdiff1d(np.arange(len(y)), part)
         pred[part] = (z[part] + np.asarray(fit_offsets(z[rest], y[rest])["offsets"])).argmax(axis=1)
-    cv = float(per_grade_prf(confusion(y, pred, k))[2].mean())
+    cv = macro_f1(y, pred, k)
     keep = cv > full["macro_f1_before"]
     return {**full, "offsets": full["offsets"] if keep else [0.0] * k,
             "macro_f1_after": full["macro_f1_after"] if keep else full["macro_f1_before"],

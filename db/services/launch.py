@@ -45,8 +45,8 @@ _COMMON = ("epochs", "batch_size", "lr", "head_lr", "max_length", "seed", "save_
            "loss.label_smoothing", "loss.ordinal_weight", "loss.occ_weight", "decision_offsets", "calibrate",
            "calibrate_by")
 _HELP = {"decision_offsets": "after the stage, shift each grade's logit so that the predicted grade maximises "
-                             "macro-F1 on the validation pairs (and the held-out new labels): a rare grade is then "
-                             "predicted more often than argmax would",
+                             "macro-F1 on the validation pairs (and the held-out new labels); kept only if it also "
+                             "wins on validation folds it was not fitted on, else argmax stays",
          "calibrate": "temperature scaling on the validation pairs after the stage: confidence only, "
                       "predictions unchanged",
          "calibrate_by": "what the temperature minimises on the validation pairs: nll (the whole grade "

@@ -13,7 +13,15 @@ from sklearn.metrics import (
 )
 
 from darl_core.errors import ConfigError
-from darl_core.metrics import _weighted_macro_f1, ece, evaluate, id_ood_report, macro_f1_difference, ndcg_at_k
+from darl_core.metrics import (
+    _weighted_macro_f1,
+    ece,
+    evaluate,
+    id_ood_report,
+    macro_f1,
+    macro_f1_difference,
+    ndcg_at_k,
+)
 
 
 def _random(n=300, k=3, seed=0):
@@ -31,6 +39,7 @@ def test_classification_metrics_match_sklearn(k):
     m = evaluate(y, p)
     assert m["accuracy"] == pytest.approx(accuracy_score(y, pred))
     assert m["macro_f1"] == pytest.approx(f1_score(y, pred, average="macro", zero_division=0))
+    assert macro_f1(y, pred, k) == pytest.approx(m["macro_f1"])
     assert m["qwk"] == pytest.approx(cohen_kappa_score(y, pred, weights="quadratic"))
     prec, rec, f1, _ = precision_recall_fscore_support(y, pred, labels=list(range(k)), zero_division=0)
     names = ["irrelevant", "weak", "strong"] if k == 3 else [f"g{g}" for g in range(k)]
