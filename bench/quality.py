@@ -101,6 +101,39 @@ def test_metrics(ckpt: Path | RelevanceModel, tests: dict[str, Examples], thread
     return out
 
 
+def pick_in_rounds(wi_dir: Path, train: Examples, pool: Examples, seed: int, work: Path, rounds: int,
+                   train_interim, candidate_factor: float = 3.0, budget: int = BUDGET) -> np.ndarray:
+    """DASA picks in ``rounds`` sequential rounds, as the product runs them: round 1 picks budget/rounds
+    pairs with the ``wi`` model; ``train_interim(r, rows)`` trains a dasa stage from ``wi`` on the labels
+    so far (their hidden grades play the annotators) and returns its checkpoint; the next round embeds
+    with it, with those labels added to the bank and taken out of the pool. Returns all picked rows, in
+    pick order. ``rounds=1`` is ``pick("dasa_<budget>", ...)``."""
+    if not 1 <= rounds <= budget:
+        raise SystemExit(f"--dasa-rounds must be between 1 and the budget ({budget}), got {rounds}")
+    sizes = [budget // rounds + (1 if r < budget % rounds else 0) for r in range(rounds)]
+    picked = pick(f"dasa_{sizes[0]}", wi_dir, train, pool, seed, work, candidate_factor, budget=sizes[0])
+    bank_rows = np.random.default_rng(seed).choice(len(train), size=min(3000, len(train)), replace=False)
+    for r in range(1, rounds):
+        model_dir = train_interim(r, picked)
+        cache = work / f"pool_scores_round{r + 1}.npz"
+        if not cache.is_file():
+            model = load_checkpoint(model_dir)
+            p = score_pairs(model, pool.queries, pool.items, batch_size=128, max_length=48)
+            bank = train.subset(bank_rows).concat(pool.subset(picked))
+            b = score_pairs(model, bank.queries, bank.items, batch_size=128, max_length=48)
+            np.savez(cache, pool_emb=p.embeddings, pool_logits=p.logits, bank_emb=b.embeddings,
+                     bank_logits=b.logits, bank_grades=bank.grades, picked_before=picked)
+        z = np.load(cache)
+        if not np.array_equal(z["picked_before"], picked):
+            raise SystemExit(f"{cache} was scored after other picks: delete it (and later rounds) to rerun")
+        left = np.setdiff1d(np.arange(len(pool)), picked)
+        sel = select_batch(z["pool_emb"][left], z["bank_emb"], budget=sizes[r], bank_labels=z["bank_grades"],
+                           seed=seed + r, config=SelectionConfig(candidate_factor=candidate_factor),
+                           pool_logits=z["pool_logits"][left], bank_logits=z["bank_logits"])
+        picked = np.concatenate([picked, left[[s.index for s in sel]]])
+    return picked
+
+
 def pick(name: str, wi_dir: Path, train: Examples, pool: Examples, seed: int, work: Path,
          candidate_factor: float = 3.0, budget: int = BUDGET) -> np.ndarray:
     """Pool rows for a ``budget``-label round (rows ``<method>_<budget>``): DASA (OOD candidates + diversity,
@@ -178,6 +211,9 @@ def main() -> int:
                     "out of training (the same rows dpo's 20%% holdout keeps out when both are 0.2)")
     ap.add_argument("--candidate-factor", type=float, default=3.0, help="DASA rows: OOD candidates per pick "
                     "(SelectionConfig.candidate_factor; more lets the model's doubt decide more)")
+    ap.add_argument("--dasa-rounds", type=int, default=1, help="dasa_1000 (and dpo): pick the 1,000 labels in "
+                    "this many sequential DASA rounds, each after a dasa stage on the labels so far (the final "
+                    "dasa stage still trains from lp_ft_wi on all of them); use a --work of its own")
     ap.add_argument("--ft-layer-lr-decay", type=float, default=1.0, help="ft stage: layer-wise lr decay "
                     "(StageConfig.layer_lr_decay; 1: one lr for every layer)")
     for stage in ("ft", "dasa"):
@@ -265,7 +301,14 @@ def run_seed(seed: int, args, d: Path, runs: list, runs_file: Path, sp, train: E
                 continue
             t = time.perf_counter()
             picked_file = d / f"picked_{name}.npy"
-            if not picked_file.is_file():
+            if not picked_file.is_file() and name == "dasa_1000" and args.dasa_rounds > 1:
+                def interim(r: int, rows: np.ndarray) -> Path:
+                    res = stage(f"dasa_round{r}", cfg["dasa"], parent=wi.checkpoint, new_labels=pool.subset(rows))
+                    print(f"dasa round {r}: {len(rows)} labels, val {res.metrics['val_macro_f1']:.4f}", flush=True)
+                    return res.checkpoint
+                np.save(picked_file, pick_in_rounds(wi.checkpoint, train, pool, seed, d, args.dasa_rounds, interim,
+                                                    args.candidate_factor))
+            elif not picked_file.is_file():
                 np.save(picked_file, pick(name, wi.checkpoint, train, pool, seed, d, args.candidate_factor))
             rows = np.load(picked_file)
             sel_wall = time.perf_counter() - t
