@@ -161,20 +161,37 @@ def budget() -> list[str]:
     return out
 
 
-def offsets() -> list[str]:
-    res = load("variants/decision_offsets")
+def post_steps(name: str, script: str, title: str, what: str) -> list[str]:
+    """A paired table of stage steps applied to finished ``ce`` and ``dpo`` checkpoints (offsets, blend)."""
+    res = load(f"variants/{name}")
     if not res:
-        return ["Decision offsets (`bench/decision_offsets.py`): not run."]
-    out = [f"**Decision offsets** (`bench/decision_offsets.py`: the same `ce` and `dpo` checkpoints with and "
-           f"without the macro-F1 decision rule, seeds {', '.join(map(str, res['seeds']))}; mean ± sd):", "",
-           "| row | ID macro-F1 | OOD macro-F1 | ID ECE | OOD ECE | irrelevant F1 | OOD irrelevant F1 | rule kept on |",
+        return [f"{title} (`bench/{script}`): not run."]
+    out = [f"**{title}** (`bench/{script}`: the same `ce` and `dpo` checkpoints {what}, seeds "
+           f"{', '.join(map(str, res['seeds']))}; mean ± sd):", "",
+           "| row | ID macro-F1 | OOD macro-F1 | ID ECE | OOD ECE | irrelevant F1 | OOD irrelevant F1 | kept on |",
            "|---|---|---|---|---|---|---|---|"]
     for r in res["rows"]:
-        fits = [x for x in res["runs"] if x["name"] == r["name"] and "kept" in x]
-        kept = f"{sum(x['kept'] for x in fits)} of {len(fits)} seeds" if fits else "–"
+        runs = [x for x in res["runs"] if x["name"] == r["name"]]
+        kept = []
+        for key, label in (("kept", "rule"), ("offsets_kept", "offsets"), ("zero_shot_kept", "blend")):
+            fits = [x[key] for x in runs if key in x]
+            if fits:
+                kept.append(f"{label} {sum(fits)}/{len(fits)}")
         out.append(f"| `{r['name']}` | " + " | ".join(num(r.get(k)) for k in (
-            "id_macro_f1", "ood_macro_f1", "id_ece", "ood_ece", "irrelevant_f1", "ood_irrelevant_f1")) + f" | {kept} |")
+            "id_macro_f1", "ood_macro_f1", "id_ece", "ood_ece", "irrelevant_f1", "ood_irrelevant_f1"))
+            + f" | {', '.join(kept) or '–'} |")
     return out
+
+
+def offsets() -> list[str]:
+    return post_steps("decision_offsets", "decision_offsets.py", "Decision offsets",
+                      "with and without the macro-F1 decision rule")
+
+
+def zero_shot() -> list[str]:
+    return post_steps("zero_shot", "zero_shot.py", "Zero-shot blend",
+                      "with the pretrained similarity blended in (`+zs`), the decision offsets (`+offsets`), both, "
+                      "or neither; every variant then gets the ECE temperature")
 
 
 def render() -> str:
@@ -183,6 +200,7 @@ def render() -> str:
     lines += quality("quality_rerun", "Quality, the baseline and pipeline rows rerun on a fresh machine") + [""]
     lines += quality("quality_top2_1epoch", "Quality, cheaper training") + [""]
     lines += offsets() + [""]
+    lines += zero_shot() + [""]
     lines += significance() + [""]
     lines += significance("significance_rerun", "Beyond test noise, on the rerun?") + [""]
     lines += budget() + [""]

@@ -127,6 +127,7 @@ class StageConfig:
     dpo_sft_weight: float = 1.0
     calibrate: bool = False  # temperature scaling on val after the stage (argmax unchanged; see stages.py)
     calibrate_by: str = "nll"  # the temperature's objective on val: "nll" or "ece" (top-label ECE, what the UI shows)
+    zero_shot_blend: bool = False  # blend the pretrained backbone's query-item cosine into the logits (stages.py), first
     decision_offsets: bool = False  # per-grade logit offsets for macro-F1 on val (+ held-out new labels), before calibrate
     dpo_alphas: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)  # strength picked on val (stages.dpo_strength)
     dpo_pairs: str = "over"  # over: only over-predictions are rejected; wrong: every wrong prediction

@@ -3,12 +3,19 @@
 ``load_model`` opens any local transformers directory; ``score_pairs`` returns grade probabilities,
 the expected grade (a continuous relevance score) and pooled embeddings, in length-bucketed batches
 with dynamic padding. Checkpoints are written by training.py and restored by ``load_checkpoint``.
+
+A model may carry a ``ZeroShotBlend`` (the stage option ``zero_shot_blend``): its grade logits then also
+use the cosine similarity of the query and the item under the *pretrained* backbone (each text encoded
+alone, as a sentence-embedding model was trained to), ``scale * head_logits + weight * cos + bias``.
+Fine-tuning the pair encoder on in-distribution labels discards that geometry; kept as a feature it
+carries to departments the labels never covered (see stages.fit_zero_shot_blend).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,8 +62,26 @@ class ScoreOutput:
         return self.probs.argmax(axis=1)
 
 
+class ZeroShotBlend(nn.Module):
+    """``z = scale * head_logits + weight * cos + bias`` over K grades; ``cos`` is ``zero_shot_similarity``.
+
+    Starts as the identity (scale 1, weight and bias 0). Applied by ``score_pairs`` after the head, never
+    during training: a stage that trains starts without its parent's blend and fits its own."""
+
+    def __init__(self, num_grades: int) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(()), requires_grad=False)
+        self.weight = nn.Parameter(torch.zeros(num_grades), requires_grad=False)
+        self.bias = nn.Parameter(torch.zeros(num_grades), requires_grad=False)
+
+    def combine(self, logits: np.ndarray, cos: np.ndarray) -> np.ndarray:
+        scale, weight, bias = (t.detach().float().cpu().numpy() for t in (self.scale, self.weight, self.bias))
+        return (scale * logits + cos[:, None] * weight + bias).astype(np.float32)
+
+
 class RelevanceModel(nn.Module):
-    """Backbone (optionally LoRA-wrapped) + pooling + a linear head over K ordered grades."""
+    """Backbone (optionally LoRA-wrapped) + pooling + a linear head over K ordered grades (+ an optional
+    ``ZeroShotBlend`` that score_pairs applies after the head)."""
 
     def __init__(self, backbone: nn.Module, tokenizer, num_grades: int, *, model_dir: str,
                  pooling: str, is_decoder: bool) -> None:
@@ -72,6 +97,22 @@ class RelevanceModel(nn.Module):
         self.head = nn.Linear(hidden, num_grades)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
+        self.blend: ZeroShotBlend | None = None
+
+    # -- the output layer: folded decision offsets and temperatures -------------------------------
+    @torch.no_grad()
+    def shift_logits(self, offsets: Sequence[float]) -> None:
+        """Add per-grade ``offsets`` to every logit score_pairs returns (into the blend's bias, or the head's)."""
+        bias = self.blend.bias if self.blend is not None else self.head.bias
+        bias.add_(torch.as_tensor(list(offsets), dtype=bias.dtype, device=bias.device))
+
+    @torch.no_grad()
+    def divide_logits(self, temperature: float) -> None:
+        """Divide every logit score_pairs returns by ``temperature`` (argmax unchanged)."""
+        tensors = (self.blend.scale, self.blend.weight, self.blend.bias) if self.blend is not None else \
+            (self.head.weight, self.head.bias)
+        for t in tensors:
+            t.div_(temperature)
 
     @property
     def hidden_size(self) -> int:
@@ -254,9 +295,64 @@ def score_pairs(model: RelevanceModel, queries: Sequence[str], items: Sequence[s
             if progress is not None:
                 progress(done, n)
         model.train(was_training)
+        if model.blend is not None:
+            logits = model.blend.combine(logits, zero_shot_similarity(model, queries, items, batch_size=batch_size,
+                                                                    max_length=max_length))
     probs = softmax(logits).astype(np.float32)
     expected = (probs * np.arange(k, dtype=np.float32)).sum(axis=1).astype(np.float32)
     return ScoreOutput(probs=probs, logits=logits, expected=expected, embeddings=emb)
+
+
+@contextmanager
+def pretrained_backbone(model: RelevanceModel) -> Iterator[nn.Module]:
+    """The backbone as pretrained: LoRA adapters switched off, or (full or partial fine-tuning) a frozen
+    copy loaded from ``model.model_dir`` once per model object."""
+    if model.lora is not None:
+        with model.backbone.disable_adapter():
+            yield model.backbone
+        return
+    ref = model.__dict__.get("_pretrained")  # a plain attribute: not a submodule, never saved or trained
+    if ref is None:
+        from transformers import AutoModel
+
+        try:
+            ref = AutoModel.from_pretrained(model.model_dir, local_files_only=True,
+                                            dtype=next(model.backbone.parameters()).dtype)
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"the zero-shot blend needs the pretrained backbone at {model.model_dir}: {exc}") from exc
+        ref.to(model.device).eval()
+        for p in ref.parameters():
+            p.requires_grad_(False)
+        model.__dict__["_pretrained"] = ref
+    yield ref
+
+
+@torch.inference_mode()
+def zero_shot_similarity(model: RelevanceModel, queries: Sequence[str], items: Sequence[str], *,
+                         batch_size: int = 64, max_length: int = 128) -> np.ndarray:
+    """Cosine of each query and item under the pretrained backbone, each text encoded on its own (pooled
+    as the model pools; repeated texts once). [N] float32."""
+    if len(queries) != len(items):
+        raise ModelError(f"queries and items must have the same length, got {len(queries)} and {len(items)}")
+    if not len(queries):
+        return np.zeros(0, dtype=np.float32)
+    texts = sorted(set(map(str, queries)) | set(map(str, items)))
+    where = {t: i for i, t in enumerate(texts)}
+    enc = {k: v for k, v in model.tokenizer(texts, truncation=True, max_length=max_length).items()
+           if k in ("input_ids", "attention_mask", "token_type_ids")}
+    vecs = np.zeros((len(texts), model.hidden_size), dtype=np.float32)
+    with pretrained_backbone(model) as backbone:
+        was_training = backbone.training
+        backbone.eval()
+        for rows in length_buckets([len(x) for x in enc["input_ids"]], batch_size):
+            batch = {k: v.to(model.device) for k, v in model.collate(enc, rows).items()}
+            hidden = backbone(**batch).last_hidden_state
+            vecs[rows] = pool(hidden, batch["attention_mask"], model.pooling).float().cpu().numpy()
+        backbone.train(was_training)
+    vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+    q = vecs[[where[str(t)] for t in queries]]
+    i = vecs[[where[str(t)] for t in items]]
+    return (q * i).sum(axis=1).astype(np.float32)
 
 
 # -- checkpoint weights -------------------------------------------------------------------------
@@ -272,12 +368,16 @@ def trainable_state(model: RelevanceModel, tuning: str) -> dict[str, torch.Tenso
 def save_weights(model: RelevanceModel, tuning: str, path: Path) -> None:
     torch.save({"backbone": trainable_state(model, tuning),
                 "head": {k: v.detach().cpu() for k, v in model.head.state_dict().items()},
+                "blend": None if model.blend is None else {k: v.detach().cpu() for k, v in model.blend.state_dict().items()},
                 "spec": model.spec(), "tuning": tuning}, path)
 
 
 def load_weights(model: RelevanceModel, path: Path) -> RelevanceModel:
     state = torch.load(path, map_location="cpu", weights_only=True)
     model.head.load_state_dict(state["head"])
+    if state.get("blend") is not None:
+        model.blend = ZeroShotBlend(model.num_grades).to(model.device)
+        model.blend.load_state_dict(state["blend"])
     if state["backbone"]:
         missing = set(state["backbone"]) - set(model.backbone.state_dict())
         if missing:

@@ -137,6 +137,8 @@ def run_stage(config: StageConfig, train: Examples, val: Examples, out_dir: Path
             save_weights(model, tuning, out_dir / "model_dpo_full.pt")  # the unblended DPO weights, kept
             model, picked = stages.dpo_strength(config, val, Path(parent), model, _emit(progress, config), holdout)
             extra.update(picked)
+    if config.zero_shot_blend:  # the pretrained similarity as a feature; offsets and temperature fold into it
+        extra.update(stages.apply_zero_shot_blend(model, [val, holdout], config))
     if config.decision_offsets:  # the macro-F1 decision rule, folded into the head; the temperature follows
         extra.update(stages.apply_offsets(model, [val, holdout], config))
     if config.calibrate:
@@ -198,6 +200,7 @@ def build_model(config: StageConfig, parent: Path | None) -> RelevanceModel:
     torch.manual_seed(config.seed)
     if parent is not None:
         model = model_from_weights(Path(parent) / "model.pt")
+        model.blend = None  # a trained stage's logits are the head's; it fits its own blend if asked to
         if model.num_grades != config.num_grades:
             raise ConfigError(f"parent has {model.num_grades} grades, config.num_grades is {config.num_grades}")
     else:

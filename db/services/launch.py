@@ -42,9 +42,13 @@ _BOUNDS: dict[str, tuple[float | None, float | None]] = {
     "loss.occ_weight": (0.0, 100.0), "lora.r": (1, 1024),
 }
 _COMMON = ("epochs", "batch_size", "lr", "head_lr", "max_length", "seed", "save_every",
-           "loss.label_smoothing", "loss.ordinal_weight", "loss.occ_weight", "decision_offsets", "calibrate",
+           "loss.label_smoothing", "loss.ordinal_weight", "loss.occ_weight", "zero_shot_blend", "decision_offsets", "calibrate",
            "calibrate_by")
-_HELP = {"decision_offsets": "after the stage, shift each grade's logit so that the predicted grade maximises "
+_HELP = {"zero_shot_blend": "after the stage, also use the pretrained backbone's own query-item similarity (each "
+                            "text embedded alone) in the grade logits, fitted on the validation pairs; kept only if "
+                            "it lowers the log-loss on folds it was not fitted on. Scoring then runs the "
+                            "pretrained backbone too (for a fully tuned model, a second copy in memory)",
+         "decision_offsets": "after the stage, shift each grade's logit so that the predicted grade maximises "
                              "macro-F1 on the validation pairs (and the held-out new labels); kept only if it also "
                              "wins on validation folds it was not fitted on, else argmax stays",
          "calibrate": "temperature scaling on the validation pairs after the stage: confidence only, "

@@ -56,6 +56,31 @@ def test_score_pairs_shapes_and_bucketing_do_not_change_outputs(tiny, k):
     assert len(score_pairs(model, [], []).probs) == 0
 
 
+def test_zero_shot_blend_scores_padding_free_and_round_trips(tiny, tmp_path):
+    """The blend's pretrained cosine on encoders and decoders: batched and padded equals one text at a time,
+    score_pairs applies scale * logits + weight * cos + bias, and save/load keeps it."""
+    from darl_core.model import ZeroShotBlend, load_checkpoint, zero_shot_similarity
+
+    torch.manual_seed(0)
+    model = load_model(tiny, 3)
+    torch.nn.init.normal_(model.head.weight, std=0.5)
+    cos = zero_shot_similarity(model, QUERIES, ITEMS, batch_size=3)
+    single = np.concatenate([zero_shot_similarity(model, [q], [i]) for q, i in zip(QUERIES, ITEMS, strict=True)])
+    np.testing.assert_allclose(cos, single, atol=1e-5)
+    assert cos.shape == (4,) and np.all(np.abs(cos) <= 1 + 1e-6)
+    assert zero_shot_similarity(model, ["same text"], ["same text"])[0] == pytest.approx(1.0, abs=1e-5)
+    plain = score_pairs(model, QUERIES, ITEMS).logits
+    model.blend = ZeroShotBlend(3)
+    with torch.no_grad():
+        model.blend.scale.fill_(0.5)
+        model.blend.weight.copy_(torch.tensor([-1.0, 0.0, 2.0]))
+        model.blend.bias.copy_(torch.tensor([0.1, 0.2, 0.3]))
+    blended = score_pairs(model, QUERIES, ITEMS).logits
+    np.testing.assert_allclose(blended, 0.5 * plain + cos[:, None] * [-1.0, 0.0, 2.0] + [0.1, 0.2, 0.3], atol=1e-5)
+    save_weights(model, "head", tmp_path / "model.pt")
+    np.testing.assert_allclose(score_pairs(load_checkpoint(tmp_path), QUERIES, ITEMS).logits, blended, atol=1e-5)
+
+
 def test_lora_changes_adapters_and_leaves_base_frozen(tiny):
     torch.manual_seed(0)
     model = load_model(tiny, 3, lora=LoraSpec(r=4, alpha=8, dropout=0.0))

@@ -418,3 +418,73 @@ def test_decision_offsets_fold_into_the_head_and_then_the_temperature(chain, dat
     stored = logits_of(shifted.checkpoint, val)
     np.testing.assert_allclose(stored * shifted.metrics["temperature"], z + np.asarray(offsets), rtol=1e-4, atol=1e-5)
     assert (stored.argmax(1) == (z + np.asarray(offsets)).argmax(1)).all()
+
+
+def test_zero_shot_similarity_reads_the_pretrained_backbone_under_any_tuning(chain, bert, data):
+    from darl_core.model import pool, zero_shot_similarity
+
+    _, val = data
+    bare = load_model(bert)
+    queries, items = val.queries[:6], val.items[:6]
+    # By hand: each text alone through the untouched backbone, mean-pooled, cosine.
+    def vec(text: str) -> np.ndarray:
+        enc = bare.tokenizer([text], return_tensors="pt")
+        with torch.no_grad():
+            h = bare.backbone(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
+        v = pool(h, enc["attention_mask"], bare.pooling)[0].numpy()
+        return v / np.linalg.norm(v)
+    expected = np.array([vec(q) @ vec(i) for q, i in zip(queries, items, strict=True)])
+    np.testing.assert_allclose(zero_shot_similarity(bare, queries, items), expected, rtol=1e-4, atol=1e-5)
+    # LoRA-tuned (adapters switched off) and fully tuned (a pretrained copy) models give the same numbers.
+    lora = load_checkpoint(chain["ft"].checkpoint)
+    np.testing.assert_allclose(zero_shot_similarity(lora, queries, items), expected, rtol=1e-4, atol=1e-5)
+    assert lora.lora is not None and lora.backbone.training is False
+    full = load_model(bert)
+    with torch.no_grad():
+        for p in full.backbone.parameters():
+            p.add_(0.05)
+    np.testing.assert_allclose(zero_shot_similarity(full, queries, items), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_zero_shot_blend_folds_offsets_and_temperature_and_survives_save_load(chain, data, monkeypatch):
+    from darl_core import stages
+    from darl_core.model import zero_shot_similarity
+
+    train, val = data
+    plain = run_stage(cfg("wi"), train, val, chain["root"] / "wi_zs_plain", parent=chain["ft"].checkpoint)
+    z = logits_of(plain.checkpoint, val)
+    cos = zero_shot_similarity(load_checkpoint(plain.checkpoint), val.queries, val.items, max_length=24)
+    blend = {"scale": 1.5, "weight": [-0.7, 0.1, 0.6], "bias": [0.2, 0.0, -0.1], "kept": True,
+             "nll_before": 1.1, "nll_after": 1.0, "cv_nll": 1.05}
+    offsets = [0.3, 0.0, -0.2]
+    seen = {}
+
+    def fake_blend(z_, c_, y_, folds=5, seed=0):  # noqa: ANN001, ANN202
+        seen["cos"] = c_
+        return blend
+    monkeypatch.setattr(stages, "cross_fit_blend", fake_blend)
+    monkeypatch.setattr(stages, "cross_fit_offsets", lambda z_, y_, seed=0: {
+        "offsets": offsets, "kept": True, "macro_f1_before": 0.1, "macro_f1_after": 0.2, "cv_macro_f1": 0.15})
+    res = run_stage(cfg("wi", zero_shot_blend=True, decision_offsets=True, calibrate=True), train, val,
+                    chain["root"] / "wi_zs", parent=chain["ft"].checkpoint)
+    np.testing.assert_allclose(seen["cos"], cos, rtol=1e-5, atol=1e-6)  # fitted on the pretrained cosine
+    assert res.metrics["zero_shot_kept"] is True and res.metrics["zero_shot_weight"] == blend["weight"]
+    # Stored: ((scale * z + weight * cos + bias) + offsets) / T, reloaded from disk.
+    want = blend["scale"] * z + cos[:, None] * np.asarray(blend["weight"]) + np.asarray(blend["bias"]) + np.asarray(offsets)
+    np.testing.assert_allclose(logits_of(res.checkpoint, val) * res.metrics["temperature"], want, rtol=1e-4, atol=1e-4)
+    # A stage trained from the blended checkpoint starts from the head alone (and saves no blend of its own).
+    child = build_model(cfg("dasa"), res.checkpoint)
+    assert child.blend is None
+    assert load_checkpoint(plain.checkpoint).blend is None
+
+
+def test_zero_shot_blend_on_real_scores_follows_its_cross_fit(chain, data):
+    train, val = data
+    res = run_stage(cfg("wi", zero_shot_blend=True), train, val, chain["root"] / "wi_zs_real",
+                    parent=chain["ft"].checkpoint)
+    assert isinstance(res.metrics["zero_shot_kept"], bool) and res.metrics["zero_shot_pairs"] == len(val)
+    model = load_checkpoint(res.checkpoint)
+    assert (model.blend is not None) == res.metrics["zero_shot_kept"]
+    if not res.metrics["zero_shot_kept"]:
+        plain = run_stage(cfg("wi"), train, val, chain["root"] / "wi_zs_plain2", parent=chain["ft"].checkpoint)
+        np.testing.assert_allclose(logits_of(res.checkpoint, val), logits_of(plain.checkpoint, val), rtol=1e-5, atol=1e-6)

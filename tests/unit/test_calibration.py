@@ -115,3 +115,41 @@ def test_cross_fit_keeps_a_rule_that_holds_out_of_fold_and_drops_one_that_does_n
     dropped = cross_fit_offsets(noise, labels)
     assert not dropped["kept"] and dropped["offsets"] == [0.0, 0.0, 0.0]
     assert dropped["macro_f1_after"] == dropped["macro_f1_before"]
+
+
+def blend_sample(n: int, seed: int, signal: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Logits that carry half the truth and a cosine that carries the rest (``signal`` 0: pure noise)."""
+    rng = np.random.default_rng(seed)
+    y = rng.choice(3, size=n, p=[0.2, 0.4, 0.4])
+    cos = rng.normal(size=n) + signal * (y - 1.0)
+    z = rng.normal(size=(n, 3)) + 1.0 * np.eye(3)[y]
+    return z, cos, y
+
+
+def test_blend_recovers_a_cosine_that_carries_the_grade_and_lowers_held_out_nll() -> None:
+    from darl_core.stages import blend_nll, cross_fit_blend, fit_blend
+
+    z, cos, y = blend_sample(3000, 0, signal=1.5)
+    fit = cross_fit_blend(z, cos, y)
+    assert fit["kept"] and fit["cv_nll"] < fit["nll_before"] and fit["nll_after"] < fit["nll_before"]
+    w = fit["weight"]
+    assert w[0] < w[1] < w[2]  # a higher cosine means a higher grade
+    z2, cos2, y2 = blend_sample(3000, 1, signal=1.5)  # and it holds on a second sample
+    identity = {"scale": 1.0, "weight": [0.0] * 3, "bias": [0.0] * 3}
+    assert blend_nll(z2, cos2, y2, fit) < blend_nll(z2, cos2, y2, identity) - 0.05
+    # A useless cosine gets (almost) no weight: the fit does not invent a signal.
+    noise = fit_blend(*blend_sample(3000, 2, signal=0.0))
+    assert max(abs(v) for v in noise["weight"]) < 0.1
+
+
+def test_blend_is_dropped_when_it_does_not_win_out_of_fold() -> None:
+    from darl_core.stages import cross_fit_blend
+
+    # Perfectly calibrated logits and a noise cosine, few pairs: nothing to learn, the identity stays.
+    rng = np.random.default_rng(3)
+    z = rng.normal(size=(60, 3)) * 2.0
+    p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    y = np.array([rng.choice(3, p=row) for row in p])
+    fit = cross_fit_blend(z, rng.normal(size=60), y)
+    assert not fit["kept"] and fit["weight"] == [0.0] * 3 and fit["scale"] == 1.0
+    assert fit["nll_after"] == fit["nll_before"] and fit["cv_nll"] >= fit["nll_before"]

@@ -1,0 +1,117 @@
+"""Zero-shot blend: what the pretrained backbone's query-item similarity (``StageConfig.zero_shot_blend``)
+adds to finished ``ce`` and ``dpo`` checkpoints, alone and with decision offsets, paired per seed on the
+Home Depot tests.
+
+The stage steps run after training in this order: zero-shot blend (``stages.apply_zero_shot_blend``:
+scale, per-grade weight on the cosine and bias by NLL, kept when its 5-fold cross-fitted NLL is lower),
+decision offsets (``stages.apply_offsets``), temperature (``stages.calibrate_temperature``, ECE). They do
+not touch the trained weights, so applying them here to a finished checkpoint with exactly those
+functions gives what the stage with the options would save (the blend's free scale absorbs a
+temperature the checkpoint already has), and each row of a seed is the same trained weights with and
+without them. ``ce`` fits on val_id; ``dpo`` on val_id plus the 20% of DASA's labels its strength pick
+kept out. Checkpoints: bench/quality.py's rows ``ce`` and ``dpo`` (same work directory; trained first
+when missing). The committed result, one process per seed pair:
+
+    .venv/bin/python bench/zero_shot.py --seeds 0 1 2 --work .darl/bench/q_s{seed}
+    .venv/bin/python bench/zero_shot.py --merge /tmp/zs_a.json /tmp/zs_b.json   # runs of several processes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from quality import configs, examples, mean_sd, test_metrics  # noqa: E402
+
+from bench.common import load_window, save  # noqa: E402
+from darl_core import homedepot  # noqa: E402
+from darl_core.model import load_checkpoint  # noqa: E402
+from darl_core.stages import apply_offsets, apply_zero_shot_blend, calibrate_temperature  # noqa: E402
+from darl_core.training import holdout_split  # noqa: E402
+
+KEYS = ("id_macro_f1", "ood_macro_f1", "gap", "id_ece", "ood_ece", "irrelevant_f1", "ood_irrelevant_f1",
+        "id_predicted_irrelevant", "ood_predicted_irrelevant", "over_recall")
+STEPS = ("offsets", "zs", "zs+offsets")
+NAMES = tuple(f"{b}{s}" for b in ("ce", "dpo") for s in ("",) + tuple("+" + x for x in STEPS))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--work", default=".darl/bench/quality",
+                    help="bench/quality.py's --work directory ({seed} is filled in: one directory per seed)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default="bench/results/variants/zero_shot.json")
+    ap.add_argument("--merge", nargs="+", metavar="JSON", help="only summarise the runs of these earlier outputs")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    load_start, t0 = os.getloadavg(), time.perf_counter()
+    sp = homedepot.load_splits("small")
+    val, pool = examples(sp.val_id), examples(sp.pool)
+    tests = {"id": examples(sp.test_id), "ood": examples(sp.test_ood)}
+    runs = [r for f in args.merge or [] for r in json.loads(Path(f).read_text())["runs"]]
+    if args.merge:
+        args.seeds = sorted({r["seed"] for r in runs})
+    for seed in [] if args.merge else args.seeds:
+        root = Path(args.work.format(seed=seed))
+        d = root / "small_full" / f"seed{seed}"
+        if not all((d / name / "model.pt").is_file() for name in ("ce", "dpo")):
+            subprocess.run([sys.executable, str(Path(__file__).with_name("quality.py")), "--seeds", str(seed),
+                            "--threads", str(args.threads), "--rows", "ce", "dpo", "--work", str(root),
+                            "--out", str(root / "quality_ce_dpo.json")], check=True)
+        cfg = configs(seed, "full", args.threads, 2.0, None)["dpo"].replace(decision_offsets=True)
+        _, holdout = holdout_split(cfg, pool.subset(np.load(d / "picked_dasa_1000.npy")))
+        for name, sets in (("ce", [val]), ("dpo", [val, holdout])):
+            model = load_checkpoint(d / name)
+            runs.append({"name": name, "seed": seed, **test_metrics(model, tests, args.threads)})
+            base = runs[-1]
+            for steps in STEPS:
+                model = load_checkpoint(d / name)
+                fit = {}
+                if "zs" in steps:
+                    fit.update(apply_zero_shot_blend(model, sets, cfg))
+                if "offsets" in steps:
+                    fit.update(apply_offsets(model, sets, cfg))
+                fit.update(calibrate_temperature(model, val, cfg))
+                runs.append({"name": f"{name}+{steps}", "seed": seed, **test_metrics(model, tests, args.threads),
+                             **{k: v for k, v in fit.items() if k.startswith(("zero_shot", "offsets", "decision"))},
+                             "temperature": fit["temperature"]})
+                r = runs[-1]
+                print(f"seed {seed} {name}+{steps}: blend {'kept' if fit.get('zero_shot_kept') else '-'} "
+                      f"offsets {'kept' if fit.get('offsets_kept') else '-'}  ID {base['id_macro_f1']:.4f} -> "
+                      f"{r['id_macro_f1']:.4f}  OOD {base['ood_macro_f1']:.4f} -> {r['ood_macro_f1']:.4f}  "
+                      f"ECE {r['id_ece']:.3f}/{r['ood_ece']:.3f}", flush=True)
+    rows = []
+    for name in NAMES:
+        rs = [r for r in runs if r["name"] == name]
+        rows.append({"name": name, "seeds": len(rs), **{k: mean_sd([r[k] for r in rs]) for k in KEYS}})
+
+    def lift(a: str, b: str, key: str) -> dict:
+        by_seed = {r["seed"]: r[key] for r in runs if r["name"] == a}
+        return mean_sd([r[key] - by_seed[r["seed"]] for r in runs if r["name"] == b])
+    lifts = {f"{b} - {a}": {k: lift(a, b, k) for k in ("id_macro_f1", "ood_macro_f1")}
+             for a, b in [(n, f"{n}+{s}") for n in ("ce", "dpo") for s in STEPS] +
+             [("ce", "dpo"), ("ce", "dpo+zs+offsets"), ("ce+zs+offsets", "dpo+zs+offsets"),
+              ("ce+offsets", "dpo+offsets")]}
+    save(Path(args.out), {"seeds": args.seeds, "work": args.work, "rows": rows, "lifts": lifts,
+                          "runs": [{k: v for k, v in r.items() if not k.endswith("_predicted")} for r in runs],
+                          "wall_s": time.perf_counter() - t0, "load": load_window(load_start)})
+    for a, v in lifts.items():
+        print(f"{a}: ID {v['id_macro_f1']['mean']:+.4f}  OOD {v['ood_macro_f1']['mean']:+.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
