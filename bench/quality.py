@@ -55,7 +55,7 @@ def configs(seed: int, tuning: str, threads: int, epochs: float, train_layers: i
             dasa_epochs: float | None = None, replay_ratio: float = 1.0,
             dasa_lr_scale: float = 0.6, dasa_holdout: float = 0.0,
             ft_layer_lr_decay: float = 1.0, dasa_average_tail: float = 0.0,
-            ft_average_tail: float = 0.0) -> dict[str, StageConfig]:
+            ft_average_tail: float = 0.0, zero_shot: bool = True) -> dict[str, StageConfig]:
     # Every row tunes the same layers (--train-layers; top 2 halve a CPU step, backward stops at layer 4).
     common = dict(max_length=48, batch_size=32, warmup_ratio=0.1, tuning=tuning, seed=seed, threads=threads,
                   save_every=100, eval_batch_size=128, train_layers=train_layers)
@@ -77,11 +77,14 @@ def configs(seed: int, tuning: str, threads: int, epochs: float, train_layers: i
         # dpo_pairs="wrong" was chosen on val_id: with "over" every strength that lowered over-recall also
         # lowered val macro-F1 (0.408 -> 0.404 at alpha 0.25 ... 0.335 at 1), so the stage kept the reference;
         # with "wrong" alpha 0.5 gave val macro-F1 0.417 at over-recall 0.209 (reference 0.408 / 0.238).
+        # zero_shot (blend + decision offsets, the product's dpo default since bench/zero_shot.py measured them
+        # on the rerun's dpo checkpoints): the committed quality.json and quality_rerun.json predate it
+        # (--no-zero-shot reproduces them).
         # dpo_holdout: 20% of the DASA labels are kept out of dpo training and guard its strength pick. Without
         # it (all layers, 2 epochs, seed 0) the pick on val_id alone took alpha 1: ID +1.7 points but OOD -4.5.
         "dpo": StageConfig("dpo", epochs=epochs / 2, lr=lr * 0.4, head_lr=1e-4, loss=DARL_LOSS, dpo_beta=0.5,
                            dpo_sft_weight=1.0, dpo_pairs="wrong", dpo_holdout=0.2, calibrate=True,
-                           calibrate_by="ece", **common),
+                           calibrate_by="ece", zero_shot_blend=zero_shot, decision_offsets=zero_shot, **common),
     }
 
 
@@ -214,6 +217,8 @@ def main() -> int:
     ap.add_argument("--dasa-rounds", type=int, default=1, help="dasa_1000 (and dpo): pick the 1,000 labels in "
                     "this many sequential DASA rounds, each after a dasa stage on the labels so far (the final "
                     "dasa stage still trains from lp_ft_wi on all of them); use a --work of its own")
+    ap.add_argument("--no-zero-shot", dest="zero_shot", action="store_false", help="dpo without the zero-shot "
+                    "blend and decision offsets (the committed tables' dpo rows)")
     ap.add_argument("--ft-layer-lr-decay", type=float, default=1.0, help="ft stage: layer-wise lr decay "
                     "(StageConfig.layer_lr_decay; 1: one lr for every layer)")
     for stage in ("ft", "dasa"):
@@ -260,7 +265,7 @@ def run_seed(seed: int, args, d: Path, runs: list, runs_file: Path, sp, train: E
     cfg = configs(seed, args.tuning, args.threads, args.epochs, args.train_layers, dasa_epochs=args.dasa_epochs,
                   replay_ratio=args.replay_ratio, dasa_lr_scale=args.dasa_lr_scale, dasa_holdout=args.dasa_holdout,
                   ft_layer_lr_decay=args.ft_layer_lr_decay, ft_average_tail=args.ft_average_tail,
-                  dasa_average_tail=args.dasa_average_tail)
+                  dasa_average_tail=args.dasa_average_tail, zero_shot=args.zero_shot)
     walls: dict[str, float] = {}
 
     def stage(key: str, config: StageConfig, **kw):

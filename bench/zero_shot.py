@@ -61,7 +61,8 @@ def main() -> int:
     sp = homedepot.load_splits("small")
     val, pool = examples(sp.val_id), examples(sp.pool)
     tests = {"id": examples(sp.test_id), "ood": examples(sp.test_ood)}
-    runs = [r for f in args.merge or [] for r in json.loads(Path(f).read_text())["runs"]]
+    merged = [json.loads(Path(f).read_text()) for f in args.merge or []]
+    runs = [r for m in merged for r in m["runs"]]
     if args.merge:
         args.seeds = sorted({r["seed"] for r in runs})
     for seed in [] if args.merge else args.seeds:
@@ -107,7 +108,8 @@ def main() -> int:
               ("ce+offsets", "dpo+offsets")]}
     save(Path(args.out), {"seeds": args.seeds, "work": args.work, "rows": rows, "lifts": lifts,
                           "runs": [{k: v for k, v in r.items() if not k.endswith("_predicted")} for r in runs],
-                          "wall_s": time.perf_counter() - t0, "load": load_window(load_start)})
+                          "wall_s": sum(m["wall_s"] for m in merged) if merged else time.perf_counter() - t0,
+                          "load": [m["load"] for m in merged] if merged else load_window(load_start)})
     for a, v in lifts.items():
         print(f"{a}: ID {v['id_macro_f1']['mean']:+.4f}  OOD {v['ood_macro_f1']['mean']:+.4f}")
     return 0

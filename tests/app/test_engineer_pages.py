@@ -93,6 +93,8 @@ def test_dpo_form_starts_from_the_measured_recipe(people: dict[str, int], sqlite
     assert at.selectbox(key="train_dpo_dpo_pairs").value == "wrong"
     assert at.number_input(key="train_dpo_dpo_holdout").value == pytest.approx(0.2)
     assert at.checkbox(key="train_dpo_calibrate").value is True
+    assert at.checkbox(key="train_dpo_zero_shot_blend").value is True
+    assert at.checkbox(key="train_dpo_decision_offsets").value is True
     assert at.selectbox(key="train_dpo_calibrate_by").value == "ece"
     at.button[0].click().run()  # untouched defaults: no overrides, train_stage applies the same recipe
     assert not at.exception and "queued: dpo" in at.success[0].value

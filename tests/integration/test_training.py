@@ -327,17 +327,20 @@ def test_service_dpo_holds_out_part_of_the_labels_that_came_with_dasa(sqlite_dat
             session.add(LabelEvent(pair_id=pair.id, kind=LabelKind.imported, grade=int(g)))
         session.flush()
         dasa = train_stage(session, "tiny", "dasa", from_version=ft.name, overrides={**fast, "tuning": "lora"})
-        # No dpo settings given: the stage defaults apply (STAGE_DEFAULTS: 20% held out, ECE temperature).
+        # No dpo settings given: the stage defaults apply (STAGE_DEFAULTS: 20% held out, zero-shot blend,
+        # decision offsets, ECE temperature).
         dpo = train_stage(session, "tiny", "dpo", from_version=dasa.name, overrides={**fast, "tuning": "lora"})
         assert dasa.label_snapshot["new"] == dpo.label_snapshot["new"] > 0  # dpo sees DASA's labels as new
         n_new = dpo.label_snapshot["new"]
         assert dpo.metrics["train_pairs"] == dpo.label_snapshot["train"] + n_new - round(0.2 * n_new)
         assert set(dpo.metrics["dpo_alphas_holdout"]) == set(dpo.metrics["dpo_alphas"])
         assert dpo.metrics["calibrate_by"] == "ece" and dpo.metrics["temperature"] > 0
+        assert isinstance(dpo.metrics["zero_shot_kept"], bool) and isinstance(dpo.metrics["offsets_kept"], bool)
+        assert dpo.metrics["zero_shot_pairs"] == dpo.metrics["offsets_pairs"] > 0
         # An explicit setting still wins over the stage default.
         plain = train_stage(session, "tiny", "dpo", from_version=dasa.name,
                             overrides={**fast, "tuning": "lora", "dpo_holdout": 0.25, "calibrate": False})
-        assert plain.id != dpo.id and "temperature" not in plain.metrics
+        assert plain.id != dpo.id and "temperature" not in plain.metrics and "zero_shot_kept" in plain.metrics
         assert plain.metrics["train_pairs"] == dpo.label_snapshot["train"] + n_new - round(0.25 * n_new)
 
 
