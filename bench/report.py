@@ -183,11 +183,6 @@ def post_steps(name: str, script: str, title: str, what: str) -> list[str]:
     return out
 
 
-def offsets() -> list[str]:
-    return post_steps("decision_offsets", "decision_offsets.py", "Decision offsets",
-                      "with and without the macro-F1 decision rule")
-
-
 def zero_shot() -> list[str]:
     return post_steps("zero_shot", "zero_shot.py", "Zero-shot blend",
                       "with the pretrained similarity blended in (`+zs`), the decision offsets (`+offsets`), both, "
@@ -199,7 +194,6 @@ def render() -> str:
     lines += quality() + [""]
     lines += quality("quality_rerun", "Quality, the baseline and pipeline rows rerun on a fresh machine") + [""]
     lines += quality("quality_top2_1epoch", "Quality, cheaper training") + [""]
-    lines += offsets() + [""]
     lines += zero_shot() + [""]
     lines += significance() + [""]
     lines += significance("significance_rerun", "Beyond test noise, on the rerun?") + [""]

@@ -1,6 +1,6 @@
 """Zero-shot blend: what the pretrained backbone's query-item similarity (``StageConfig.zero_shot_blend``)
 adds to finished ``ce`` and ``dpo`` checkpoints, alone and with decision offsets, paired per seed on the
-Home Depot tests.
+Home Depot tests. (The ``+offsets`` rows replace bench/decision_offsets.py, which measured the offsets alone.)
 
 The stage steps run after training in this order: zero-shot blend (``stages.apply_zero_shot_blend``:
 scale, per-grade weight on the cosine and bias by NLL, kept when its 5-fold cross-fitted NLL is lower),
