@@ -104,6 +104,20 @@ def test_metrics(ckpt: Path | RelevanceModel, tests: dict[str, Examples], thread
     return out
 
 
+def bank_sample(train: Examples, seed: int) -> Examples:
+    """The labelled bank a selection compares the pool with: 3,000 training pairs, seeded."""
+    return train.subset(np.random.default_rng(seed).choice(len(train), size=min(3000, len(train)), replace=False))
+
+
+def score_for_selection(model_dir: Path, pool: Examples, bank: Examples, cache: Path, **extra) -> None:
+    """Embed and score the pool and the bank with one checkpoint, saved to ``cache`` (npz) for ``select_batch``."""
+    model = load_checkpoint(model_dir)
+    p = score_pairs(model, pool.queries, pool.items, batch_size=128, max_length=48)
+    b = score_pairs(model, bank.queries, bank.items, batch_size=128, max_length=48)
+    np.savez(cache, pool_emb=p.embeddings, pool_probs=p.probs, pool_logits=p.logits,
+             bank_emb=b.embeddings, bank_logits=b.logits, bank_grades=bank.grades, **extra)
+
+
 def pick_in_rounds(wi_dir: Path, train: Examples, pool: Examples, seed: int, work: Path, rounds: int,
                    train_interim, candidate_factor: float = 3.0, budget: int = BUDGET) -> np.ndarray:
     """DASA picks in ``rounds`` sequential rounds, as the product runs them: round 1 picks budget/rounds
@@ -115,17 +129,12 @@ def pick_in_rounds(wi_dir: Path, train: Examples, pool: Examples, seed: int, wor
         raise SystemExit(f"--dasa-rounds must be between 1 and the budget ({budget}), got {rounds}")
     sizes = [budget // rounds + (1 if r < budget % rounds else 0) for r in range(rounds)]
     picked = pick(f"dasa_{sizes[0]}", wi_dir, train, pool, seed, work, candidate_factor, budget=sizes[0])
-    bank_rows = np.random.default_rng(seed).choice(len(train), size=min(3000, len(train)), replace=False)
     for r in range(1, rounds):
         model_dir = train_interim(r, picked)
         cache = work / f"pool_scores_round{r + 1}.npz"
         if not cache.is_file():
-            model = load_checkpoint(model_dir)
-            p = score_pairs(model, pool.queries, pool.items, batch_size=128, max_length=48)
-            bank = train.subset(bank_rows).concat(pool.subset(picked))
-            b = score_pairs(model, bank.queries, bank.items, batch_size=128, max_length=48)
-            np.savez(cache, pool_emb=p.embeddings, pool_logits=p.logits, bank_emb=b.embeddings,
-                     bank_logits=b.logits, bank_grades=bank.grades, picked_before=picked)
+            score_for_selection(model_dir, pool, bank_sample(train, seed).concat(pool.subset(picked)), cache,
+                                picked_before=picked)
         z = np.load(cache)
         if not np.array_equal(z["picked_before"], picked):
             raise SystemExit(f"{cache} was scored after other picks: delete it (and later rounds) to rerun")
@@ -147,12 +156,7 @@ def pick(name: str, wi_dir: Path, train: Examples, pool: Examples, seed: int, wo
         return rng.choice(len(pool), size=budget, replace=False)
     cache = work / "pool_scores.npz"
     if not cache.is_file():
-        model = load_checkpoint(wi_dir)
-        p = score_pairs(model, pool.queries, pool.items, batch_size=128, max_length=48)
-        bank = train.subset(np.random.default_rng(seed).choice(len(train), size=min(3000, len(train)), replace=False))
-        b = score_pairs(model, bank.queries, bank.items, batch_size=128, max_length=48)
-        np.savez(cache, pool_emb=p.embeddings, pool_probs=p.probs, pool_logits=p.logits,
-                 bank_emb=b.embeddings, bank_logits=b.logits, bank_grades=bank.grades)
+        score_for_selection(wi_dir, pool, bank_sample(train, seed), cache)
     z = np.load(cache)
     if method == "entropy":
         return np.argsort(-probs_entropy(z["pool_probs"]), kind="stable")[:budget]

@@ -9,7 +9,7 @@ for a LoRA fine-tune θ_lp's adapter delta is zero and θ(α) is exactly the ft 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -173,6 +173,13 @@ def fit_temperature(logits: np.ndarray, grades: np.ndarray, by: str = "nll") -> 
             "val_ece_before": float(eces[at_one]), "val_ece_after": float(eces[pick])}
 
 
+def fold_splits(n: int, parts: int, seed) -> Iterator[tuple[np.ndarray, np.ndarray]]:  # noqa: ANN001
+    """(held-out rows, the other rows) for each of ``parts`` folds of a seeded permutation of ``n`` rows:
+    the cross-fitting guards of the blend and the decision offsets."""
+    for part in np.array_split(np.random.default_rng(seed).permutation(n), parts):
+        yield part, np.setdiff1d(np.arange(n), part)
+
+
 def fit_blend(logits: np.ndarray, cos: np.ndarray, grades: np.ndarray, l2: float = 1e-3) -> dict:
     """``scale, weight[K], bias[K]`` minimising the NLL of ``softmax(scale * logits + weight * cos + bias)``
     (float64 L-BFGS from the identity; a small L2 pull on weight and bias towards 0 fixes the bias's
@@ -210,10 +217,8 @@ def cross_fit_blend(logits: np.ndarray, cos: np.ndarray, grades: np.ndarray, fol
     k = np.asarray(logits).shape[1]
     identity = {"scale": 1.0, "weight": [0.0] * k, "bias": [0.0] * k}
     before = blend_nll(logits, cos, y, identity)
-    parts = np.array_split(np.random.default_rng(seed).permutation(len(y)), min(folds, len(y)))
     total = 0.0
-    for part in parts:
-        rest = np.setdiff1d(np.arange(len(y)), part)
+    for part, rest in fold_splits(len(y), min(folds, len(y)), seed):
         total += blend_nll(logits[part], cos[part], y[part], fit_blend(logits[rest], cos[rest], y[rest])) * len(part)
     cv = total / len(y)
     full = fit_blend(logits, cos, y)
@@ -313,9 +318,7 @@ def cross_fit_offsets(logits: np.ndarray, grades: np.ndarray, folds: int = 5, se
     k = z.shape[1]
     full = fit_offsets(z, y)
     pred = z.argmax(axis=1)
-    parts = np.array_split(np.random.default_rng([seed, 17]).permutation(len(y)), max(2, folds))
-    for part in parts:
-        rest = np.setdiff1d(np.arange(len(y)), part)
+    for part, rest in fold_splits(len(y), max(2, folds), [seed, 17]):
         pred[part] = (z[part] + np.asarray(fit_offsets(z[rest], y[rest])["offsets"])).argmax(axis=1)
     cv = macro_f1(y, pred, k)
     keep = cv > full["macro_f1_before"]
@@ -326,8 +329,8 @@ def cross_fit_offsets(logits: np.ndarray, grades: np.ndarray, folds: int = 5, se
 
 def apply_offsets(model: RelevanceModel, sets: list, config: StageConfig) -> dict:
     """``cross_fit_offsets`` on the labelled ``sets`` together (val, and the held-out new labels when there
-    are any), folded into the output bias (the head's, or the zero-shot blend's): argmax of the stored model is then the macro-F1 rule, or stays
-    argmax when the rule did not win out of fold (``offsets_kept`` False)."""
+    are any), folded into the output bias (the head's, or the zero-shot blend's): argmax of the stored model
+    is then the macro-F1 rule, or stays argmax when the rule did not win out of fold (``offsets_kept`` False)."""
     logits, grades = [], []
     for data in sets:
         if data is None or not len(data):
@@ -344,7 +347,8 @@ def apply_offsets(model: RelevanceModel, sets: list, config: StageConfig) -> dic
 
 def calibrate_temperature(model: RelevanceModel, val, config: StageConfig) -> dict[str, float]:
     """Temperature scaling on ``val`` (``fit_temperature`` by ``config.calibrate_by``), folded into the
-    output layer (W/T, b/T; the blend's scale, weight and bias when there is one): predictions (argmax) stay the same and only the confidence changes."""
+    output layer (W/T, b/T; the blend's scale, weight and bias when there is one): predictions (argmax)
+    stay the same and only the confidence changes."""
     logits = score_pairs(model, val.queries, val.items, batch_size=config.eval_batch_size,
                          max_length=config.max_length).logits
     fit = fit_temperature(logits, val.grades, config.calibrate_by)

@@ -139,7 +139,7 @@ def run_stage(config: StageConfig, train: Examples, val: Examples, out_dir: Path
             extra.update(picked)
     if config.zero_shot_blend:  # the pretrained similarity as a feature; offsets and temperature fold into it
         extra.update(stages.apply_zero_shot_blend(model, [val, holdout], config))
-    if config.decision_offsets:  # the macro-F1 decision rule, folded into the head; the temperature follows
+    if config.decision_offsets:  # the macro-F1 decision rule, folded into the output layer; the temperature follows
         extra.update(stages.apply_offsets(model, [val, holdout], config))
     if config.calibrate:
         extra.update(stages.calibrate_temperature(model, val, config))
