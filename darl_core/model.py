@@ -98,6 +98,9 @@ class RelevanceModel(nn.Module):
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
         self.blend: ZeroShotBlend | None = None
+        # True once any stage in this model's lineage changed the backbone's own weights (full or partial
+        # fine-tuning): its checkpoints must then carry the whole backbone, whatever a later stage tunes.
+        self.base_tuned = False
 
     # -- the output layer: folded decision offsets and temperatures -------------------------------
     @torch.no_grad()
@@ -305,9 +308,10 @@ def score_pairs(model: RelevanceModel, queries: Sequence[str], items: Sequence[s
 
 @contextmanager
 def pretrained_backbone(model: RelevanceModel) -> Iterator[nn.Module]:
-    """The backbone as pretrained: LoRA adapters switched off, or (full or partial fine-tuning) a frozen
-    copy loaded from ``model.model_dir`` once per model object."""
-    if model.lora is not None:
+    """The backbone as pretrained: LoRA adapters switched off (when nothing else in the backbone was
+    tuned), or (full or partial fine-tuning) a frozen copy loaded from ``model.model_dir`` once per
+    model object."""
+    if model.lora is not None and not model.base_tuned:
         with model.backbone.disable_adapter():
             yield model.backbone
         return
@@ -365,7 +369,19 @@ def trainable_state(model: RelevanceModel, tuning: str) -> dict[str, torch.Tenso
     return {k: v.detach().cpu().clone() for k, v in model.backbone.state_dict().items()}
 
 
+def saved_tuning(model: RelevanceModel, tuning: str) -> str:
+    """What a checkpoint of ``model`` must carry so that ``model_from_weights`` rebuilds it exactly: the
+    whole backbone (``full``) once any stage of its lineage tuned the backbone's own weights, else its
+    LoRA tensors when it has adapters, else nothing (``head``). The stage's own ``tuning`` is not
+    enough: a LoRA or head-only stage on a fully tuned parent, or a head-only stage on a LoRA parent,
+    must keep what the parent changed."""
+    if tuning == "full" or model.base_tuned:
+        return "full"
+    return "lora" if model.lora is not None else "head"
+
+
 def save_weights(model: RelevanceModel, tuning: str, path: Path) -> None:
+    tuning = saved_tuning(model, tuning)
     torch.save({"backbone": trainable_state(model, tuning),
                 "head": {k: v.detach().cpu() for k, v in model.head.state_dict().items()},
                 "blend": None if model.blend is None else {k: v.detach().cpu() for k, v in model.blend.state_dict().items()},
@@ -383,6 +399,7 @@ def load_weights(model: RelevanceModel, path: Path) -> RelevanceModel:
         if missing:
             raise ModelError(f"checkpoint {path} has weights this backbone lacks, e.g. {sorted(missing)[:3]}")
         model.backbone.load_state_dict(state["backbone"], strict=False)
+    model.base_tuned = state.get("tuning") == "full"
     return model
 
 

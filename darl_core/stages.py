@@ -23,6 +23,7 @@ from darl_core.model import (
     RelevanceModel,
     ZeroShotBlend,
     model_from_spec,
+    saved_tuning,
     score_pairs,
     trainable_state,
     zero_shot_similarity,
@@ -61,6 +62,7 @@ def interpolate(config: StageConfig, val, ft_dir: Path, emit: Callable) -> tuple
     model = model_from_spec(spec)
     if ft["tuning"] == "lora" and any("lora_" in k for k in lp["backbone"]):
         raise ModelError(f"the lp checkpoint {lp_dir} has adapter weights; wi expects a frozen-backbone probe")
+    model.base_tuned = ft["tuning"] == "full"
     weights_at = blender(model, lp, ft)
     table = {}
     for i, alpha in enumerate(config.wi_alphas):
@@ -121,7 +123,7 @@ def dpo_strength(config: StageConfig, val, ref_dir: Path, model: RelevanceModel,
     A single value in ``dpo_alphas`` is used as it is.
     """
     ref = torch.load(Path(ref_dir) / "model.pt", map_location="cpu", weights_only=True)
-    weights_at = blender(model, ref, trainable_tensors(model, ref["tuning"]))
+    weights_at = blender(model, ref, trainable_tensors(model, saved_tuning(model, ref["tuning"])))
     if len(config.dpo_alphas) == 1:  # an explicit strength: no search
         weights_at(config.dpo_alphas[0])
         model.eval()

@@ -207,6 +207,7 @@ def build_model(config: StageConfig, parent: Path | None) -> RelevanceModel:
         model = load_model(config.model_dir, config.num_grades, pooling=config.pooling)
     if config.tuning == "lora" and model.lora is None:
         add_lora(model, config.lora)
+    model.base_tuned = model.base_tuned or config.tuning == "full"
     lowest = _lowest_trained_layer(model, config.train_layers)
     for name, p in model.backbone.named_parameters():
         in_scope = lowest is None or _layer_index(name) >= lowest  # embeddings (-1) fall below any cut

@@ -268,6 +268,32 @@ def test_other_grade_scales_train(tmp_path, kind, k):
     assert f"val_f1_g{k - 1}" in ft.metrics
 
 
+
+@pytest.mark.parametrize(("parent_tuning", "tuning"), [("full", "lora"), ("full", "head"), ("lora", "head")])
+def test_a_stage_keeps_what_its_parent_tuned(chain, bert, data, tmp_path, parent_tuning, tuning):
+    """A LoRA or head-only stage on a fully tuned parent, or a head-only stage on a LoRA parent, saves a
+    checkpoint that still holds the parent's backbone: reloaded, it is the model the stage scored."""
+    from darl_core.model import zero_shot_similarity
+
+    train, val = data
+    parent = chain["ft"].checkpoint if parent_tuning == "lora" else run_stage(
+        cfg("ft", tuning="full"), train, val, tmp_path / "ft_full", parent=chain["lp"].checkpoint).checkpoint
+    res = run_stage(cfg("dasa", tuning=tuning), train, val, tmp_path / "dasa", parent=parent, new_labels=val)
+    child, ref = load_checkpoint(res.checkpoint), load_checkpoint(parent)
+
+    def body(model, adapters: bool) -> list[torch.Tensor]:
+        return [p for n, p in model.backbone.named_parameters() if ("lora_" in n) == adapters]
+    assert all(torch.equal(a, b) for a, b in zip(body(child, False), body(ref, False), strict=True))
+    if tuning == "head" and parent_tuning == "lora":
+        assert all(torch.equal(a, b) for a, b in zip(body(child, True), body(ref, True), strict=True))
+        assert any(p.abs().max() > 0 for n, p in child.backbone.named_parameters() if "lora_B" in n)
+    probs = score_pairs(child, val.queries, val.items, max_length=24).probs
+    assert evaluate(val.grades, probs)["macro_f1"] == pytest.approx(res.metrics["val_macro_f1"], abs=1e-9)
+    # The zero-shot similarity still reads the pretrained backbone, not the parent's tuned one.
+    expected = zero_shot_similarity(load_model(bert), val.queries[:6], val.items[:6])
+    np.testing.assert_allclose(zero_shot_similarity(child, val.queries[:6], val.items[:6]), expected,
+                               rtol=1e-4, atol=1e-5)
+
 def test_inputs_are_checked_up_front(bert, data, chain, tmp_path):
     train, val = data
     with pytest.raises(ConfigError, match="needs a parent"):
