@@ -14,6 +14,7 @@ carries to departments the labels never covered (see stages.apply_zero_shot_blen
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from torch import nn
 from darl_core.config import LoraSpec
 from darl_core.errors import ModelError
 from darl_core.metrics import softmax
-from darl_core.settings import torch_device
+from darl_core.settings import torch_device, zero_shot_cache_bytes
 
 DECODER_TYPES = {"gpt2", "qwen2", "qwen3", "llama", "mistral", "gemma", "gemma2", "phi", "phi3", "gpt_neox", "opt"}
 LORA_TARGETS = {
@@ -331,29 +332,81 @@ def pretrained_backbone(model: RelevanceModel) -> Iterator[nn.Module]:
     yield ref
 
 
+class TextVectorCache:
+    """Unit vectors of texts under the pretrained backbone, least recently used first out, bounded in
+    bytes. The pretrained backbone never changes for a model object, so the vectors stay valid for its
+    whole life; a stage scores its validation pairs several times (blend fit, offsets, temperature,
+    metrics) and pays for their texts once."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._vecs: OrderedDict[tuple[int, str], np.ndarray] = OrderedDict()
+        self.bytes = 0
+
+    def get(self, key: tuple[int, str]) -> np.ndarray | None:
+        vec = self._vecs.get(key)
+        if vec is not None:
+            self._vecs.move_to_end(key)
+        return vec
+
+    def put(self, key: tuple[int, str], vec: np.ndarray) -> None:
+        if vec.nbytes > self.max_bytes or key in self._vecs:
+            return
+        self._vecs[key] = vec
+        self.bytes += vec.nbytes
+        while self.bytes > self.max_bytes:
+            self.bytes -= self._vecs.popitem(last=False)[1].nbytes
+
+    def __len__(self) -> int:
+        return len(self._vecs)
+
+
+def text_vector_cache(model: RelevanceModel) -> TextVectorCache:
+    """The model's cache (a plain attribute: never saved, never a submodule), sized by DARL_ZS_CACHE_MB."""
+    cache = model.__dict__.get("_text_vectors")
+    if cache is None:
+        cache = model.__dict__["_text_vectors"] = TextVectorCache(zero_shot_cache_bytes())
+    return cache
+
+
 @torch.inference_mode()
 def zero_shot_similarity(model: RelevanceModel, queries: Sequence[str], items: Sequence[str], *,
                          batch_size: int = 64, max_length: int = 128) -> np.ndarray:
     """Cosine of each query and item under the pretrained backbone, each text encoded on its own (pooled
-    as the model pools; repeated texts once). [N] float32."""
+    as the model pools; repeated texts once, and texts this model encoded before at this ``max_length``
+    not again while they fit in its ``TextVectorCache``). [N] float32."""
     if len(queries) != len(items):
         raise ModelError(f"queries and items must have the same length, got {len(queries)} and {len(items)}")
     if not len(queries):
         return np.zeros(0, dtype=np.float32)
     texts = sorted(set(map(str, queries)) | set(map(str, items)))
     where = {t: i for i, t in enumerate(texts)}
-    enc = {k: v for k, v in model.tokenizer(texts, truncation=True, max_length=max_length).items()
-           if k in ("input_ids", "attention_mask", "token_type_ids")}
     vecs = np.zeros((len(texts), model.hidden_size), dtype=np.float32)
-    with pretrained_backbone(model) as backbone:
-        was_training = backbone.training
-        backbone.eval()
-        for rows in length_buckets([len(x) for x in enc["input_ids"]], batch_size):
-            batch = {k: v.to(model.device) for k, v in model.collate(enc, rows).items()}
-            hidden = backbone(**batch).last_hidden_state
-            vecs[rows] = pool(hidden, batch["attention_mask"], model.pooling).float().cpu().numpy()
-        backbone.train(was_training)
-    vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+    cache = text_vector_cache(model)
+    todo = []
+    for row, text in enumerate(texts):
+        vec = cache.get((max_length, text))
+        if vec is None:
+            todo.append(row)
+        else:
+            vecs[row] = vec
+    if todo:
+        enc = {k: v for k, v in model.tokenizer([texts[r] for r in todo], truncation=True,
+                                                max_length=max_length).items()
+               if k in ("input_ids", "attention_mask", "token_type_ids")}
+        fresh = np.zeros((len(todo), model.hidden_size), dtype=np.float32)
+        with pretrained_backbone(model) as backbone:
+            was_training = backbone.training
+            backbone.eval()
+            for rows in length_buckets([len(x) for x in enc["input_ids"]], batch_size):
+                batch = {k: v.to(model.device) for k, v in model.collate(enc, rows).items()}
+                hidden = backbone(**batch).last_hidden_state
+                fresh[rows] = pool(hidden, batch["attention_mask"], model.pooling).float().cpu().numpy()
+            backbone.train(was_training)
+        fresh /= np.maximum(np.linalg.norm(fresh, axis=1, keepdims=True), 1e-12)
+        vecs[todo] = fresh
+        for row, vec in zip(todo, fresh, strict=True):
+            cache.put((max_length, texts[row]), vec.copy())
     q = vecs[[where[str(t)] for t in queries]]
     i = vecs[[where[str(t)] for t in items]]
     return (q * i).sum(axis=1).astype(np.float32)

@@ -7,6 +7,8 @@
   ``cpu``, ``cuda`` or ``cuda:N``.
 - ``DARL_QUEUE_URL``: task-queue storage; default Huey's SQLite file under ``DARL_HOME``,
   ``redis://...`` for workers on several machines.
+- ``DARL_ZS_CACHE_MB``: memory a model may keep for the zero-shot blend's pretrained text vectors
+  (default 256; 0 turns the cache off).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from darl_core.errors import ModelError
+from darl_core.errors import ConfigError, ModelError
 
 
 def darl_home() -> Path:
@@ -75,6 +77,18 @@ def torch_device() -> str:
     if want != "cpu" and not want.startswith("cuda"):
         raise ModelError(f"DARL_DEVICE={want!r} is not one of auto, cpu, cuda, cuda:N")
     return want
+
+
+def zero_shot_cache_bytes() -> int:
+    """``DARL_ZS_CACHE_MB`` in bytes: the bound on a model's cache of pretrained text vectors."""
+    raw = os.environ.get("DARL_ZS_CACHE_MB", "256").strip()
+    try:
+        mb = float(raw)
+    except ValueError:
+        mb = -1.0
+    if not mb >= 0:  # also rejects nan
+        raise ConfigError(f"DARL_ZS_CACHE_MB must be a number of megabytes >= 0, got {raw!r}")
+    return int(mb * 2 ** 20)
 
 
 @dataclass(frozen=True)

@@ -122,3 +122,53 @@ def test_save_load_gives_identical_logits(tiny, tmp_path, tuning):
 def test_load_errors_say_what_to_do(tmp_path):
     with pytest.raises(ModelError, match="no config.json"):
         load_model(tmp_path)
+
+
+def test_text_vector_cache_is_bounded_and_least_recently_used_goes_first():
+    from darl_core.model import TextVectorCache
+
+    cache = TextVectorCache(max_bytes=3 * 16)  # three float32 vectors of 4
+    for i in range(3):
+        cache.put((64, f"t{i}"), np.full(4, i, dtype=np.float32))
+    assert cache.get((64, "t0"))[0] == 0  # t0 is now the most recent
+    cache.put((64, "t3"), np.full(4, 3, dtype=np.float32))
+    assert cache.get((64, "t1")) is None and len(cache) == 3 and cache.bytes == 48
+    assert cache.get((32, "t0")) is None  # another max_length is another text
+    cache.put((64, "huge"), np.zeros(100, dtype=np.float32))  # larger than the bound: not kept
+    assert cache.get((64, "huge")) is None and len(cache) == 3
+
+
+def test_zero_shot_similarity_encodes_each_text_once_per_model(tiny, monkeypatch):
+    from darl_core import model as model_mod
+
+    model = load_model(tiny, 3)
+    encoded: list[int] = []
+    real = model_mod.pretrained_backbone
+
+    def counting(m):
+        ctx = real(m)
+        backbone = ctx.__enter__()
+        hook = backbone.register_forward_hook(lambda mod, args, kwargs, out: encoded.append(
+            int(kwargs["input_ids"].shape[0])), with_kwargs=True)
+
+        class Ctx:
+            def __enter__(self):
+                return backbone
+
+            def __exit__(self, *exc):
+                hook.remove()
+                return ctx.__exit__(*exc)
+        return Ctx()
+    monkeypatch.setattr(model_mod, "pretrained_backbone", counting)
+    first = model_mod.zero_shot_similarity(model, QUERIES, ITEMS)
+    assert sum(encoded) == len(set(QUERIES) | set(ITEMS))
+    encoded.clear()
+    again = model_mod.zero_shot_similarity(model, QUERIES[::-1] + ["new query"], ITEMS[::-1] + [ITEMS[0]])
+    assert sum(encoded) == 1  # only the new text
+    np.testing.assert_allclose(again[:4][::-1], first, rtol=1e-5, atol=1e-6)
+    monkeypatch.setenv("DARL_ZS_CACHE_MB", "0")
+    cold = load_model(tiny, 3)
+    encoded.clear()
+    np.testing.assert_allclose(model_mod.zero_shot_similarity(cold, QUERIES, ITEMS), first, rtol=1e-5, atol=1e-6)
+    model_mod.zero_shot_similarity(cold, QUERIES, ITEMS)
+    assert sum(encoded) == 2 * len(set(QUERIES) | set(ITEMS))  # cache off: encoded every time

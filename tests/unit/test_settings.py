@@ -27,3 +27,17 @@ def test_cuda_without_a_gpu_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DARL_DEVICE", "cuda:0")
     with pytest.raises(ModelError, match="no CUDA device"):
         torch_device()
+
+
+def test_zero_shot_cache_size_is_read_and_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    from darl_core.errors import ConfigError
+    from darl_core.settings import zero_shot_cache_bytes
+
+    monkeypatch.delenv("DARL_ZS_CACHE_MB", raising=False)
+    assert zero_shot_cache_bytes() == 256 * 2 ** 20
+    monkeypatch.setenv("DARL_ZS_CACHE_MB", "0.5")
+    assert zero_shot_cache_bytes() == 2 ** 19
+    for bad in ("-1", "lots", "nan"):
+        monkeypatch.setenv("DARL_ZS_CACHE_MB", bad)
+        with pytest.raises(ConfigError, match="DARL_ZS_CACHE_MB must be"):
+            zero_shot_cache_bytes()
