@@ -43,6 +43,7 @@ LORA_TARGETS = {
 DECODER_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 ITEM_SEPARATOR = " — "
 DECODER_TEMPLATE = "Query: {query}\nItem: {item}\nRelevance:"
+DEFAULT_MAX_LENGTH = 128  # tokens per pair when neither the caller nor the checkpoint says otherwise
 
 
 def item_text(title: str, text: str | None = None) -> str:
@@ -80,9 +81,24 @@ class ZeroShotBlend(nn.Module):
         return (scale * logits + cos[:, None] * weight + bias).astype(np.float32)
 
 
+class OutputLayer(nn.Module):
+    """``z = scale * head_logits + bias``: where decision offsets and a temperature go when a stage keeps
+    no ``ZeroShotBlend`` (otherwise they fold into the blend). Kept apart from the head so that a stage
+    trained from this checkpoint starts from the head alone, as it does from a blended one."""
+
+    def __init__(self, num_grades: int) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(()), requires_grad=False)
+        self.bias = nn.Parameter(torch.zeros(num_grades), requires_grad=False)
+
+    def apply_to(self, logits: np.ndarray) -> np.ndarray:
+        scale, bias = (t.detach().float().cpu().numpy() for t in (self.scale, self.bias))
+        return (scale * logits + bias).astype(np.float32)
+
+
 class RelevanceModel(nn.Module):
     """Backbone (optionally LoRA-wrapped) + pooling + a linear head over K ordered grades (+ an optional
-    ``ZeroShotBlend`` that score_pairs applies after the head)."""
+    ``OutputLayer`` and ``ZeroShotBlend`` that score_pairs applies after the head, in that order)."""
 
     def __init__(self, backbone: nn.Module, tokenizer, num_grades: int, *, model_dir: str,
                  pooling: str, is_decoder: bool) -> None:
@@ -99,22 +115,35 @@ class RelevanceModel(nn.Module):
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
         self.blend: ZeroShotBlend | None = None
+        self.output: OutputLayer | None = None
         # True once any stage in this model's lineage changed the backbone's own weights (full or partial
         # fine-tuning): its checkpoints must then carry the whole backbone, whatever a later stage tunes.
         self.base_tuned = False
+        # The token budget the model was trained and scored with (StageConfig.max_length); score_pairs and
+        # zero_shot_similarity use it unless told otherwise, so a checkpoint scores the same everywhere.
+        self.max_length: int = DEFAULT_MAX_LENGTH
 
     # -- the output layer: folded decision offsets and temperatures -------------------------------
+    def _output_layer(self) -> OutputLayer:
+        if self.output is None:
+            self.output = OutputLayer(self.num_grades).to(self.device)
+        return self.output
+
     @torch.no_grad()
     def shift_logits(self, offsets: Sequence[float]) -> None:
-        """Add per-grade ``offsets`` to every logit score_pairs returns (into the blend's bias, or the head's)."""
-        bias = self.blend.bias if self.blend is not None else self.head.bias
+        """Add per-grade ``offsets`` to every logit score_pairs returns (into the blend's bias, or the
+        output layer's; never the head's, which later stages train from)."""
+        bias = self.blend.bias if self.blend is not None else self._output_layer().bias
         bias.add_(torch.as_tensor(list(offsets), dtype=bias.dtype, device=bias.device))
 
     @torch.no_grad()
     def divide_logits(self, temperature: float) -> None:
         """Divide every logit score_pairs returns by ``temperature`` (argmax unchanged)."""
-        tensors = (self.blend.scale, self.blend.weight, self.blend.bias) if self.blend is not None else \
-            (self.head.weight, self.head.bias)
+        if self.blend is not None:
+            tensors = (self.blend.scale, self.blend.weight, self.blend.bias)
+        else:
+            out = self._output_layer()
+            tensors = (out.scale, out.bias)
         for t in tensors:
             t.div_(temperature)
 
@@ -125,6 +154,7 @@ class RelevanceModel(nn.Module):
     def spec(self) -> dict:
         """What ``load_checkpoint`` needs to rebuild this model before loading weights."""
         return {"model_dir": self.model_dir, "num_grades": self.num_grades, "pooling": self.pooling,
+                "max_length": self.max_length,
                 "lora": None if self.lora is None else {**self.lora.__dict__,
                                                          "target_modules": list(self.lora.target_modules or ())}}
 
@@ -277,8 +307,10 @@ def length_buckets(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
 
 @torch.inference_mode()
 def score_pairs(model: RelevanceModel, queries: Sequence[str], items: Sequence[str], *, batch_size: int = 64,
-                max_length: int = 128, progress: Callable[[int, int], None] | None = None) -> ScoreOutput:
-    """Score query-item pairs: grade probabilities, logits, expected grade and pooled embeddings."""
+                max_length: int | None = None, progress: Callable[[int, int], None] | None = None) -> ScoreOutput:
+    """Score query-item pairs: grade probabilities, logits, expected grade and pooled embeddings.
+    ``max_length`` defaults to the model's own (the one its stage trained and validated with)."""
+    max_length = model.max_length if max_length is None else max_length
     if batch_size <= 0:
         raise ModelError(f"batch_size must be positive, got {batch_size!r}")
     n = len(queries)
@@ -299,6 +331,8 @@ def score_pairs(model: RelevanceModel, queries: Sequence[str], items: Sequence[s
             if progress is not None:
                 progress(done, n)
         model.train(was_training)
+        if model.output is not None:
+            logits = model.output.apply_to(logits)
         if model.blend is not None:
             logits = model.blend.combine(logits, zero_shot_similarity(model, queries, items, batch_size=batch_size,
                                                                     max_length=max_length))
@@ -371,10 +405,11 @@ def text_vector_cache(model: RelevanceModel) -> TextVectorCache:
 
 @torch.inference_mode()
 def zero_shot_similarity(model: RelevanceModel, queries: Sequence[str], items: Sequence[str], *,
-                         batch_size: int = 64, max_length: int = 128) -> np.ndarray:
+                         batch_size: int = 64, max_length: int | None = None) -> np.ndarray:
     """Cosine of each query and item under the pretrained backbone, each text encoded on its own (pooled
     as the model pools; repeated texts once, and texts this model encoded before at this ``max_length``
     not again while they fit in its ``TextVectorCache``). [N] float32."""
+    max_length = model.max_length if max_length is None else max_length
     if len(queries) != len(items):
         raise ModelError(f"queries and items must have the same length, got {len(queries)} and {len(items)}")
     if not len(queries):
@@ -438,6 +473,7 @@ def save_weights(model: RelevanceModel, tuning: str, path: Path) -> None:
     torch.save({"backbone": trainable_state(model, tuning),
                 "head": {k: v.detach().cpu() for k, v in model.head.state_dict().items()},
                 "blend": None if model.blend is None else {k: v.detach().cpu() for k, v in model.blend.state_dict().items()},
+                "output": None if model.output is None else {k: v.detach().cpu() for k, v in model.output.state_dict().items()},
                 "spec": model.spec(), "tuning": tuning}, path)
 
 
@@ -447,6 +483,9 @@ def load_weights(model: RelevanceModel, path: Path) -> RelevanceModel:
     if state.get("blend") is not None:
         model.blend = ZeroShotBlend(model.num_grades).to(model.device)
         model.blend.load_state_dict(state["blend"])
+    if state.get("output") is not None:
+        model.output = OutputLayer(model.num_grades).to(model.device)
+        model.output.load_state_dict(state["output"])
     if state["backbone"]:
         missing = set(state["backbone"]) - set(model.backbone.state_dict())
         if missing:
@@ -465,7 +504,9 @@ def model_from_spec(spec: dict) -> RelevanceModel:
     """The bare backbone (and empty LoRA adapters) described by ``RelevanceModel.spec()``."""
     lora = LoraSpec(**{**spec["lora"], "target_modules": tuple(spec["lora"]["target_modules"])}) \
         if spec.get("lora") else None
-    return load_model(spec["model_dir"], spec["num_grades"], pooling=spec["pooling"], lora=lora)
+    model = load_model(spec["model_dir"], spec["num_grades"], pooling=spec["pooling"], lora=lora)
+    model.max_length = int(spec.get("max_length") or DEFAULT_MAX_LENGTH)  # checkpoints before it was saved: 128
+    return model
 
 
 def load_checkpoint(path: str | Path) -> RelevanceModel:

@@ -1,9 +1,11 @@
 """Stage-specific pieces used by training.py: weight interpolation (wi), DPO preference pairs, and the
 trainable-tensor snapshots that make resume exact.
 
-WiSE-FT in weight space: θ(α) = (1 − α)·θ_lp + α·θ_ft. The lp backbone is the pretrained one, so
-for a LoRA fine-tune θ_lp's adapter delta is zero and θ(α) is exactly the ft adapter with B scaled by
-α (ΔW = α·B·A); for a full fine-tune every backbone tensor is interpolated. Heads interpolate linearly.
+WiSE-FT in weight space: θ(α) = (1 − α)·θ_lp + α·θ_ft. When the lp backbone is the pretrained one,
+θ_lp's adapter delta is zero for a LoRA fine-tune and θ(α) is exactly the ft adapter with B scaled by
+α (ΔW = α·B·A); for a full fine-tune, or an lp endpoint whose own backbone was tuned, every backbone
+tensor is interpolated (``blender`` reads what the lp file lacks from the lp model itself). Heads
+interpolate linearly. The dpo strength pick interpolates the same way from its reference.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from darl_core.metrics import ece, evaluate, macro_f1
 from darl_core.model import (
     RelevanceModel,
     ZeroShotBlend,
+    add_lora,
     model_from_spec,
+    model_from_weights,
     saved_tuning,
     score_pairs,
     trainable_state,
@@ -63,7 +67,8 @@ def interpolate(config: StageConfig, val, ft_dir: Path, emit: Callable) -> tuple
     if ft["tuning"] == "lora" and any("lora_" in k for k in lp["backbone"]):
         raise ModelError(f"the lp checkpoint {lp_dir} has adapter weights; wi expects a frozen-backbone probe")
     model.base_tuned = ft["tuning"] == "full"
-    weights_at = blender(model, lp, ft)
+    model.max_length = config.max_length
+    weights_at = blender(model, lp, ft, lp_dir)
     table = {}
     for i, alpha in enumerate(config.wi_alphas):
         weights_at(alpha)
@@ -76,14 +81,18 @@ def interpolate(config: StageConfig, val, ft_dir: Path, emit: Callable) -> tuple
     return model, {"alpha": best, "alphas": table, "lp_checkpoint": str(lp_dir), "tuning": ft["tuning"]}
 
 
-def blender(model: RelevanceModel, start: dict, end: dict) -> Callable[[float], None]:
+def blender(model: RelevanceModel, start: dict, end: dict, start_dir: Path) -> Callable[[float], None]:
     """``weights_at(α)`` loads θ(α) = (1 − α)·θ_start + α·θ_end (saved weight dicts) into ``model``.
 
-    A tensor the start does not carry is the pretrained one, except a LoRA ``B`` (no adapter means
-    ΔW = 0, so B scales with α) and a LoRA ``A`` (it only matters through B, so the end's is kept).
+    A backbone tensor the start's file does not carry (it tuned less than the end did) is read from the
+    start model itself, rebuilt from ``start_dir`` and named as in ``model`` (a plain backbone under
+    peft's wrapper names): so α = 0 is always the start model, whatever its lineage tuned. LoRA tensors
+    the start lacks: a ``B`` is zero (no adapter means ΔW = 0, so B scales with α) and an ``A`` is the
+    end's (it only matters through B).
     """
-    base = {k: v.detach().cpu().clone() for k, v in model.backbone.state_dict().items()}
-    start_body = start["backbone"]
+    start_body = dict(start["backbone"])
+    if any(k not in start_body and "lora_" not in k for k in end["backbone"]):
+        start_body = {**endpoint_backbone(start_dir, model), **start_body}
 
     def weights_at(alpha: float) -> None:
         body = {}
@@ -94,13 +103,28 @@ def blender(model: RelevanceModel, start: dict, end: dict) -> Callable[[float], 
                 origin = torch.zeros_like(tensor)
             elif "lora_" in key:
                 origin = tensor
-            else:
-                origin = base[key]
+            else:  # endpoint_backbone covers every non-adapter tensor of the model or raised
+                raise ModelError(f"no start value for {key}")
             body[key] = (1 - alpha) * origin + alpha * tensor
         model.backbone.load_state_dict(body, strict=False)
         model.head.load_state_dict({k: (1 - alpha) * start["head"][k] + alpha * end["head"][k] for k in end["head"]})
 
     return weights_at
+
+
+def endpoint_backbone(ckpt_dir: Path, like: RelevanceModel) -> dict[str, torch.Tensor]:
+    """Every non-adapter backbone tensor of the checkpoint in ``ckpt_dir``, under ``like``'s names: the
+    checkpoint's model is rebuilt and, when ``like`` has LoRA adapters and it has none, wrapped the same
+    way (adapters dropped again: they are not the checkpoint's)."""
+    other = model_from_weights(Path(ckpt_dir) / "model.pt")
+    if like.lora is not None and other.lora is None:
+        add_lora(other, like.lora)
+    state = {k: v.detach().cpu().clone() for k, v in other.backbone.state_dict().items() if "lora_" not in k}
+    mine = {k for k in like.backbone.state_dict() if "lora_" not in k}
+    if set(state) != mine:
+        raise ModelError(f"the checkpoint {ckpt_dir} is not the same architecture as this model "
+                         f"(e.g. {sorted(set(state) ^ mine)[:2]}): its weights cannot be interpolated with it")
+    return state
 
 
 def _val_scores(model: RelevanceModel, val, config: StageConfig) -> dict[str, float]:
@@ -123,7 +147,7 @@ def dpo_strength(config: StageConfig, val, ref_dir: Path, model: RelevanceModel,
     A single value in ``dpo_alphas`` is used as it is.
     """
     ref = torch.load(Path(ref_dir) / "model.pt", map_location="cpu", weights_only=True)
-    weights_at = blender(model, ref, trainable_tensors(model, saved_tuning(model, ref["tuning"])))
+    weights_at = blender(model, ref, trainable_tensors(model, saved_tuning(model, ref["tuning"])), Path(ref_dir))
     if len(config.dpo_alphas) == 1:  # an explicit strength: no search
         weights_at(config.dpo_alphas[0])
         model.eval()
@@ -238,7 +262,7 @@ def apply_zero_shot_blend(model: RelevanceModel, sets: list, config: StageConfig
     that similarity alone ranks ``irrelevant`` pairs of the unseen departments better (AUROC 0.80) than
     the fine-tuned models do (0.70-0.78). Kept as a feature, it is the part of the prediction that did
     not learn the training departments (cf. WiSE-FT's output ensemble with the zero-shot model)."""
-    model.blend = None
+    model.blend = model.output = None
     logits, cos, grades = [], [], []
     for data in sets:
         if data is None or not len(data):
@@ -331,7 +355,7 @@ def cross_fit_offsets(logits: np.ndarray, grades: np.ndarray, folds: int = 5, se
 
 def apply_offsets(model: RelevanceModel, sets: list, config: StageConfig) -> dict:
     """``cross_fit_offsets`` on the labelled ``sets`` together (val, and the held-out new labels when there
-    are any), folded into the output bias (the head's, or the zero-shot blend's): argmax of the stored model
+    are any), folded into the output bias (the zero-shot blend's, or the ``OutputLayer``'s): argmax of the stored model
     is then the macro-F1 rule, or stays argmax when the rule did not win out of fold (``offsets_kept`` False)."""
     logits, grades = [], []
     for data in sets:
@@ -349,7 +373,7 @@ def apply_offsets(model: RelevanceModel, sets: list, config: StageConfig) -> dic
 
 def calibrate_temperature(model: RelevanceModel, val, config: StageConfig) -> dict[str, float]:
     """Temperature scaling on ``val`` (``fit_temperature`` by ``config.calibrate_by``), folded into the
-    output layer (W/T, b/T; the blend's scale, weight and bias when there is one): predictions (argmax)
+    output layer (the ``OutputLayer``'s scale and bias, or the blend's scale, weight and bias when there is one): predictions (argmax)
     stay the same and only the confidence changes."""
     logits = score_pairs(model, val.queries, val.items, batch_size=config.eval_batch_size,
                          max_length=config.max_length).logits

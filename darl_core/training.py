@@ -200,7 +200,8 @@ def build_model(config: StageConfig, parent: Path | None) -> RelevanceModel:
     torch.manual_seed(config.seed)
     if parent is not None:
         model = model_from_weights(Path(parent) / "model.pt")
-        model.blend = None  # a trained stage's logits are the head's; it fits its own blend if asked to
+        # A trained stage's logits are the head's: it fits its own blend, offsets and temperature if asked to.
+        model.blend = model.output = None
         if model.num_grades != config.num_grades:
             raise ConfigError(f"parent has {model.num_grades} grades, config.num_grades is {config.num_grades}")
     else:
@@ -208,6 +209,7 @@ def build_model(config: StageConfig, parent: Path | None) -> RelevanceModel:
     if config.tuning == "lora" and model.lora is None:
         add_lora(model, config.lora)
     model.base_tuned = model.base_tuned or config.tuning == "full"
+    model.max_length = config.max_length  # saved with the checkpoint: what scoring it later uses by default
     lowest = _lowest_trained_layer(model, config.train_layers)
     for name, p in model.backbone.named_parameters():
         in_scope = lowest is None or _layer_index(name) >= lowest  # embeddings (-1) fall below any cut
@@ -448,6 +450,6 @@ def _val_metrics(model: RelevanceModel, val: Examples, config: StageConfig, pref
     return {f"{prefix}{k}": v for k, v in evaluate(val.grades, out.probs, val.queries).items()}
 
 
-def predict(model: RelevanceModel, examples: Examples, *, batch_size: int = 128, max_length: int = 64):
+def predict(model: RelevanceModel, examples: Examples, *, batch_size: int = 128, max_length: int | None = None):
     """Convenience: ``score_pairs`` on an Examples object."""
     return score_pairs(model, examples.queries, examples.items, batch_size=batch_size, max_length=max_length)

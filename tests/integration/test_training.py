@@ -382,7 +382,7 @@ def test_score_cli_writes_probabilities(chain, tmp_path):
     out = pd.read_csv(tmp_path / "out.csv")
     assert list(out.columns[-5:]) == ["p0", "p1", "p2", "expected", "predicted"]
     assert out["item"][0] == "drill pro — 18 V"
-    np.testing.assert_allclose(out[["p0", "p1", "p2"]].sum(1), 1, atol=1e-5)
+    np.testing.assert_allclose(out[["p0", "p1", "p2"]].sum(axis=1), 1, atol=1e-5)
 
 
 def test_train_layers_tunes_only_the_top_layers(bert, data, tmp_path):
@@ -423,7 +423,7 @@ def test_calibrate_scales_confidence_and_keeps_every_prediction(chain, data):
                                logits_of(plain.checkpoint, val), rtol=1e-4, atol=1e-5)
 
 
-def test_decision_offsets_fold_into_the_head_and_then_the_temperature(chain, data, monkeypatch):
+def test_decision_offsets_fold_into_the_output_layer_and_then_the_temperature(chain, data, monkeypatch):
     from darl_core import stages
 
     train, val = data
@@ -436,7 +436,7 @@ def test_decision_offsets_fold_into_the_head_and_then_the_temperature(chain, dat
     assert guarded.metrics["offsets_pairs"] == len(val)  # wi has no new labels: val alone
     np.testing.assert_allclose(logits_of(guarded.checkpoint, val) * guarded.metrics["temperature"],
                                z + np.asarray(fit["offsets"]), rtol=1e-4, atol=1e-5)
-    # A kept rule: the stored head is (logits + offsets) / T, offsets first, then the temperature fitted on
+    # A kept rule: the stored output is (logits + offsets) / T, offsets first, then the temperature fitted on
     # the shifted logits; its argmax is the rule's decision.
     offsets = [0.4, 0.0, -0.3]
     monkeypatch.setattr(stages, "cross_fit_offsets", lambda z_, y_, seed=0: {
@@ -517,3 +517,73 @@ def test_zero_shot_blend_on_real_scores_follows_its_cross_fit(chain, data):
     if not res.metrics["zero_shot_kept"]:
         plain = run_stage(cfg("wi"), train, val, chain["root"] / "wi_zs_plain2", parent=chain["ft"].checkpoint)
         np.testing.assert_allclose(logits_of(res.checkpoint, val), logits_of(plain.checkpoint, val), rtol=1e-5, atol=1e-6)
+
+
+def test_a_checkpoint_scores_with_the_max_length_its_stage_used(bert, data, chain, tmp_path):
+    """Scoring a checkpoint without naming max_length (the score CLI, version evaluation, embeddings)
+    uses the stage's own, so a version has one val/test score wherever it is computed."""
+    import pandas as pd
+
+    from darl_core.cli import main
+
+    train, val = data
+    res = run_stage(cfg("lp", bert, max_length=6), train, val, tmp_path / "short")
+    model = load_checkpoint(res.checkpoint)
+    assert model.max_length == 6 and load_checkpoint(chain["ft"].checkpoint).max_length == 24
+    probs = score_pairs(model, val.queries, val.items).probs
+    assert evaluate(val.grades, probs)["macro_f1"] == pytest.approx(res.metrics["val_macro_f1"], abs=1e-9)
+    longer = score_pairs(model, val.queries, val.items, max_length=128).logits
+    assert not np.allclose(longer, score_pairs(model, val.queries, val.items).logits)  # truncation matters here
+    src = tmp_path / "pairs.csv"
+    pd.DataFrame({"query": val.queries, "item": val.items}).to_csv(src, index=False)
+    assert main(["score", "--version", str(res.checkpoint), "--in", str(src), "--out", str(tmp_path / "o.csv")]) == 0
+    np.testing.assert_allclose(pd.read_csv(tmp_path / "o.csv")[["p0", "p1", "p2"]].to_numpy(), probs, atol=1e-6)
+
+
+@pytest.mark.parametrize("parent", ["lp", "ft"])
+def test_dpo_at_strength_zero_is_its_reference_whatever_it_tunes(chain, data, tmp_path, parent):
+    """A full-tuning dpo stage on a head-only or LoRA reference: α = 0 is the reference itself (the
+    backbone tensors the reference's file does not carry come from the reference, not from the weights
+    DPO just trained)."""
+    train, val = data
+    ref = chain[parent].checkpoint
+    dpo = run_stage(cfg("dpo", tuning="full", dpo_pairs="wrong", lr=3e-3, dpo_alphas=(0.0,)), train, val,
+                    tmp_path / "dpo", parent=ref)
+    np.testing.assert_allclose(logits_of(dpo.checkpoint, val), logits_of(ref, val), atol=1e-5)
+    assert not np.allclose(logits_of(dpo.checkpoint / "model_dpo_full.pt", val), logits_of(ref, val), atol=1e-3)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1.0])
+def test_wi_endpoints_hold_when_the_lp_endpoint_tuned_its_backbone(chain, data, tmp_path, alpha):
+    """wi between a fully tuned lp endpoint and a LoRA stage on it: the two name the backbone's tensors
+    differently (plain vs peft's wrapper), and α = 0 must still be the lp endpoint, α = 1 the LoRA one."""
+    train, val = data
+    lp = run_stage(cfg("ft", tuning="full", lr=1e-2), train, val, tmp_path / "lp_full", parent=chain["lp"].checkpoint)
+    ft = run_stage(cfg("ft", lora={"r": 4, "alpha": 8, "dropout": 0.0}), train, val, tmp_path / "ft_lora",
+                   parent=lp.checkpoint)
+    wi = run_stage(cfg("wi", wi_alphas=(alpha,)), train, val, tmp_path / "wi", parent=ft.checkpoint)
+    endpoint = lp if alpha == 0 else ft
+    np.testing.assert_allclose(logits_of(wi.checkpoint, val), logits_of(endpoint.checkpoint, val), atol=1e-5)
+    assert not np.allclose(logits_of(lp.checkpoint, val), logits_of(chain["lp"].checkpoint, val), atol=1e-3)
+
+
+def test_a_child_stage_starts_from_the_head_not_the_parents_offsets_and_temperature(chain, data, monkeypatch):
+    """Offsets and a temperature without a zero-shot blend live in the checkpoint's output layer: the
+    parent scores with them, and a stage trained from it starts from the bare head (as from a blend)."""
+    from darl_core import stages
+
+    train, val = data
+    monkeypatch.setattr(stages, "cross_fit_offsets", lambda z_, y_, seed=0: {
+        "offsets": [0.5, 0.0, -0.4], "kept": True, "macro_f1_before": 0.1, "macro_f1_after": 0.2, "cv_macro_f1": 0.15})
+    parent = run_stage(cfg("wi", decision_offsets=True, calibrate=True, calibrate_by="nll"), train, val,
+                       chain["root"] / "wi_out", parent=chain["ft"].checkpoint)
+    plain = run_stage(cfg("wi"), train, val, chain["root"] / "wi_out_plain", parent=chain["ft"].checkpoint)
+    head = logits_of(plain.checkpoint, val)
+    stored = load_checkpoint(parent.checkpoint)
+    assert stored.output is not None and stored.blend is None and parent.metrics["temperature"] != 1.0
+    np.testing.assert_allclose(logits_of(parent.checkpoint, val) * parent.metrics["temperature"],
+                               head + np.array([0.5, 0.0, -0.4]), rtol=1e-4, atol=1e-5)
+    child = build_model(cfg("dasa", tuning="head"), parent.checkpoint)
+    assert child.output is None and child.blend is None
+    np.testing.assert_allclose(score_pairs(child, val.queries, val.items, max_length=24).logits, head,
+                               rtol=1e-5, atol=1e-5)
