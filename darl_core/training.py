@@ -4,8 +4,9 @@ One loop (``_train_loop``) serves every gradient stage and reads top to bottom. 
 holds ``config.json``, ``model.pt`` (changed backbone tensors + head), ``optimizer.pt``,
 ``metrics.json`` when finished, and ``resume.pt`` while unfinished. Calling ``run_stage`` again on
 the same directory resumes from ``resume.pt`` (or returns the finished result). The batch order of
-an epoch is a pure function of (seed, epoch) and the torch RNG is saved, so a resumed run ends with
-the same weights as an uninterrupted one.
+an epoch is a pure function of (seed, epoch) and every process's torch RNG (CPU, and CUDA when the
+model is on a GPU) is saved with it, so a resumed run ends with the same weights as an uninterrupted
+one, dropout included, under a multi-process launch too (``resume.rank{N}.pt`` for the helpers).
 """
 
 from __future__ import annotations
@@ -354,26 +355,43 @@ def _train_loop(config: StageConfig, train: Examples, val: Examples, out_dir: Pa
 
     step = 0
     resume = out_dir / "resume.pt"
+    rank_rng = out_dir / f"resume.rank{dist.rank}.pt"  # a helper process's own RNG (rank 0's is in resume.pt)
+    resumed_loss = None
     if resume.is_file():  # pick up exactly where the interrupted run saved
         state = torch.load(resume, map_location="cpu", weights_only=False)
         stages.load_trainable(model, state["weights"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
-        torch.set_rng_state(state["torch_rng"])
         step = state["step"]
+        rng = state
+        if not dist.is_main:
+            rng = torch.load(rank_rng, map_location="cpu", weights_only=False) if rank_rng.is_file() else {}
+            if rng.get("step") != step:  # saved by another number of processes, or lost: resume, not bit-exact
+                emit(step, total, step / steps_per_epoch, None, f"rank {dist.rank}: no RNG state saved at step "
+                     f"{step}; dropout masks from here differ from an uninterrupted run")
+                rng = {}
+        _set_rng(rng, model.device)
         average, averaged = state.get("average"), state.get("averaged", 0)
+        resumed_loss = state.get("running_loss")
         if average is not None:
             average = [a.to(p.device) for a, p in zip(average, trained, strict=True)]
-        emit(step, total, step / steps_per_epoch, None, f"resumed at step {step}")
+        emit(step, total, step / steps_per_epoch, resumed_loss, f"resumed at step {step}")
 
     def save_resume() -> None:
-        torch.save({"weights": stages.trainable_tensors(model, config.tuning), "optimizer": optimizer.state_dict(),
-                    "schedule": schedule.state_dict(), "torch_rng": torch.get_rng_state(), "step": step,
-                    "average": average, "averaged": averaged}, resume.with_suffix(".tmp"))
-        resume.with_suffix(".tmp").replace(resume)  # atomic: a crash mid-write keeps the old file
+        """Every process saves its RNG; rank 0 also the weights, optimiser and schedule (atomic writes:
+        a crash mid-write keeps the old file)."""
+        if dist.is_main:
+            torch.save({"weights": stages.trainable_tensors(model, config.tuning), "optimizer": optimizer.state_dict(),
+                        "schedule": schedule.state_dict(), **_get_rng(model.device), "step": step,
+                        "average": average, "averaged": averaged, "running_loss": running},
+                       resume.with_suffix(".tmp"))
+            resume.with_suffix(".tmp").replace(resume)
+        else:
+            torch.save({**_get_rng(model.device), "step": step}, rank_rng.with_suffix(".tmp"))
+            rank_rng.with_suffix(".tmp").replace(rank_rng)
 
     model.train()
-    batches, batches_epoch, running, seen, t0 = [], -1, None, 0, time.perf_counter()
+    batches, batches_epoch, running, seen, t0 = [], -1, resumed_loss, 0, time.perf_counter()
     while step < total:
         epoch = step // steps_per_epoch
         if epoch != batches_epoch:
@@ -416,11 +434,10 @@ def _train_loop(config: StageConfig, train: Examples, val: Examples, out_dir: Pa
         running = value if running is None else 0.9 * running + 0.1 * value
         if step % 10 == 0 or step == total:
             emit(step, total, step / steps_per_epoch, running, f"step {step}/{total} loss {running:.4f}")
-        if step % config.save_every == 0 and step < total and dist.is_main:
+        if step % config.save_every == 0 and step < total:
             save_resume()
         if should_stop is not None and step < total and dist.agree(should_stop(), model.device):
-            if dist.is_main:
-                save_resume()
+            save_resume()
             raise StageCancelled(out_dir, step)
     if average is not None:
         with torch.no_grad():
@@ -432,9 +449,22 @@ def _train_loop(config: StageConfig, train: Examples, val: Examples, out_dir: Pa
         torch.save({"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(), "step": step},
                    out_dir / "optimizer.pt")
         resume.unlink(missing_ok=True)
+    rank_rng.unlink(missing_ok=True)
     return model, {"train_pairs": len(data), "steps": step, "train_loss": running,
                    "train_pairs_per_s": seen / elapsed if elapsed > 0 else None, "tuning": config.tuning,
                    **({"averaged_steps": averaged} if average is not None else {})}
+
+
+def _get_rng(device: torch.device) -> dict:
+    return {"torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+
+
+def _set_rng(state: dict, device: torch.device) -> None:
+    if state.get("torch_rng") is not None:
+        torch.set_rng_state(state["torch_rng"])
+    if state.get("cuda_rng") is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda_rng"], device)
 
 
 def _grad(p: torch.Tensor) -> torch.Tensor:

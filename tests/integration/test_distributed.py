@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from dist_stages import varied
 from tiny_models import make_examples, make_tiny, seed_tiny_project  # tests/integration is on sys.path
 
 from darl_core.model import load_checkpoint, score_pairs
@@ -55,7 +56,7 @@ def test_two_processes_make_the_one_process_update(bert, tmp_path):
     assert json.loads((tmp_path / "two" / "ft" / "config.json").read_text())["processes"] == 2
     assert not list((tmp_path / "two" / "ft").glob("resume*"))
 
-    val = make_examples(24, 3, 1)
+    val = varied(make_examples(24, 3, 1))
 
     def logits(d: Path) -> np.ndarray:
         return score_pairs(load_checkpoint(d), val.queries, val.items, max_length=24).logits
@@ -88,3 +89,21 @@ def test_cli_under_accelerate_registers_one_version(bert, tmp_path):
         assert Path(versions[0].artifact_path, "model.pt").is_file()
     reset_engines()
     shutil.rmtree(tmp_path / "home", ignore_errors=True)
+
+
+def test_an_interrupted_two_process_stage_resumes_to_the_same_weights(tmp_path_factory, tmp_path):
+    """With dropout on, each process draws its own masks: an ft stage cancelled mid-epoch under a launch
+    and resumed (every process restores its own RNG) ends where an uninterrupted launch ends."""
+    bert = make_tiny("bert", tmp_path_factory.mktemp("bert_dropout"), dropout=0.1)
+    run(LAUNCH + [str(SCRIPT), str(bert), str(tmp_path / "whole")])
+    stopped = reports(run(LAUNCH + [str(SCRIPT), str(bert), str(tmp_path / "cut"), "3"]))
+    assert [r.get("stopped") for r in stopped] == [3, 3]
+    assert (tmp_path / "cut" / "ft" / "resume.pt").is_file() and (tmp_path / "cut" / "ft" / "resume.rank1.pt").is_file()
+    resumed = reports(run(LAUNCH + [str(SCRIPT), str(bert), str(tmp_path / "cut")]))
+    assert [r["steps"] for r in resumed] == [6, 6]
+    assert not list((tmp_path / "cut" / "ft").glob("resume*"))
+    val = varied(make_examples(24, 3, 1))
+
+    def logits(d: Path) -> np.ndarray:
+        return score_pairs(load_checkpoint(d), val.queries, val.items, max_length=24).logits
+    np.testing.assert_allclose(logits(tmp_path / "cut" / "ft"), logits(tmp_path / "whole" / "ft"), atol=1e-6)
