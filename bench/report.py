@@ -162,12 +162,14 @@ def budget() -> list[str]:
 
 
 def post_steps(name: str, script: str, title: str, what: str) -> list[str]:
-    """A paired table of stage steps applied to finished ``ce`` and ``dpo`` checkpoints (offsets, blend)."""
+    """A paired table of stage steps applied to finished checkpoints (offsets, blend), and the paired lifts."""
     res = load(f"variants/{name}")
     if not res:
         return [f"{title} (`bench/{script}`): not run."]
-    out = [f"**{title}** (`bench/{script}`: the same `ce` and `dpo` checkpoints {what}, seeds "
-           f"{', '.join(map(str, res['seeds']))}; mean ± sd):", "",
+    bases = [f"`{r['name']}`" for r in res["rows"] if "+" not in r["name"]]
+    listed = " and ".join(bases) if len(bases) < 3 else ", ".join(bases[:-1]) + " and " + bases[-1]
+    out = [f"**{title}** (`bench/{script}`: the same {listed} checkpoints {what}, "
+           f"seeds {', '.join(map(str, res['seeds']))}; mean ± sd):", "",
            "| row | ID macro-F1 | OOD macro-F1 | ID ECE | OOD ECE | irrelevant F1 | OOD irrelevant F1 | kept on |",
            "|---|---|---|---|---|---|---|---|"]
     for r in res["rows"]:
@@ -183,6 +185,54 @@ def post_steps(name: str, script: str, title: str, what: str) -> list[str]:
     return out
 
 
+def lifts(name: str, title: str, keep: tuple[str, ...]) -> list[str]:
+    """Paired per-seed differences between rows of a post-steps run (``b - a``: mean ± sd over seeds)."""
+    res = load(f"variants/{name}")
+    if not res or not res.get("lifts"):
+        return []
+    chosen = [(k, v) for k, v in res["lifts"].items() if k in keep]
+    if not chosen:
+        return []
+    out = [f"{title}:", "", "| difference (paired by seed) | ID macro-F1 | OOD macro-F1 |", "|---|---|---|"]
+    out += [f"| `{k}` | {num(v['id_macro_f1'])} | {num(v['ood_macro_f1'])} |" for k, v in chosen]
+    return out
+
+
+def zero_shot_rows() -> list[str]:
+    keep = ("dasa_1000 - lp_ft_wi", "random_1000 - lp_ft_wi", "dasa_1000+zs+offsets - lp_ft_wi+zs+offsets",
+            "random_1000+zs+offsets - lp_ft_wi+zs+offsets", "dpo - ce", "dpo+zs+offsets - ce+zs+offsets",
+            "lp_ft_wi+zs+offsets - ce+zs+offsets")
+    table = post_steps("zero_shot_rows", "zero_shot.py --rows ...", "Zero-shot blend on every pipeline row",
+                       "with and without the blend and offsets, as above")
+    more = lifts("zero_shot_rows", "Does DASA still lift OOD once every model gets the blend "
+                                "and offsets? Lifts over the row each continues from, paired by seed", keep)
+    return table + ([""] + more if more else [])
+
+
+def load_span(load: dict | None) -> str:
+    if not load:
+        return "not recorded"
+    return f"{load['start'][0]:.1f} at the start, {load['end'][0]:.1f} at the end"
+
+
+def blend_cost() -> list[str]:
+    res = load("blend_cost")
+    if not res:
+        return ["Blend cost (`bench/blend_cost.py`): not run."]
+    out = [f"**Blend cost** (`bench/blend_cost.py`: scoring {res['pairs']:,} pool pairs "
+           f"({res['distinct_texts']:,} distinct texts) with MiniLM on {res['threads']} CPU thread(s), "
+           f"median of {res['repeats']}; 1-min load average {load_span(res.get('load'))}):", "",
+           "| model | pairs/s plain | with blend, cold cache | slowdown | warm cache | slowdown | frozen copy MB |",
+           "|---|---|---|---|---|---|---|"]
+    for kind in ("full", "lora"):
+        r = res.get(kind)
+        if r:
+            out.append(f"| {kind} | {r['pairs_per_s_plain']:.0f} | {r['pairs_per_s_blend_cold']:.0f} | "
+                       f"{r['slowdown_cold']:.2f}× | {r['pairs_per_s_blend_warm']:.0f} | {r['slowdown_warm']:.2f}× | "
+                       f"{r['frozen_copy_mb']:.0f} |")
+    return out
+
+
 def zero_shot() -> list[str]:
     return post_steps("zero_shot", "zero_shot.py", "Zero-shot blend",
                       "with the pretrained similarity blended in (`+zs`), the decision offsets (`+offsets`), both, "
@@ -195,6 +245,8 @@ def render() -> str:
     lines += quality("quality_rerun", "Quality, the baseline and pipeline rows rerun on a fresh machine") + [""]
     lines += quality("quality_top2_1epoch", "Quality, cheaper training") + [""]
     lines += zero_shot() + [""]
+    lines += zero_shot_rows() + [""]
+    lines += blend_cost() + [""]
     lines += significance() + [""]
     lines += significance("significance_rerun", "Beyond test noise, on the rerun?") + [""]
     lines += budget() + [""]
