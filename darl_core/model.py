@@ -64,23 +64,6 @@ class ScoreOutput:
         return self.probs.argmax(axis=1)
 
 
-class ZeroShotBlend(nn.Module):
-    """``z = scale * head_logits + weight * cos + bias`` over K grades; ``cos`` is ``zero_shot_similarity``.
-
-    Starts as the identity (scale 1, weight and bias 0). Applied by ``score_pairs`` after the head, never
-    during training: a stage that trains starts without its parent's blend and fits its own."""
-
-    def __init__(self, num_grades: int) -> None:
-        super().__init__()
-        self.scale = nn.Parameter(torch.ones(()), requires_grad=False)
-        self.weight = nn.Parameter(torch.zeros(num_grades), requires_grad=False)
-        self.bias = nn.Parameter(torch.zeros(num_grades), requires_grad=False)
-
-    def combine(self, logits: np.ndarray, cos: np.ndarray) -> np.ndarray:
-        scale, weight, bias = (t.detach().float().cpu().numpy() for t in (self.scale, self.weight, self.bias))
-        return (scale * logits + cos[:, None] * weight + bias).astype(np.float32)
-
-
 class OutputLayer(nn.Module):
     """``z = scale * head_logits + bias``: where decision offsets and a temperature go when a stage keeps
     no ``ZeroShotBlend`` (otherwise they fold into the blend). Kept apart from the head so that a stage
@@ -94,6 +77,21 @@ class OutputLayer(nn.Module):
     def apply_to(self, logits: np.ndarray) -> np.ndarray:
         scale, bias = (t.detach().float().cpu().numpy() for t in (self.scale, self.bias))
         return (scale * logits + bias).astype(np.float32)
+
+
+class ZeroShotBlend(OutputLayer):
+    """``z = scale * head_logits + weight * cos + bias`` over K grades; ``cos`` is ``zero_shot_similarity``.
+
+    Starts as the identity (scale 1, weight and bias 0). Applied by ``score_pairs`` after the head, never
+    during training: a stage that trains starts without its parent's blend and fits its own."""
+
+    def __init__(self, num_grades: int) -> None:
+        super().__init__(num_grades)
+        self.weight = nn.Parameter(torch.zeros(num_grades), requires_grad=False)
+
+    def combine(self, logits: np.ndarray, cos: np.ndarray) -> np.ndarray:
+        weight = self.weight.detach().float().cpu().numpy()
+        return (self.apply_to(logits) + cos[:, None] * weight).astype(np.float32)
 
 
 class RelevanceModel(nn.Module):
@@ -133,18 +131,14 @@ class RelevanceModel(nn.Module):
     def shift_logits(self, offsets: Sequence[float]) -> None:
         """Add per-grade ``offsets`` to every logit score_pairs returns (into the blend's bias, or the
         output layer's; never the head's, which later stages train from)."""
-        bias = self.blend.bias if self.blend is not None else self._output_layer().bias
+        bias = (self.blend or self._output_layer()).bias
         bias.add_(torch.as_tensor(list(offsets), dtype=bias.dtype, device=bias.device))
 
     @torch.no_grad()
     def divide_logits(self, temperature: float) -> None:
         """Divide every logit score_pairs returns by ``temperature`` (argmax unchanged)."""
-        if self.blend is not None:
-            tensors = (self.blend.scale, self.blend.weight, self.blend.bias)
-        else:
-            out = self._output_layer()
-            tensors = (out.scale, out.bias)
-        for t in tensors:
+        layer = self.blend or self._output_layer()
+        for t in layer.parameters():  # scale and bias (and the blend's cosine weight)
             t.div_(temperature)
 
     @property
