@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from darl_core import distributed
-from darl_core.config import STAGE_DEFAULTS, STAGES, StageConfig
+from darl_core.config import STAGES, stage_config
 from darl_core.errors import ConfigError, NotFoundError
 from darl_core.metrics import evaluate
 from darl_core.model import item_text, load_checkpoint, score_pairs
@@ -114,7 +114,7 @@ def train_stage(session: Session, project_name: str, stage: str, *, from_version
             raise ConfigError(f"version {parent.name!r} is the untrained backbone; stage {stage!r} needs a trained parent")
     settings = dict(project.settings or {})
     base = {"model_dir": settings.get("model_dir"), "num_grades": len(project.grades)}
-    config = StageConfig.from_dict({"stage": stage, **base, **STAGE_DEFAULTS.get(stage, {}), **(overrides or {})})
+    config = stage_config(stage, base, overrides)
     since = int((parent.label_snapshot or {}).get("last_event_id", 0)) if parent is not None else 0
     split_new = stage == "dasa"
     if stage == "dpo" and config.dpo_holdout > 0 and parent is not None and parent.parent_id is not None:
