@@ -47,3 +47,15 @@ def test_the_form_shows_the_recipe_and_sends_only_what_changed() -> None:
     overrides = launch.overrides_from_form("dasa", {**fields, "loss.occ_weight": 0.0})
     assert overrides == {"loss": {"occ_weight": 0.0}}
     assert stage_config("dasa", overrides).loss.ordinal_weight == 1.0
+
+
+@pytest.mark.parametrize("stage", ["lp", "ft", "dasa", "dpo"])
+def test_the_recipe_is_what_the_quality_benchmark_ran(stage: str) -> None:
+    """bench/quality.py's configs (full tuning, the committed tables) and the product's recipe differ only in
+    the run's own settings, so the README's numbers describe what a launched stage does."""
+    from bench.quality import configs
+
+    bench = configs(0, "full", 1, 2.0, None)[stage]
+    product = stage_config(stage, {"tuning": "full"})
+    differ = {k for k, v in bench.to_dict().items() if v != product.to_dict()[k]}
+    assert differ <= {"max_length", "save_every", "threads"}, differ
