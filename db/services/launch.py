@@ -41,9 +41,12 @@ _BOUNDS: dict[str, tuple[float | None, float | None]] = {
     "save_every": (1, 10**6), "loss.label_smoothing": (0.0, 0.99), "loss.ordinal_weight": (0.0, 100.0),
     "loss.occ_weight": (0.0, 100.0), "lora.r": (1, 1024),
 }
-_COMMON = ("epochs", "batch_size", "lr", "head_lr", "max_length", "seed", "save_every",
-           "loss.label_smoothing", "loss.ordinal_weight", "loss.occ_weight", "zero_shot_blend", "decision_offsets", "calibrate",
-           "calibrate_by")
+_TRAINING = ("epochs", "batch_size", "lr", "head_lr", "max_length", "seed", "save_every",
+             "loss.label_smoothing", "loss.ordinal_weight", "loss.occ_weight")
+_AFTER = ("zero_shot_blend", "decision_offsets", "calibrate", "calibrate_by")  # steps after any stage
+# What each stage uses: lp trains the head alone (no backbone lr), wi trains nothing (it scores val at
+# max_length for each alpha).
+_COMMON = {"lp": tuple(f for f in _TRAINING if f != "lr") + _AFTER, "wi": ("max_length",) + _AFTER}
 _HELP = {"lr": "the backbone's learning rate. Left as shown it follows the tuning: LoRA 5e-4, full 1e-4, times "
                "0.6 in dasa and 0.4 in dpo (the benchmark's recipe)",
          "zero_shot_blend": "after the stage, also use the pretrained backbone's own query-item similarity (each "
@@ -82,7 +85,7 @@ def stage_form(stage: str) -> list[FormField]:
     defaults = stage_config(stage)
     sub = {"loss": defaults.loss, "lora": defaults.lora}
     out = []
-    for name in _COMMON + _PER_STAGE[stage]:
+    for name in _COMMON.get(stage, _TRAINING + _AFTER) + _PER_STAGE[stage]:
         obj, attr = (sub[name.split(".")[0]], name.split(".")[1]) if "." in name else (defaults, name)
         value = getattr(obj, attr)
         if name in _CHOICES:

@@ -59,3 +59,11 @@ def test_the_recipe_is_what_the_quality_benchmark_ran(stage: str) -> None:
     product = stage_config(stage, {"tuning": "full"})
     differ = {k for k, v in bench.to_dict().items() if v != product.to_dict()[k]}
     assert differ <= {"max_length", "save_every", "threads"}, differ
+
+
+def test_the_form_asks_only_for_what_the_stage_uses() -> None:
+    names = {stage: [f.name for f in launch.stage_form(stage)] for stage in ("lp", "ft", "wi", "dasa", "dpo")}
+    assert "lr" not in names["lp"] and "epochs" in names["lp"]  # the probe trains the head alone
+    assert "epochs" not in names["wi"] and "loss.occ_weight" not in names["wi"]  # wi trains nothing
+    assert {"wi_alphas", "max_length", "calibrate"} <= set(names["wi"])
+    assert {"lr", "tuning", "loss.ordinal_weight"} <= set(names["ft"]) & set(names["dasa"]) & set(names["dpo"])
