@@ -244,6 +244,7 @@ def render() -> str:
     lines += quality() + [""]
     lines += quality("quality_rerun", "Quality, the baseline and pipeline rows rerun on a fresh machine") + [""]
     lines += quality("quality_top2_1epoch", "Quality, cheaper training") + [""]
+    lines += quality("quality_lora", "Quality, LoRA instead of full tuning (r 16 on every linear layer, lr 5e-4)") + [""]
     lines += zero_shot() + [""]
     lines += zero_shot_rows() + [""]
     lines += blend_cost() + [""]
