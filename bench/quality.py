@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from darl_core import homedepot  # noqa: E402
-from darl_core.config import LossConfig, StageConfig  # noqa: E402
+from darl_core.config import DARL_LOSS, LossConfig, StageConfig, stage_config  # noqa: E402
 from darl_core.metrics import evaluate  # noqa: E402
 from darl_core.model import RelevanceModel, load_checkpoint, score_pairs  # noqa: E402
 from darl_core.selection import SelectionConfig, probs_entropy, select_batch  # noqa: E402
@@ -42,7 +42,6 @@ COLUMNS = ("id_macro_f1", "ood_macro_f1", "gap", "id_ece", "ood_ece", "qwk", "ir
 EXTRA = ("id_accuracy", "ood_accuracy", "ood_qwk", "ood_irrelevant_f1", "ood_over_recall", "id_ndcg@10",
          "ood_ndcg@10", "id_predicted_irrelevant", "ood_predicted_irrelevant", "val_macro_f1",
          "holdout_macro_f1", "alpha", "picked_ood_share")
-DARL_LOSS = LossConfig(class_weights="inverse", ordinal_weight=1.0, ordinal_power=2.0, occ_weight=1.0)
 CE_LOSS = LossConfig(class_weights="inverse")
 BUDGET = 1000
 
@@ -53,27 +52,29 @@ def examples(frame) -> Examples:
 
 def configs(seed: int, tuning: str, threads: int, epochs: float, train_layers: int | None, *,
             dasa_epochs: float | None = None, replay_ratio: float = 1.0,
-            dasa_lr_scale: float = 0.6, dasa_holdout: float = 0.0,
+            dasa_lr_scale: float | None = None, dasa_holdout: float = 0.0,
             ft_layer_lr_decay: float = 1.0, dasa_average_tail: float = 0.0,
             ft_average_tail: float = 0.0, zero_shot: bool = True) -> dict[str, StageConfig]:
+    """The rows' stage configs. The pipeline stages (lp, ft, dasa, dpo) are the product's recipe
+    (``config.stage_config``: what a stage launched from the app or the CLI runs) under this run's
+    settings and the variant knobs; the ``ce`` rows are the baselines, spelled out here."""
     # Every row tunes the same layers (--train-layers; top 2 halve a CPU step, backward stops at layer 4).
-    common = dict(max_length=48, batch_size=32, warmup_ratio=0.1, tuning=tuning, seed=seed, threads=threads,
-                  save_every=100, eval_batch_size=128, train_layers=train_layers)
-    lr = 1e-4 if tuning == "full" else 5e-4
+    run = dict(max_length=48, tuning=tuning, seed=seed, threads=threads, save_every=100, train_layers=train_layers)
+    lr = stage_config("ft", run).lr  # the tuning's fine-tuning lr: full 1e-4, LoRA 5e-4
+    baseline = dict(stage="ft", epochs=epochs, lr=lr, head_lr=1e-3, **run)
     return {
-        "ce_plain": StageConfig("ft", epochs=epochs, lr=lr, head_lr=1e-3, loss=LossConfig(class_weights=None), **common),
-        "ce": StageConfig("ft", epochs=epochs, lr=lr, head_lr=1e-3, loss=CE_LOSS, **common),
-        "ce+darl_loss": StageConfig("ft", epochs=epochs, lr=lr, head_lr=1e-3, loss=DARL_LOSS, **common),
-        "lp": StageConfig("lp", epochs=10, head_lr=3e-3, loss=DARL_LOSS,
-                          **{**common, "batch_size": 64, "warmup_ratio": 0.0}),
-        "ft": StageConfig("ft", epochs=epochs, lr=lr, head_lr=2e-4, loss=DARL_LOSS, layer_lr_decay=ft_layer_lr_decay,
-                          average_tail=ft_average_tail, **common),
-        "wi": StageConfig("wi", wi_alphas=(0.0, 0.25, 0.5, 0.75, 1.0), **common),
+        "ce_plain": StageConfig(**baseline, loss=LossConfig(class_weights=None)),
+        "ce": StageConfig(**baseline, loss=CE_LOSS),
+        "ce+darl_loss": StageConfig(**baseline, loss=LossConfig(**DARL_LOSS)),
+        "lp": stage_config("lp", run),
+        "ft": stage_config("ft", run, {"epochs": epochs, "layer_lr_decay": ft_layer_lr_decay,
+                                       "average_tail": ft_average_tail}),
+        "wi": stage_config("wi", run),
         # dasa: 1.5x the fine-tuning epochs (3 at the default 2), chosen on val_id: with 1 / 2 / 3 epochs the
         # dpo that follows reached val macro-F1 0.487 / 0.492 / 0.495 (means of 3 seeds).
-        "dasa": StageConfig("dasa", epochs=dasa_epochs or 1.5 * epochs, lr=lr * dasa_lr_scale, head_lr=2e-4,
-                            loss=DARL_LOSS, replay_ratio=replay_ratio, dasa_holdout=dasa_holdout,
-                            average_tail=dasa_average_tail, **common),
+        "dasa": stage_config("dasa", run, {"epochs": dasa_epochs or 1.5 * epochs, "replay_ratio": replay_ratio,
+                                           "dasa_holdout": dasa_holdout, "average_tail": dasa_average_tail},
+                             {} if dasa_lr_scale is None else {"lr": lr * dasa_lr_scale}),
         # dpo_pairs="wrong" was chosen on val_id: with "over" every strength that lowered over-recall also
         # lowered val macro-F1 (0.408 -> 0.404 at alpha 0.25 ... 0.335 at 1), so the stage kept the reference;
         # with "wrong" alpha 0.5 gave val macro-F1 0.417 at over-recall 0.209 (reference 0.408 / 0.238).
@@ -82,9 +83,8 @@ def configs(seed: int, tuning: str, threads: int, epochs: float, train_layers: i
         # (--no-zero-shot reproduces them).
         # dpo_holdout: 20% of the DASA labels are kept out of dpo training and guard its strength pick. Without
         # it (all layers, 2 epochs, seed 0) the pick on val_id alone took alpha 1: ID +1.7 points but OOD -4.5.
-        "dpo": StageConfig("dpo", epochs=epochs / 2, lr=lr * 0.4, head_lr=1e-4, loss=DARL_LOSS, dpo_beta=0.5,
-                           dpo_sft_weight=1.0, dpo_pairs="wrong", dpo_holdout=0.2, calibrate=True,
-                           calibrate_by="ece", zero_shot_blend=zero_shot, decision_offsets=zero_shot, **common),
+        "dpo": stage_config("dpo", run, {"epochs": epochs / 2, "zero_shot_blend": zero_shot,
+                                         "decision_offsets": zero_shot}),
     }
 
 
@@ -212,8 +212,8 @@ def main() -> int:
     ap.add_argument("--dasa-epochs", type=float, default=None, help="epochs of the dasa stage (default: 1.5 x --epochs)")
     ap.add_argument("--replay-ratio", type=float, default=1.0, help="dasa stage: replayed training pairs per "
                     "new label each epoch")
-    ap.add_argument("--dasa-lr-scale", type=float, default=0.6, help="dasa stage lr as a share of the "
-                    "fine-tuning lr")
+    ap.add_argument("--dasa-lr-scale", type=float, default=None, help="dasa stage lr as a share of the "
+                    "fine-tuning lr (default: the recipe's, config.STAGE_LR_SHARE: 0.6)")
     ap.add_argument("--dasa-holdout", type=float, default=0.0, help="dasa stage: share of the new labels kept "
                     "out of training (the same rows dpo's 20%% holdout keeps out when both are 0.2)")
     ap.add_argument("--candidate-factor", type=float, default=3.0, help="DASA rows: OOD candidates per pick "

@@ -234,5 +234,5 @@ def stage_config(stage: str, *layers: dict[str, Any] | None) -> StageConfig:
                 merged[key] = value
     if "lr" not in merged and stage in STAGE_LR_SHARE:
         tuning = merged.get("tuning", StageConfig.__dataclass_fields__["tuning"].default)
-        merged["lr"] = float(f"{TUNING_LR.get(tuning, TUNING_LR['lora']) * STAGE_LR_SHARE[stage]:.6g}")
+        merged["lr"] = TUNING_LR.get(tuning, TUNING_LR["lora"]) * STAGE_LR_SHARE[stage]
     return StageConfig.from_dict(merged)

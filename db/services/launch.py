@@ -46,7 +46,7 @@ _TRAINING = ("epochs", "batch_size", "lr", "head_lr", "max_length", "seed", "sav
 _AFTER = ("zero_shot_blend", "decision_offsets", "calibrate", "calibrate_by")  # steps after any stage
 # What each stage uses: lp trains the head alone (no backbone lr), wi trains nothing (it scores val at
 # max_length for each alpha).
-_COMMON = {"lp": tuple(f for f in _TRAINING if f != "lr") + _AFTER, "wi": ("max_length",) + _AFTER}
+_STAGE_FIELDS = {"lp": tuple(f for f in _TRAINING if f != "lr") + _AFTER, "wi": ("max_length",) + _AFTER}
 _HELP = {"lr": "the backbone's learning rate. Left as shown it follows the tuning: LoRA 5e-4, full 1e-4, times "
                "0.6 in dasa and 0.4 in dpo (the benchmark's recipe)",
          "zero_shot_blend": "after the stage, also use the pretrained backbone's own query-item similarity (each "
@@ -85,7 +85,7 @@ def stage_form(stage: str) -> list[FormField]:
     defaults = stage_config(stage)
     sub = {"loss": defaults.loss, "lora": defaults.lora}
     out = []
-    for name in _COMMON.get(stage, _TRAINING + _AFTER) + _PER_STAGE[stage]:
+    for name in _STAGE_FIELDS.get(stage, _TRAINING + _AFTER) + _PER_STAGE[stage]:
         obj, attr = (sub[name.split(".")[0]], name.split(".")[1]) if "." in name else (defaults, name)
         value = getattr(obj, attr)
         if name in _CHOICES:
