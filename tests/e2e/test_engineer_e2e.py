@@ -136,8 +136,18 @@ def test_engineer_trains_a_stage_and_maps_the_pairs(page, app_url: str, app_db_u
     assert evaluated == ["lp-1", "lp-2"], f"job {job_id} {status}; worker log:\n{worker.read_text()[-3000:]}"
     with session_scope(app_db_url) as s:
         assert s.get(Job, job_id).params["overrides"] == {"epochs": 6.0}
-    page.get_by_role("link", name="Gap").click()
-    expect(page.get_by_text("Did it help? Compare two versions")).to_be_visible(timeout=20_000)
+    # The evaluation just finished: the jobs panel re-runs the whole page when it notices (pages/_jobs_ui.py),
+    # and a navigation click that lands during that re-run is dropped, so click until the Gap page is there.
+    heading = page.get_by_text("Did it help? Compare two versions")
+    deadline = time.monotonic() + 20
+    while True:
+        page.get_by_role("link", name="Gap").click()
+        try:
+            expect(heading).to_be_visible(timeout=5_000)
+            break
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
     expect(page.get_by_text(re.compile(r"macro-F1 [+-]\d\.\d{3} \(95% interval")).first).to_be_visible()
     expect(page.locator(".js-plotly-plot").nth(1)).to_be_visible()  # the gap over versions, then the comparison
     shot(page, "gap_page.png")
