@@ -1,6 +1,6 @@
-"""Render bench/results/*.json as the README's benchmark section (between the BENCH markers).
+"""Render bench/results/*.json as the benchmark tables of docs/benchmarks.md (between the BENCH markers).
 
-    .venv/bin/python bench/report.py          # rewrite README.md in place
+    .venv/bin/python bench/report.py          # rewrite docs/benchmarks.md in place
     .venv/bin/python bench/report.py --print  # print the Markdown only
 
 Only figures present in the JSON files are shown; a missing file is listed as "not run".
@@ -286,10 +286,10 @@ def main() -> int:
     if args.print:
         print(md)
         return 0
-    readme = ROOT / "README.md"
+    readme = ROOT / "docs" / "benchmarks.md"
     text = readme.read_text()
     if START not in text or END not in text:
-        raise SystemExit(f"README.md has no {START} … {END} section")
+        raise SystemExit(f"{readme} has no {START} … {END} section")
     head, rest = text.split(START, 1)
     _, tail = rest.split(END, 1)
     readme.write_text(f"{head}{START}\n{md}{END}{tail}")
