@@ -1,16 +1,23 @@
-"""DaRL Studio entry point: login gate and role-filtered navigation over pages/, nothing else."""
+"""DaRL Studio entry point: login gate and role-filtered navigation over pages/, nothing else.
+
+Every page is registered for everyone, so a reload or a deep link (``/training``) finds its page: a
+visitor who is not signed in gets the login form there and the page after logging in; a signed-in
+user whose role may not see a page is told so. Sign-in itself lives in ``pages/_session.py``.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import streamlit as st
 
 from db.models import Role
-from db.services import users as user_service
-from pages._shared import current_user, db
+from pages import _session
+from pages._shared import current_user
 
 st.set_page_config(page_title="DaRL Studio", page_icon=":material/travel_explore:", layout="wide")
 
-# (file, title, icon, minimum role). Roles are cumulative; unlisted pages cannot be reached by URL.
+# (file, title, icon, minimum role). Roles are cumulative.
 PAGES: list[tuple[str, str, str, Role]] = [
     ("pages/overview.py", "Overview", ":material/dashboard:", Role.annotator),
     ("pages/annotate.py", "Annotate", ":material/rate_review:", Role.annotator),
@@ -27,35 +34,44 @@ PAGES: list[tuple[str, str, str, Role]] = [
 def login() -> None:
     st.title("DaRL Studio")
     st.caption("Search-relevance labelling and distribution-aware robust relevance models")
+    if _session.ended_notice():
+        st.warning("Your session has ended (signed out, expired, or the account changed). Log in again.",
+                   icon=":material/logout:")
     with st.form("login", border=True):
         name = st.text_input("User name", key="login_name")
         password = st.text_input("Password", type="password", key="login_password")
         submitted = st.form_submit_button("Log in", type="primary")
     if submitted:
-        with db() as session:
-            user = user_service.authenticate(session, name, password)
-        if user is None:
-            st.error("Unknown user name or wrong password.")
+        error = _session.log_in(name, password)
+        if error:
+            st.error(error)
         else:
-            st.session_state["user_id"] = user.id
-            st.rerun()
+            st.rerun()  # same URL: the page that was asked for opens
 
 
-def logout() -> None:
-    """Button callback: runs before the rerun, so the next run starts logged out."""
-    for key in list(st.session_state.keys()):
-        del st.session_state[key]
+def denied(title: str, need: Role, role: Role) -> Callable[[], None]:
+    def page() -> None:
+        st.title(title)
+        st.error(f"The {title} page needs the {need.value} role, and yours is {role.value}. "
+                 "Ask an admin if you need it.", icon=":material/lock:")
+    return page
 
 
 user = current_user()
+_session.sync_cookie()
 if user is None:
-    # A hidden one-page navigation replaces the previous menu, so no stale page links stay visible.
-    st.navigation([st.Page(login, title="Log in", icon=":material/login:")], position="hidden").run()
+    # Every page, hidden: the URL's page is found (no "Page not found"), and the form stands in for it.
+    st.navigation([st.Page(path, title=title, icon=icon, visibility="hidden") for path, title, icon, _ in PAGES],
+                  position="hidden")
+    login()
     st.stop()
 
 role = Role(user.role)
-allowed = [st.Page(path, title=title, icon=icon) for path, title, icon, need in PAGES if role.allows(need)]
+pages = [st.Page(path, title=title, icon=icon) if role.allows(need) else
+         st.Page(denied(title, need, role), title=title, icon=icon, visibility="hidden",
+                 url_path=path.removeprefix("pages/").removesuffix(".py"))
+         for path, title, icon, need in PAGES]
 with st.sidebar:
     st.caption(f"Signed in as **{user.name}** ({role.value})")
-    st.button("Log out", key="logout", icon=":material/logout:", on_click=logout)
-st.navigation(allowed).run()
+    st.button("Log out", key="logout", icon=":material/logout:", on_click=_session.log_out)
+st.navigation(pages).run()

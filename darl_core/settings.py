@@ -9,6 +9,8 @@
   ``redis://...`` for workers on several machines.
 - ``DARL_ZS_CACHE_MB``: memory a model may keep for the zero-shot blend's pretrained text vectors
   (default 256; 0 turns the cache off).
+- ``DARL_SESSION_IDLE_MIN`` / ``DARL_SESSION_MAX_H``: a browser sign-in ends after this many minutes
+  without a request (default 480) or this many hours after login, whatever the activity (default 72).
 """
 
 from __future__ import annotations
@@ -89,6 +91,27 @@ def zero_shot_cache_bytes() -> int:
     if not mb >= 0:  # also rejects nan
         raise ConfigError(f"DARL_ZS_CACHE_MB must be a number of megabytes >= 0, got {raw!r}")
     return int(mb * 2 ** 20)
+
+
+def _positive_env(name: str, default: float) -> float:
+    raw = os.environ.get(name, str(default)).strip()
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:  # also rejects nan
+        raise ConfigError(f"{name} must be a positive number, got {raw!r}")
+    return value
+
+
+def session_idle_seconds() -> float:
+    """``DARL_SESSION_IDLE_MIN`` in seconds: a sign-in unused this long is over."""
+    return _positive_env("DARL_SESSION_IDLE_MIN", 480) * 60
+
+
+def session_max_seconds() -> float:
+    """``DARL_SESSION_MAX_H`` in seconds: a sign-in ends this long after login, however active."""
+    return _positive_env("DARL_SESSION_MAX_H", 72) * 3600
 
 
 @dataclass(frozen=True)

@@ -287,3 +287,38 @@ class RoundItem(Base):
     score: Mapped[float | None] = mapped_column(Float)
     is_control: Mapped[bool] = mapped_column(Boolean, default=False)
     reasons: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class AuthSession(Base):
+    """A browser's sign-in (db/services/auth.py). Only hashes are stored: the cookie's token is made when
+    the one-time ticket is exchanged and never kept in clear; a revoked or expired row signs nobody in."""
+
+    __tablename__ = "auth_sessions"
+    __table_args__ = (Index("ix_auth_sessions_user", "user_id", "revoked_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    ticket_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    ticket_expires_at: Mapped[datetime | None] = mapped_column(DateTime)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime)  # absolute expiry, whatever the activity
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime)
+    revoked_reason: Mapped[str | None] = mapped_column(String(32))
+    client: Mapped[str | None] = mapped_column(String(64))
+
+
+class LoginEvent(Base):
+    """One login attempt, kept for the admin's audit and for the back-off after repeated failures."""
+
+    __tablename__ = "login_events"
+    __table_args__ = (Index("ix_login_events_name", "user_name", "id"), Index("ix_login_events_client", "client", "id"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_name: Mapped[str] = mapped_column(String(100))
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    client: Mapped[str | None] = mapped_column(String(64))
+    success: Mapped[bool] = mapped_column(Boolean)
+    reason: Mapped[str] = mapped_column(String(32))  # ok, bad_credentials, throttled
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

@@ -17,6 +17,7 @@ from db.models import Project, Role, User
 from db.services import projects as project_service
 from db.services import users as user_service
 from db.session import session_scope
+from pages._session import signed_in_user
 
 
 @contextmanager
@@ -40,14 +41,9 @@ def db() -> Iterator[Any]:
 
 
 def current_user() -> User | None:
-    uid = st.session_state.get("user_id")
-    if uid is None:
-        return None
-    with db() as session:
-        user = session.get(User, uid)
-        if user is not None:
-            session.expunge(user)
-        return user
+    """The signed-in user (``pages/_session.py``), or None; a database outage becomes a message."""
+    with guard():
+        return signed_in_user()
 
 
 def require_role(role: Role) -> User:

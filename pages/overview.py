@@ -5,9 +5,11 @@ from __future__ import annotations
 import plotly.express as px
 import streamlit as st
 
+from db.models import Role
 from db.services.stats import project_overview
-from pages._shared import db, selected_project
+from pages._shared import db, require_role, selected_project
 
+require_role(Role.annotator)
 project = selected_project()
 with db() as session:
     ov = project_overview(session, project)

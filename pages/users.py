@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from db.models import Role
-from db.services import accounts
+from db.services import accounts, auth
 from db.services.users import create_user
 from pages._shared import db, require_role
 
@@ -49,3 +49,10 @@ if apply:
                              password=new_password or None)
     st.session_state["users_flash"] = f"Updated '{who}'."
     st.rerun()
+
+st.markdown("**Recent sign-ins** (the latest 200 attempts; after 5 failures in a row a name or address waits "
+            "30 s, doubling with each further failure, up to 15 min)")
+with db() as session:
+    events = [(e.created_at, e.user_name, e.client or "", e.reason) for e in auth.login_events(session, admin)]
+st.dataframe(pd.DataFrame(events, columns=["time (UTC)", "user name", "client", "outcome"]), hide_index=True,
+             key="users_logins")

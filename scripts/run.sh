@@ -18,7 +18,7 @@ cleanup() {
 trap cleanup INT TERM EXIT
 $PY -m darl_core worker &
 pids+=($!)
-.venv/bin/streamlit run app.py --server.address 127.0.0.1 --server.port "$PORT" --server.headless true \
+.venv/bin/streamlit run scripts/serve.py --server.address 127.0.0.1 --server.port "$PORT" --server.headless true \
   --browser.gatherUsageStats false &
 pids+=($!)
 echo

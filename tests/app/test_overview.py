@@ -20,6 +20,22 @@ def demo_db(sqlite_database: str) -> str:
     return sqlite_database
 
 
+@pytest.fixture(autouse=True)
+def navigation_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run app.py as scripts/serve.py serves it. AppTest resets Streamlit's legacy pages-folder flag before
+    every run, so a rerun would run the previous run's page file directly, past app.py's login gate;
+    the server pins the flag off (scripts/serve.py), and so does this fixture."""
+    import streamlit.testing.v1.app_test as app_test
+    from streamlit.runtime.pages_manager import PagesManager
+
+    class Pinned(PagesManager):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+            PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(app_test, "PagesManager", Pinned)
+
+
 def app() -> AppTest:
     return AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
 

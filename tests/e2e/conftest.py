@@ -1,4 +1,4 @@
-"""Browser tests: a real ``streamlit run app.py`` on a free loopback port against a fresh, seeded SQLite
+"""Browser tests: a real ``streamlit run scripts/serve.py`` (app.py plus the session-cookie route) on a free loopback port against a fresh, seeded SQLite
 database, driven by Playwright with Debian's Chromium (flags from METHOD.md).
 
 Reusable pieces (import ``login`` / ``ARTIFACTS`` from here; fixtures are picked up automatically):
@@ -94,7 +94,7 @@ def app_url(app_db_url: str, app_home: Path, app_env: dict[str, str]) -> Iterato
     env = {**os.environ, **app_env, "DATABASE_URL": app_db_url, "DARL_HOME": str(home), "PYTHONPATH": str(ROOT)}
     log = open(home / "streamlit.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.address", "127.0.0.1",
+        [sys.executable, "-m", "streamlit", "run", "scripts/serve.py", "--server.address", "127.0.0.1",
          "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
          "--server.fileWatcherType", "none"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -145,8 +145,8 @@ def page(browser):  # type: ignore[no-untyped-def]
 def login(page, app_url: str, name: str, password: str, path: str = "") -> None:  # type: ignore[no-untyped-def]
     """Open ``app_url/path`` and log in through the form; returns once the sidebar says who is signed in.
 
-    Login lives in the Streamlit session: it survives page switches through the navigation, while
-    typing a URL opens a new session that asks to log in again.
+    A login sets the HttpOnly session cookie (pages/_session.py), so within the same browser context a
+    reload or a typed URL stays signed in; each test's ``page`` is a fresh context, signed out.
     """
     from playwright.sync_api import expect
 
