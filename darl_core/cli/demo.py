@@ -19,6 +19,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from db.services.demo import DEMO_PROJECT, DEMO_USERS, is_empty, load_demo
     from db.services.launch import launch_selection
     from db.services.projects import get_project
+    from db.services.users import SYSTEM
     from db.session import session_scope
 
     if args.print_logins:
@@ -31,11 +32,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if args.if_empty and not is_empty(session):
             print("database already has a project; demo not loaded")
             return 0
-        summary = load_demo(session)
+        summary = load_demo(session, actor=SYSTEM)
         job = None
         if args.first_round > 0:  # the worker embeds the pool and writes the round; annotators then get it
             job = launch_selection(session, get_project(session, DEMO_PROJECT), args.first_round, version=None,
-                                   actor=None)
+                                   actor=SYSTEM)
     print(f"demo project '{DEMO_PROJECT}' loaded: {summary}")
     if job is not None:
         print(f"queued job {job.id}: DASA selection of {args.first_round} pairs (the worker builds the first round)")
