@@ -25,7 +25,8 @@ MIN_PASSWORD = 6
 
 @dataclass(frozen=True)
 class SystemActor:
-    """The CLI and the worker: every role, no user id (what it creates has no ``created_by``)."""
+    """The CLI and the worker: the engineer's and admin's rights, no user id (what it creates has no
+    ``created_by``). It does not grade or review: those services want a person."""
 
     name: str = "system"
     role: Role = Role.admin
@@ -44,6 +45,8 @@ def require_role(actor: Actor | None, needed: Role) -> Actor:
     if isinstance(actor, SystemActor):
         if actor is not SYSTEM:
             raise PermissionDeniedError("Only darl_core's own SYSTEM actor acts without a user.")
+        if needed in (Role.annotator, Role.reviewer):  # a grade or a verdict is a person's, with their name on it
+            raise PermissionDeniedError("Grading and reviewing are done by a user: log in as one.")
         return actor
     if not isinstance(actor, User):
         raise PermissionDeniedError(f"Not a user: {type(actor).__name__}; log in first.")

@@ -164,6 +164,15 @@ def test_a_missing_actor_a_fake_system_and_a_deactivated_user_are_refused_everyw
             _refuses(found[name], s, "admin", name)  # a name is not a user
 
 
+def test_system_does_not_grade_or_review(database: str) -> None:
+    found = _service_functions()
+    personal = [name for name, role in NEEDS_ROLE.items() if role in (Role.annotator, Role.reviewer)]
+    assert len(personal) >= 9
+    with session_scope(database) as s:
+        for name in personal:
+            _refuses(found[name], s, SYSTEM, name)
+
+
 def test_an_annotator_is_refused_by_every_service_above_the_annotator_role(database: str) -> None:
     found = _service_functions()
     above = [name for name, role in NEEDS_ROLE.items() if role != Role.annotator]
