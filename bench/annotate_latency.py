@@ -49,7 +49,7 @@ from db import migrate  # noqa: E402
 from db.models import Role, User  # noqa: E402
 from db.services import annotation  # noqa: E402
 from db.services.imports import import_file  # noqa: E402
-from db.services.users import create_user  # noqa: E402
+from db.services.users import SYSTEM, create_user  # noqa: E402
 from db.session import reset_engines, session_scope  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,7 +90,7 @@ def build(url: str, csv: Path, n_pairs: int, n_users: int, round_size: int) -> N
     t0 = time.perf_counter()
     with session_scope(url) as s:
         summary = import_file(s, csv, PROJECT, create=True, grades="irrelevant,weak,strong",
-                              guidelines="Grade how well the item matches the query.", chunk_rows=100_000)
+                              guidelines="Grade how well the item matches the query.", chunk_rows=100_000, actor=SYSTEM)
     print(f"  import: {summary} in {time.perf_counter() - t0:.0f} s", flush=True)
     with session_scope(url) as s:
         pid = s.scalar(sa.text("SELECT id FROM projects WHERE name = :n"), {"n": PROJECT})
@@ -103,9 +103,9 @@ def build(url: str, csv: Path, n_pairs: int, n_users: int, round_size: int) -> N
                           "VALUES (:r, :pair, :rank, :score, false, '{}')"),
                   [{"r": rid, "pair": p, "rank": i + 1, "score": 1 - i / round_size} for i, p in enumerate(picked)])
         for i in range(n_users):
-            create_user(s, f"ann{i:02d}", Role.annotator, "bench-password", bootstrap=True)
+            create_user(s, f"ann{i:02d}", Role.annotator, "bench-password", actor=SYSTEM)
         for name in ("solo", "naive"):
-            create_user(s, name, Role.annotator, "bench-password", bootstrap=True)
+            create_user(s, name, Role.annotator, "bench-password", actor=SYSTEM)
         annotation.sync_queue(s, pid)
     reset_engines()
     print(f"  built in {time.perf_counter() - t0:.0f} s", flush=True)

@@ -7,6 +7,9 @@ inside the runner's child process (see ``worker.py``), so heavy imports happen t
 A handler must be resumable: ``ctx.workdir`` (``DARL_HOME/jobs/<id>``) survives a re-queue, and a
 stage resumes from the checkpoint it left there. Between steps it calls ``ctx.should_stop()`` and
 raises ``JobStopped`` when told to (a cancel, or the job was taken away from this runner).
+
+Handlers call the services as ``SYSTEM`` (the worker): the user's role was checked when the job was
+queued (``jobs.enqueue``), and the job row keeps who that was (``created_by``).
 """
 
 from __future__ import annotations
@@ -175,17 +178,18 @@ def _service_session(ctx: JobContext) -> Iterator[tuple[Any, Callable[[float, st
 def train_job(ctx: JobContext) -> dict[str, Any]:
     """Train one stage (lp / ft / wi / dasa / dpo), register the version, then queue its evaluation."""
     from db.services import jobs, training
+    from db.services.users import SYSTEM
 
     p = ctx.params
     with _service_session(ctx) as (session, progress, should_stop):
         version = training.train_stage(session, p["project"], p["stage"], from_version=p.get("from_version"),
                                        overrides=p.get("overrides") or {}, progress=progress,
-                                       should_stop=should_stop)
+                                       should_stop=should_stop, actor=SYSTEM)
         version.job_id = ctx.job_id
         out = {"version_id": int(version.id), "version": version.name}
         if p.get("evaluate", True) and any(k.startswith("test_") for k in version.metrics or {}):
             out["evaluation_job"] = jobs.enqueue(session, "evaluate", {"version_id": version.id},
-                                                 project_id=version.project_id).id
+                                                 project_id=version.project_id, actor=SYSTEM).id
         return out
 
 
@@ -193,13 +197,15 @@ def train_job(ctx: JobContext) -> dict[str, Any]:
 def select_job(ctx: JobContext) -> dict[str, Any]:
     """Embed the pool with a version (after its embedding shards), score OOD, open a DASA round."""
     from db.services import maps, rounds
+    from db.services.users import SYSTEM
 
     p = ctx.params
     if p.get("shards"):
-        maps.run_shards([int(i) for i in p["shards"]], lambda f, m: ctx.progress(f, m), ctx.should_stop)
+        maps.run_shards([int(i) for i in p["shards"]], lambda f, m: ctx.progress(f, m), ctx.should_stop,
+                        actor=SYSTEM)
     with _service_session(ctx) as (session, progress, _stop):
         rnd = rounds.run_selection(session, p["project"], int(p["budget"]), version=p.get("version"),
-                                   progress=progress, created_by=p.get("created_by"))
+                                   progress=progress, created_by=p.get("created_by"), actor=SYSTEM)
         return {"round_id": int(rnd.id), "size": int(p["budget"])}
 
 
@@ -207,9 +213,10 @@ def select_job(ctx: JobContext) -> dict[str, Any]:
 def evaluate_job(ctx: JobContext) -> dict[str, Any]:
     """Score a version on the labelled test_id / test_ood pairs and store metrics + pair scores."""
     from db.services import evaluation
+    from db.services.users import SYSTEM
 
     summary = evaluation.evaluate_version_job(int(ctx.params["version_id"]), progress=ctx.progress,
-                                              should_stop=ctx.should_stop)
+                                              should_stop=ctx.should_stop, actor=SYSTEM)
     return {"version_id": int(ctx.params["version_id"]), **summary}
 
 
@@ -217,19 +224,22 @@ def evaluate_job(ctx: JobContext) -> dict[str, Any]:
 def map_job(ctx: JobContext) -> dict[str, Any]:
     """Fit a UMAP map of a version's pair embeddings and store it (coordinates + clusters)."""
     from db.services import maps
+    from db.services.users import SYSTEM
 
     p = ctx.params
     return maps.compute_map_job(int(p["version_id"]), progress=ctx.progress, should_stop=ctx.should_stop,
                                 n_neighbors=int(p.get("n_neighbors", 15)), refit=bool(p.get("refit")),
-                                shards=[int(i) for i in p.get("shards") or []], seed=p.get("seed"))
+                                shards=[int(i) for i in p.get("shards") or []], seed=p.get("seed"),
+                                actor=SYSTEM)
 
 
 @handler("embed")
 def embed_job(ctx: JobContext) -> dict[str, Any]:
     """Embed one shard of a version's pairs into the shared embedding cache (see maps/selection)."""
     from db.services import maps
+    from db.services.users import SYSTEM
 
     return maps.embed_shard_job(int(ctx.params["version_id"]), [int(i) for i in ctx.params["pair_ids"]],
-                                progress=ctx.progress, should_stop=ctx.should_stop)
+                                progress=ctx.progress, should_stop=ctx.should_stop, actor=SYSTEM)
 
 

@@ -54,6 +54,7 @@ def execute(job_id: int) -> str:
     """Claim and run one job to its end in a child process; returns its final status (or "skipped")."""
     from db.models import Job
     from db.services import jobs
+    from db.services.users import SYSTEM
     from db.session import session_scope
 
     rt = _RUNTIME
@@ -61,7 +62,7 @@ def execute(job_id: int) -> str:
         return "skipped"  # the job stays queued; the watchdog re-sends it
     token = f"{rt.name}/{uuid.uuid4().hex[:8]}"
     with session_scope() as session:
-        job = jobs.claim(session, job_id, token)
+        job = jobs.claim(session, job_id, token, actor=SYSTEM)
         if job is None:
             return "skipped"
         kind, attempt = job.kind, job.attempts
@@ -132,13 +133,14 @@ def _stop_child(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
 
 def watchdog_loop(rt: Runtime) -> None:
     from db.services import jobs
+    from db.services.users import SYSTEM
     from db.session import session_scope
 
     interval = max(0.5, min(jobs.stale_s() / 3, 5.0))
     while not rt.stopping.wait(interval):
         try:
             with session_scope() as session:
-                acted = jobs.watchdog(session)
+                acted = jobs.watchdog(session, actor=SYSTEM)
             for what, ids in acted.items():
                 if ids and what != "resent":
                     log.warning("watchdog: %s %s", what, ids)
@@ -151,6 +153,7 @@ def run_worker(concurrency: int = 1, once: bool = False) -> int:
     from darl_core.queue import get_huey
     from darl_core.settings import load_settings
     from db.services import jobs
+    from db.services.users import SYSTEM
     from db.session import session_scope
 
     settings = load_settings()
@@ -158,7 +161,7 @@ def run_worker(concurrency: int = 1, once: bool = False) -> int:
              _redact(settings.database_url), _redact(settings.queue_url))
     if once:
         with session_scope() as session:
-            jobs.watchdog(session)
+            jobs.watchdog(session, actor=SYSTEM)
         done = 0
         while True:
             with session_scope() as session:

@@ -65,7 +65,7 @@ def selected_project() -> Project:
             session.expunge(p)
     if not projects:
         st.info("No project yet. Import one: `python -m darl_core import FILE --project NAME --create`, "
-                "or run `make run`, which loads the demo project.")
+                "or, on an empty database, `make run` loads the demo project.")
         st.stop()
     names = [p.name for p in projects]
     default = st.session_state.get("project_name")

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from db.models import Item, Pair, Project, Query, Role, RoundItem, SelectionRound, User, utcnow
 from db.services.projects import create_project
-from db.services.users import create_user
+from db.services.users import SYSTEM, create_user
 
 PASSWORD = "secret-pw"
 
@@ -25,7 +25,7 @@ def seed_project(session: Session, name: str = "demo", n_pairs: int = 50, *, gra
                  segments: Sequence[str] = ("tools", "garden"), split: str = "pool",
                  settings: dict[str, Any] | None = None) -> Project:
     """A project with ``n_pairs`` unlabelled pairs (one query per 5 items), in id order."""
-    project = create_project(session, name, list(grades) if grades else None, guidelines, settings)
+    project = create_project(session, name, list(grades) if grades else None, guidelines, settings, actor=SYSTEM)
     now = utcnow()
     n_queries = max(1, (n_pairs + 4) // 5)
     session.execute(insert(Query), [{"project_id": project.id, "key": _key(f"{name}q{i}"),
@@ -45,7 +45,7 @@ def pair_ids(session: Session, project_id: int) -> list[int]:
 
 
 def seed_user(session: Session, name: str, role: Role | str = Role.annotator, password: str = PASSWORD) -> User:
-    return create_user(session, name, role, password, bootstrap=True)
+    return create_user(session, name, role, password, actor=SYSTEM)
 
 
 def seed_round(session: Session, project_id: int, ids: Sequence[int], name: str = "round 1") -> SelectionRound:

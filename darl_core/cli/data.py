@@ -61,6 +61,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 def cmd_import(args: argparse.Namespace) -> int:
     from db.services.imports import import_file
+    from db.services.users import SYSTEM
     from db.session import session_scope
 
     ensure_schema()
@@ -85,7 +86,8 @@ def cmd_import(args: argparse.Namespace) -> int:
         with session_scope() as session:
             summary = import_file(session, args.path, args.project, create=args.create, grades=args.grades,
                                   guidelines=guidelines, columns=columns, fmt=args.format,
-                                  grade_base=args.grade_base, chunk_rows=args.chunk_rows, progress=progress)
+                                  grade_base=args.grade_base, chunk_rows=args.chunk_rows, progress=progress,
+                                  actor=SYSTEM)
     finally:
         for bar in bars.values():
             bar.close()

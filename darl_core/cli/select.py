@@ -27,6 +27,7 @@ def cmd_select(args: argparse.Namespace) -> int:
     from darl_core.cli.data import ensure_schema
     from darl_core.selection import SelectionConfig  # sklearn: imported only when selecting
     from db.services.rounds import default_version, round_items, run_selection
+    from db.services.users import SYSTEM
     from db.session import session_scope
 
     config = SelectionConfig(detector=args.detector, control_fraction=args.control,
@@ -39,7 +40,8 @@ def cmd_select(args: argparse.Namespace) -> int:
 
     with session_scope() as session:
         version = args.version if args.version is not None else default_version(session, args.project)
-        rnd = run_selection(session, args.project, args.budget, version, progress, config=config, seed=args.seed)
+        rnd = run_selection(session, args.project, args.budget, version, progress, config=config, seed=args.seed,
+                            actor=SYSTEM)
         items = round_items(session, rnd.id)
         print(f"round {rnd.id} ({rnd.name}): {len(items)} pairs queued, "
               f"{sum(i.is_control for i in items)} random control")

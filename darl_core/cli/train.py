@@ -55,6 +55,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from darl_core import distributed
     from darl_core.cli.data import ensure_schema
     from db.services.training import train_stage
+    from db.services.users import SYSTEM
     from db.session import session_scope
 
     dist = distributed.context()  # under `accelerate launch`: one of several processes (see distributed.py)
@@ -67,7 +68,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     with session_scope() as session:
         version = train_stage(session, args.project, args.stage, from_version=args.from_version,
-                              overrides=parse_overrides(args), progress=progress)
+                              overrides=parse_overrides(args), progress=progress, actor=SYSTEM)
         if version is None:  # a helper process: rank 0 reports
             return 0
         m = version.metrics
@@ -101,11 +102,12 @@ def _checkpoint_for(args: argparse.Namespace) -> Path:
     from db.models import ModelVersion
     from db.services.projects import get_project
     from db.services.rounds import resolve_version
+    from db.services.users import SYSTEM
     from db.session import session_scope
 
     with session_scope() as session:
         if args.project:
-            mv = resolve_version(session, get_project(session, args.project).id, args.version)
+            mv = resolve_version(session, get_project(session, args.project).id, args.version, actor=SYSTEM)
         elif str(args.version).isdigit():
             mv = session.scalar(select(ModelVersion).where(ModelVersion.id == int(args.version)))
         else:

@@ -38,13 +38,13 @@ def _password() -> str:
 
 def cmd_add(args: argparse.Namespace) -> int:
     from darl_core.cli.data import ensure_schema
-    from db.services.users import create_user
+    from db.services.users import SYSTEM, create_user
     from db.session import session_scope
 
     ensure_schema()
     password = _password()
     with session_scope() as session:
-        user = create_user(session, args.name, args.role, password, bootstrap=True)
+        user = create_user(session, args.name, args.role, password, actor=SYSTEM)
         print(f"created user '{user.name}' ({user.role.value})")
     return 0
 

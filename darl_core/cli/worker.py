@@ -60,6 +60,7 @@ def cmd_jobs_enqueue(args: argparse.Namespace) -> int:
     from darl_core.cli.data import ensure_schema
     from darl_core.errors import ConfigError
     from db.services import jobs
+    from db.services.users import SYSTEM
     from db.session import session_scope
 
     try:
@@ -68,7 +69,7 @@ def cmd_jobs_enqueue(args: argparse.Namespace) -> int:
         raise ConfigError(f"--params is not JSON ({exc}); pass an object such as '{{\"steps\": 5}}'") from exc
     ensure_schema()
     with session_scope() as session:
-        job = jobs.enqueue(session, args.kind, params, max_attempts=args.max_attempts)
+        job = jobs.enqueue(session, args.kind, params, max_attempts=args.max_attempts, actor=SYSTEM)
     print(f"job {job.id} queued")
     return 0
 
@@ -76,10 +77,11 @@ def cmd_jobs_enqueue(args: argparse.Namespace) -> int:
 def cmd_jobs_cancel(args: argparse.Namespace) -> int:
     from darl_core.cli.data import ensure_schema
     from db.services import jobs
+    from db.services.users import SYSTEM
     from db.session import session_scope
 
     ensure_schema()
     with session_scope() as session:
-        job = jobs.request_cancel(session, args.job_id)
+        job = jobs.request_cancel(session, args.job_id, actor=SYSTEM)
     print(f"job {job.id}: {job.status.value}{' (cancel requested)' if job.cancel_requested else ''}")
     return 0

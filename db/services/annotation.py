@@ -56,6 +56,7 @@ from db.models import (
     User,
     utcnow,
 )
+from db.services.limits import check_comment
 from db.services.projects import project_settings, update_settings
 from db.services.users import require_role
 from db.session import is_sqlite
@@ -321,6 +322,7 @@ def _progress(state: Any) -> Progress:
 
 def progress(session: Session, actor: User, project_id: int, now: datetime | None = None) -> Progress:
     """Labels the actor gave today (UTC, minus undone ones) and pairs still needing votes in the round."""
+    require_role(actor, Role.annotator)
     overlap, share, _ = _annotation_settings(_project(session, project_id))
     return _progress(_state(session, actor, project_id, overlap, share, now or utcnow()))
 
@@ -375,6 +377,7 @@ def submit_label(session: Session, actor: User, lease_id: int, grade: int, secon
                  *, flagged: bool = False, comment: str | None = None, now: datetime | None = None) -> Step:
     """Save the actor's grade for a leased card and return the next card."""
     require_role(actor, Role.annotator)
+    comment = check_comment(comment)
     now = now or utcnow()
     lease = _own_lease(session, actor, lease_id)
     project = _project(session, lease.project_id)
@@ -440,7 +443,7 @@ def update_annotation_settings(session: Session, actor: User, project_id: int, *
     allowed = {"overlap", "agreement_share", "lease_minutes", "show_reasons"}
     if set(changes) - allowed:
         raise ConfigError(f"Not an annotation setting: {', '.join(sorted(set(changes) - allowed))}.")
-    update_settings(session, project, **changes)
+    update_settings(session, project, actor=actor, **changes)
     _annotation_settings(project)  # validates the ranges before anything commits
     sync_queue(session, project_id)
     return project

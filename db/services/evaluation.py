@@ -20,9 +20,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from darl_core.errors import ConfigError
-from db.models import ModelVersion, Pair, PairScore, Project, utcnow
+from db.models import ModelVersion, Pair, PairScore, Project, Role, utcnow
 from db.services import versions
 from db.services.labels import final_labels, last_event_id
+from db.services.users import Actor, require_role
 from db.session import is_sqlite, session_scope
 
 ID_SPLITS = ("test_id", "test")
@@ -95,10 +96,11 @@ def summarise(sets: dict[str, TestSet], probs: dict[str, np.ndarray], grades: li
 
 
 def evaluate_version_job(version_id: int, progress: Progress | None = None,
-                         should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
-    """Score ``version_id`` on the labelled test pairs, store the results; returns the key figures."""
+                         should_stop: Callable[[], bool] | None = None, *, actor: Actor | None) -> dict[str, Any]:
+    """Score ``version_id`` on the labelled test pairs, store the results (engineer role); returns the key figures."""
     from darl_core.model import load_checkpoint, load_model, score_pairs
 
+    require_role(actor, Role.engineer)
     say = progress or (lambda *_a, **_k: None)
     with session_scope() as session:
         mv = versions.get_version(session, version_id)
@@ -129,16 +131,17 @@ def evaluate_version_job(version_id: int, progress: Progress | None = None,
     evaluation = {**summarise(sets, probs, grades), "last_event_id": snapshot,
                   "evaluated_at": utcnow().isoformat(timespec="seconds")}
     with session_scope() as session:
-        versions.store_evaluation(session, version_id, evaluation)
-        write_pair_probs(session, version_id, sets, probs)
+        versions.store_evaluation(session, version_id, evaluation, actor=actor)
+        write_pair_probs(session, version_id, sets, probs, actor=actor)
     say(1.0, "stored: " + ", ".join(f"{k} macro-F1 {v['metrics']['macro_f1']:.3f}"
                                      for k, v in evaluation["splits"].items()))
     return {k: v for k, v in evaluation["id_ood"].items() if k.endswith(("macro_f1", "ece", "n"))}
 
 
 def write_pair_probs(session: Session, version_id: int, sets: dict[str, TestSet],
-                     probs: dict[str, np.ndarray]) -> None:
-    """Upsert probabilities and predicted grades only (OOD scores and map coordinates stay)."""
+                     probs: dict[str, np.ndarray], *, actor: Actor | None) -> None:
+    """Upsert probabilities and predicted grades only (OOD scores and map coordinates stay; engineer role)."""
+    require_role(actor, Role.engineer)
     if is_sqlite(session):
         from sqlalchemy.dialects.sqlite import insert
     else:

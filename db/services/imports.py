@@ -25,8 +25,10 @@ from sqlalchemy.orm import Session
 
 from darl_core.data import ColumnMap, detect_format, read_pairs
 from darl_core.errors import ConfigError, ImportFileError, NotFoundError
-from db.models import Project, utcnow
+from db.models import Project, Role, utcnow
+from db.services.limits import check_name
 from db.services.projects import create_project, get_project, parse_grades
+from db.services.users import Actor, require_role
 from db.session import is_sqlite
 
 Progress = Callable[[int], None]
@@ -188,12 +190,14 @@ def _merge_stage(session: Session, project_id: int, summary: ImportSummary) -> N
 def import_file(session: Session, path: str | Path, project_name: str, *, create: bool = False,
                 grades: str | list[str] | None = None, guidelines: str | None = None,
                 columns: ColumnMap | None = None, fmt: str | None = None, grade_base: int = 1,
-                chunk_rows: int = 50_000, progress: Callable[[str, int], None] | None = None) -> ImportSummary:
-    """Import a pair file into a project. Writes nothing unless every row is valid.
+                chunk_rows: int = 50_000, progress: Callable[[str, int], None] | None = None,
+                actor: Actor | None) -> ImportSummary:
+    """Import a pair file into a project (engineer role). Writes nothing unless every row is valid.
 
     ``progress(phase, rows)`` is called per chunk with phase ``validate`` or ``write``.
     The caller owns the transaction (``session_scope`` commits on success and rolls back on error).
     """
+    require_role(actor, Role.engineer)
     path = Path(path)
     fmt = detect_format(path, fmt)
     columns = columns or ColumnMap()
@@ -204,7 +208,7 @@ def import_file(session: Session, path: str | Path, project_name: str, *, create
         summary.rows = validate_file(path, scale, columns, fmt, grade_base, chunk_rows,
                                      (lambda n: progress("validate", n)) if progress else None, Path(spool))
         if project is None:
-            project = create_project(session, project_name, grades=scale, guidelines=guidelines or "")
+            project = create_project(session, project_name, grades=scale, guidelines=guidelines or "", actor=actor)
             summary.project_created = True
         elif guidelines is not None:
             project.guidelines = guidelines
@@ -228,6 +232,7 @@ def _resolve_project(session: Session, name: str, create: bool, grades: str | li
     except NotFoundError:
         if not create:
             raise
+        check_name(name, "Project name")  # before validating a whole file for a project that cannot exist
         return None
     if grades is not None and parse_grades(grades) != list(project.grades):
         raise ConfigError(f"Project '{name}' already has the scale {', '.join(project.grades)}; "

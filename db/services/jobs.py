@@ -29,8 +29,8 @@ from sqlalchemy import event, select, update
 from sqlalchemy.orm import Session
 
 from darl_core.errors import ConfigError, ConflictError, NotFoundError
-from db.models import Job, JobStatus, Role, User, utcnow
-from db.services.users import require_role
+from db.models import Job, JobStatus, Role, utcnow
+from db.services.users import Actor, require_role
 
 log = logging.getLogger("darl.jobs")
 
@@ -84,18 +84,17 @@ def _drop_pending(session: Session) -> None:
 
 
 def enqueue(session: Session, kind: str, params: dict[str, Any] | None = None, *, project_id: int | None = None,
-            actor: User | None = None, max_attempts: int = 3) -> Job:
-    """Create a queued job; it is sent to the queue when the transaction commits."""
+            actor: Actor | None, max_attempts: int = 3) -> Job:
+    """Create a queued job (engineer role); it is sent to the queue when the transaction commits."""
     from darl_core.job_kinds import known_kinds
 
-    if actor is not None:
-        require_role(actor, Role.engineer)
+    require_role(actor, Role.engineer)
     if kind not in known_kinds():
         raise ConfigError(f"Unknown job kind {kind!r}; known: {', '.join(sorted(known_kinds()))}.")
     if max_attempts < 1:
         raise ConfigError(f"`max_attempts` must be at least 1, got {max_attempts}.")
     job = Job(kind=kind, params=dict(params or {}), project_id=project_id, status=JobStatus.queued,
-              created_by=actor.id if actor is not None else None, max_attempts=max_attempts,
+              created_by=actor.id, max_attempts=max_attempts,
               heartbeat_at=utcnow(), log="", progress=0.0, attempts=0, cancel_requested=False)
     session.add(job)
     session.flush()
@@ -123,10 +122,9 @@ def list_jobs(session: Session, project_id: int | None = None, kinds: Sequence[s
     return list(session.scalars(stmt))
 
 
-def request_cancel(session: Session, job_id: int, actor: User | None = None) -> Job:
+def request_cancel(session: Session, job_id: int, actor: Actor | None) -> Job:
     """A queued job is cancelled at once; a running one at its next step (the runner checks the flag)."""
-    if actor is not None:
-        require_role(actor, Role.engineer)
+    require_role(actor, Role.engineer)
     job = get_job(session, job_id)
     if job.status in FINISHED:
         raise ConflictError(f"Job {job_id} is already {job.status.value}; nothing to cancel.")
@@ -142,10 +140,13 @@ def request_cancel(session: Session, job_id: int, actor: User | None = None) -> 
 
 
 # --- the runner's side (each call names the runner's token) ------------------------------------------
+# ``claim`` and ``watchdog`` need an actor (the worker is ``SYSTEM``); the calls after a claim are
+# authorised by its token: they write only a running job whose ``worker`` is that token.
 
 
-def claim(session: Session, job_id: int, token: str) -> Job | None:
+def claim(session: Session, job_id: int, token: str, *, actor: Actor | None) -> Job | None:
     """Take a queued job for ``token``; None when someone else has it or it is no longer queued."""
+    require_role(actor, Role.engineer)
     now = utcnow()
     res = session.execute(
         update(Job)
@@ -245,9 +246,10 @@ def _requeue_or_fail(session: Session, job: Job, reason: str, *, count_attempt: 
     return True
 
 
-def watchdog(session: Session, *, now: datetime | None = None, stale_after: float | None = None,
+def watchdog(session: Session, *, actor: Actor | None, now: datetime | None = None, stale_after: float | None = None,
              redispatch_after: float | None = None) -> dict[str, list[int]]:
     """Re-queue (or fail) running jobs with a stale heartbeat; re-send long-unclaimed queued jobs."""
+    require_role(actor, Role.engineer)
     now = now or utcnow()
     stale_cut = now - timedelta(seconds=stale_after if stale_after is not None else stale_s())
     resend_cut = now - timedelta(seconds=redispatch_after if redispatch_after is not None else redispatch_s())

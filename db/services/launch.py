@@ -15,9 +15,9 @@ from sqlalchemy.orm import Session
 
 from darl_core.config import CALIBRATE_BY, STAGES, stage_config
 from darl_core.errors import ConfigError, ConflictError
-from db.models import Job, Pair, Project, Role, User
+from db.models import Job, Pair, Project, Role
 from db.services import jobs, versions
-from db.services.users import require_role
+from db.services.users import Actor, require_role
 
 
 @dataclass(frozen=True)
@@ -124,9 +124,9 @@ def overrides_from_form(stage: str, values: dict[str, Any]) -> dict[str, Any]:
 
 
 def launch_training(session: Session, project: Project, stage: str, *, from_version: int | None,
-                    overrides: dict[str, Any], actor: User | None) -> Job:
-    if actor is not None:
-        require_role(actor, Role.engineer)
+                    overrides: dict[str, Any], actor: Actor | None) -> Job:
+    """Queue training of ``stage`` (engineer role), its config checked first."""
+    require_role(actor, Role.engineer)
     stage_config(stage, overrides)
     if from_version is not None and versions.get_version(session, from_version).project_id != project.id:
         raise ConflictError("That version belongs to another project.")
@@ -135,25 +135,26 @@ def launch_training(session: Session, project: Project, stage: str, *, from_vers
 
 
 def launch_selection(session: Session, project: Project, budget: int, *, version: int | None,
-                     actor: User | None, shard_size: int | None = None) -> Job:
+                     actor: Actor | None, shard_size: int | None = None) -> Job:
     """Queue a DASA round; for a large project, embedding shards first that any worker can take (the
     select job runs or waits for them, then embeds only what is left)."""
     from db.services.maps import SHARD_SIZE, queue_embedding_shards
     from db.services.rounds import resolve_version
 
-    if actor is not None:
-        require_role(actor, Role.engineer)
+    require_role(actor, Role.engineer)
     if budget < 1:
         raise ConfigError(f"The budget must be at least 1 pair, got {budget}.")
-    mv = resolve_version(session, project.id, version)
+    mv = resolve_version(session, project.id, version, actor=actor)
     ids = list(session.scalars(select(Pair.id).where(Pair.project_id == project.id).order_by(Pair.id)))
     shards = queue_embedding_shards(session, project, mv, ids, actor=actor, shard_size=shard_size or SHARD_SIZE)
     return jobs.enqueue(session, "select", {"project": project.name, "budget": int(budget), "version": version,
-                                            "created_by": actor.id if actor else None, "shards": shards},
+                                            "created_by": actor.id, "shards": shards},
                         project_id=project.id, actor=actor)
 
 
-def launch_evaluation(session: Session, project: Project, version_id: int, actor: User | None) -> Job:
+def launch_evaluation(session: Session, project: Project, version_id: int, actor: Actor | None) -> Job:
+    """Queue an evaluation of a version of this project (engineer role)."""
+    require_role(actor, Role.engineer)
     if versions.get_version(session, version_id).project_id != project.id:
         raise ConflictError("That version belongs to another project.")
     return jobs.enqueue(session, "evaluate", {"version_id": version_id}, project_id=project.id, actor=actor)

@@ -33,12 +33,11 @@ from db.models import (
     Role,
     RoundItem,
     SelectionRound,
-    User,
 )
 from db.services import jobs, versions
 from db.services.labels import standing_pair_ids
 from db.services.rounds import BASE_KEY, embedding_key, resolve_version
-from db.services.users import require_role
+from db.services.users import Actor, require_role
 from db.session import is_sqlite, session_scope
 
 SHARD_SIZE = 20_000
@@ -94,7 +93,9 @@ def _embed(version: ModelVersion, texts: PairTexts, progress: Progress, should_s
 
 
 def embed_shard_job(version_id: int, pair_ids: list[int], progress: Progress | None = None,
-                    should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
+                    should_stop: Callable[[], bool] | None = None, *, actor: Actor | None) -> dict[str, Any]:
+    """Embed these pairs of a version into its embedding cache (the ``embed`` job; engineer role)."""
+    require_role(actor, Role.engineer)
     say = progress or (lambda *_a, **_k: None)
     with session_scope() as session:
         mv = versions.get_version(session, version_id)
@@ -104,18 +105,20 @@ def embed_shard_job(version_id: int, pair_ids: list[int], progress: Progress | N
     return {"pairs": len(texts.ids), "seconds": round(time.perf_counter() - start, 2)}
 
 
-def run_shards(shard_ids: Sequence[int], progress: Progress, should_stop: Callable[[], bool] | None) -> None:
+def run_shards(shard_ids: Sequence[int], progress: Progress, should_stop: Callable[[], bool] | None, *,
+               actor: Actor | None) -> None:
     """Run our shards nobody has started (claiming them like a worker would); wait for the others."""
     from darl_core.job_kinds import JobStopped
 
+    require_role(actor, Role.engineer)
     token = f"shards-inline/{time.monotonic_ns()}"
     for shard in shard_ids:
         with session_scope() as session:
-            job = jobs.claim(session, shard, token)
+            job = jobs.claim(session, shard, token, actor=actor)
         if job is not None:
             try:
                 result = embed_shard_job(int(job.params["version_id"]), [int(i) for i in job.params["pair_ids"]],
-                                         should_stop=should_stop)
+                                         should_stop=should_stop, actor=actor)
             except Exception as exc:
                 with session_scope() as session:
                     jobs.finish(session, shard, token, JobStatus.failed, error=str(exc))
@@ -136,13 +139,14 @@ def run_shards(shard_ids: Sequence[int], progress: Progress, should_stop: Callab
 
 def compute_map_job(version_id: int, progress: Progress | None = None, should_stop: Callable[[], bool] | None = None,
                     *, n_neighbors: int = 15, refit: bool = False, shards: Sequence[int] = (),
-                    seed: int | None = None) -> dict[str, Any]:
-    """Compute (or extend) the stored map of ``version_id``; returns sizes and timings."""
+                    seed: int | None = None, actor: Actor | None) -> dict[str, Any]:
+    """Compute (or extend) the stored map of ``version_id`` (engineer role); returns sizes and timings."""
     from darl_core import maps
 
+    require_role(actor, Role.engineer)
     say = progress or (lambda *_a, **_k: None)
     if shards:
-        run_shards(shards, say, should_stop)
+        run_shards(shards, say, should_stop, actor=actor)
     with session_scope() as session:
         mv = versions.get_version(session, version_id)
         texts = _pair_texts(session, mv.project_id)
@@ -214,13 +218,12 @@ def map_choices(session: Session, project_id: int) -> list[dict[str, Any]]:
     return rows
 
 
-def launch_map(session: Session, project: Project, version_id: int | None, *, actor: User | None,
+def launch_map(session: Session, project: Project, version_id: int | None, *, actor: Actor | None,
                refit: bool = False, shard_size: int = SHARD_SIZE) -> Job:
     """Queue the map job of a version (None: the pretrained backbone) and, for a large project,
     embedding shards first that any worker can take."""
-    if actor is not None:
-        require_role(actor, Role.engineer)
-    mv = resolve_version(session, project.id, None) if version_id is None else versions.get_version(session, version_id)
+    require_role(actor, Role.engineer)
+    mv = resolve_version(session, project.id, None, actor=actor) if version_id is None else versions.get_version(session, version_id)
     if mv.project_id != project.id:
         raise ConfigError("That version belongs to another project.")
     ids = list(session.scalars(select(Pair.id).where(Pair.project_id == project.id).order_by(Pair.id)))
@@ -232,12 +235,13 @@ def launch_map(session: Session, project: Project, version_id: int | None, *, ac
 
 
 def queue_embedding_shards(session: Session, project: Project, mv: ModelVersion, pair_ids: Sequence[int], *,
-                           actor: User | None, shard_size: int = SHARD_SIZE) -> list[int]:
+                           actor: Actor | None, shard_size: int = SHARD_SIZE) -> list[int]:
     """``embed`` jobs for the pairs not yet in the version's embedding cache, ``shard_size`` each, when
     there are more than one shard's worth; any worker takes them. The map and DASA selection jobs share
     the cache, and run (or wait for) their shards before they start: ``run_shards``."""
     from darl_core.embeddings import EmbeddingCache
 
+    require_role(actor, Role.engineer)
     if len(pair_ids) <= shard_size:
         return []
     cached = set(EmbeddingCache(embedding_key(mv)).load()[0])
@@ -292,15 +296,14 @@ def cluster_summary(view: pd.DataFrame) -> pd.DataFrame:
 
 
 def queue_pairs(session: Session, project_id: int, pair_ids: Sequence[int], priority: int,
-                actor: User | None) -> int:
+                actor: Actor | None) -> int:
     """Give the pairs among ``pair_ids`` that the annotation queue can offer ``priority``; returns how many.
 
     The queue serves open pairs by priority (highest first) after the open round's pairs. Pairs in a
     test split or with an imported or adjudicated grade are never offered outside a round, so they
     are left alone (the returned count says how many were sent).
     """
-    if actor is not None:
-        require_role(actor, Role.engineer)
+    require_role(actor, Role.engineer)
     if not -1_000_000 <= int(priority) <= 1_000_000:
         raise ConfigError(f"`priority` must be between -1,000,000 and 1,000,000, got {priority}.")
     wanted = sorted({int(i) for i in pair_ids})

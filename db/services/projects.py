@@ -8,7 +8,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from darl_core.errors import ConfigError, ConflictError, NotFoundError
-from db.models import DEFAULT_GRADES, Project
+from db.models import DEFAULT_GRADES, Project, Role
+from db.services.limits import check_name
+from db.services.users import Actor, require_role
 
 # Annotation settings a project starts with; see the README's "Annotation" section.
 DEFAULT_SETTINGS: dict[str, Any] = {
@@ -32,10 +34,10 @@ def parse_grades(spec: str | list[str] | None) -> list[str]:
 
 
 def create_project(session: Session, name: str, grades: list[str] | str | None = None,
-                   guidelines: str = "", settings: dict[str, Any] | None = None) -> Project:
-    name = name.strip()
-    if not name:
-        raise ConfigError("Project name must not be empty.")
+                   guidelines: str = "", settings: dict[str, Any] | None = None, *, actor: Actor | None) -> Project:
+    """A new project (engineer role); the name is checked for length and control characters first."""
+    require_role(actor, Role.engineer)
+    name = check_name(name, "Project name")
     if session.scalar(select(Project.id).where(Project.name == name)) is not None:
         raise ConflictError(f"Project '{name}' already exists.")
     project = Project(name=name, grades=parse_grades(grades), guidelines=guidelines,
@@ -61,7 +63,9 @@ def project_settings(project: Project) -> dict[str, Any]:
     return {**DEFAULT_SETTINGS, **(project.settings or {})}
 
 
-def update_settings(session: Session, project: Project, **changes: Any) -> Project:
+def update_settings(session: Session, project: Project, *, actor: Actor | None, **changes: Any) -> Project:
+    """Change annotation settings (engineer role); unknown names are refused."""
+    require_role(actor, Role.engineer)
     unknown = set(changes) - set(DEFAULT_SETTINGS)
     if unknown:
         raise ConfigError(f"Unknown project setting(s): {', '.join(sorted(unknown))}.")
@@ -70,7 +74,9 @@ def update_settings(session: Session, project: Project, **changes: Any) -> Proje
     return project
 
 
-def set_guidelines(session: Session, project: Project, text: str) -> Project:
+def set_guidelines(session: Session, project: Project, text: str, *, actor: Actor | None) -> Project:
+    """Replace the project's grading guidelines (engineer role)."""
+    require_role(actor, Role.engineer)
     project.guidelines = text
     session.flush()
     return project

@@ -21,6 +21,7 @@ from darl_core.errors import ConfigError, NotFoundError
 from darl_core.labels import Event, effective
 from db.models import Item, LabelEvent, LabelKind, Pair, Project, Query, Role, User, utcnow
 from db.services.labels import final_labels
+from db.services.limits import check_comment
 from db.services.users import require_role
 
 
@@ -101,6 +102,7 @@ def adjudicate(session: Session, actor: User, pair_id: int, grade: int, comment:
                now: datetime | None = None) -> LabelEvent:
     """Record the reviewer's final grade for a pair (an append-only ``adjudication`` event)."""
     require_role(actor, Role.reviewer)
+    comment = check_comment(comment)
     pair = session.get(Pair, pair_id)
     if pair is None:
         raise NotFoundError(f"No pair with id {pair_id}.")
@@ -108,7 +110,7 @@ def adjudicate(session: Session, actor: User, pair_id: int, grade: int, comment:
     if isinstance(grade, bool) or not isinstance(grade, int) or not 0 <= grade < len(scale):
         raise ConfigError(f"Grade must be 0..{len(scale) - 1} ({', '.join(scale)}), got {grade!r}.")
     event = LabelEvent(pair_id=pair_id, user_id=actor.id, kind=LabelKind.adjudication, grade=grade,
-                       comment=(comment or "").strip() or None, created_at=now or utcnow())
+                       comment=comment, created_at=now or utcnow())
     session.add(event)
     session.flush()
     return event

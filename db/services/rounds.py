@@ -20,9 +20,10 @@ from sqlalchemy.orm import Session
 from darl_core.errors import ConfigError, NotFoundError, PoolError
 from darl_core.metrics import softmax
 from darl_core.selection import PoolScores, Selected, SelectionConfig, score_pool, select_batch
-from db.models import ModelVersion, Pair, PairScore, RoundItem, SelectionRound
+from db.models import ModelVersion, Pair, PairScore, Role, RoundItem, SelectionRound
 from db.services.labels import final_labels, standing_pair_ids
 from db.services.projects import get_project
+from db.services.users import Actor, require_role
 from db.session import is_sqlite
 
 Progress = Callable[[float, str], None]
@@ -32,8 +33,9 @@ BASE_KEY = "base"
 
 def create_round(session: Session, project_id: int, model_version_id: int | None, params: dict[str, Any],
                  selected: Sequence[Selected], *, name: str | None = None,
-                 created_by: int | None = None) -> SelectionRound:
-    """Write a round and its ranked items (rank 1 = first in the queue)."""
+                 created_by: int | None = None, actor: Actor | None) -> SelectionRound:
+    """Write a round and its ranked items (rank 1 = first in the queue; engineer role)."""
+    require_role(actor, Role.engineer)
     if not selected:
         raise PoolError("a round needs at least one selected pair; nothing was written")
     ids = [int(s.pair_id) for s in selected]
@@ -99,8 +101,10 @@ def default_version(session: Session, project_name: str) -> int | None:
     return get_project(session, project_name).current_version_id
 
 
-def resolve_version(session: Session, project_id: int, version: str | int | None) -> ModelVersion:
-    """A project's model version by id or name; ``None``: the pretrained backbone (created once)."""
+def resolve_version(session: Session, project_id: int, version: str | int | None, *,
+                    actor: Actor | None) -> ModelVersion:
+    """A project's model version by id or name; ``None``: the pretrained backbone (created once, so engineer role)."""
+    require_role(actor, Role.engineer)
     if version is None or version == BASE_KEY:
         found = session.scalar(select(ModelVersion).where(ModelVersion.project_id == project_id,
                                                           ModelVersion.name == BASE_KEY))
@@ -158,8 +162,9 @@ def _embed(version: ModelVersion, texts: PairTexts, progress: Progress | None, s
                         progress=tick)
 
 
-def upsert_scores(session: Session, version_id: int, rows: list[dict[str, Any]]) -> None:
-    """Insert or update ``pair_scores`` rows (keeps map coordinates another job wrote)."""
+def upsert_scores(session: Session, version_id: int, rows: list[dict[str, Any]], *, actor: Actor | None) -> None:
+    """Insert or update ``pair_scores`` rows (keeps map coordinates another job wrote; engineer role)."""
+    require_role(actor, Role.engineer)
     if not rows:
         return
     if is_sqlite(session):
@@ -175,12 +180,13 @@ def upsert_scores(session: Session, version_id: int, rows: list[dict[str, Any]])
 
 def run_selection(session: Session, project_name: str, budget: int, version: str | int | None = None,
                   progress: Progress | None = None, *, config: SelectionConfig | None = None, seed: int = 0,
-                  created_by: int | None = None) -> SelectionRound:
-    """Embed, select ``budget`` pairs, store pool scores and the round; returns the new round."""
+                  created_by: int | None = None, actor: Actor | None) -> SelectionRound:
+    """Embed, select ``budget`` pairs, store pool scores and the round (engineer role); returns the new round."""
+    require_role(actor, Role.engineer)
     say = progress or (lambda _f, _m: None)
     config = config or SelectionConfig()
     project = get_project(session, project_name)
-    mv = resolve_version(session, project.id, version)
+    mv = resolve_version(session, project.id, version, actor=actor)
     if config.order == "uncertainty" and mv.artifact_path is None:  # before any embedding; "auto" falls back
         raise ConfigError(f"order 'uncertainty' ranks pairs by the model's grade doubt, and {mv.name} has no "
                           "trained grade head: select with a trained version, or order 'ood'")
@@ -211,16 +217,16 @@ def run_selection(session: Session, project_name: str, budget: int, version: str
                             pool_ids=pool.ids, bank_ids=bank.ids, seed=seed, pool_scores=scores,
                             pool_logits=pool_logits)
     say(0.9, "writing scores and the round")
-    _write_scores(session, mv.id, pool, scores, selected, pool_logits)
+    _write_scores(session, mv.id, pool, scores, selected, pool_logits, actor)
     params = {**config.as_params(), "budget": budget, "seed": seed, "model_version": mv.name,
               "bank_size": len(bank.ids), "pool_size": len(pool.ids)}
-    rnd = create_round(session, project.id, mv.id, params, selected, created_by=created_by)
+    rnd = create_round(session, project.id, mv.id, params, selected, created_by=created_by, actor=actor)
     say(1.0, f"round {rnd.id}: {len(selected)} pairs queued")
     return rnd
 
 
 def _write_scores(session: Session, version_id: int, pool: PairTexts, scores: PoolScores,
-                  selected: Sequence[Selected], logits: np.ndarray | None) -> None:
+                  selected: Sequence[Selected], logits: np.ndarray | None, actor: Actor | None) -> None:
     cluster = {int(s.pair_id): s.cluster for s in selected}
     probs = softmax(logits) if logits is not None else None
     rows = []
@@ -233,4 +239,4 @@ def _write_scores(session: Session, version_id: int, pool: PairTexts, scores: Po
                        expected_grade=float((probs[i] * np.arange(probs.shape[1])).sum()),
                        predicted_grade=int(probs[i].argmax()))
         rows.append(row)
-    upsert_scores(session, version_id, rows)
+    upsert_scores(session, version_id, rows, actor=actor)

@@ -27,10 +27,11 @@ from darl_core.metrics import evaluate
 from darl_core.model import item_text, load_checkpoint, score_pairs
 from darl_core.settings import darl_home
 from darl_core.training import Examples, ProgressEvent, run_stage
-from db.models import LabelEvent, ModelVersion, Pair
+from db.models import LabelEvent, ModelVersion, Pair, Role
 from db.services.labels import final_labels
 from db.services.projects import get_project
 from db.services.rounds import resolve_version
+from db.services.users import Actor, require_role
 from db.session import is_sqlite
 
 Progress = Callable[[float, str], None]
@@ -98,15 +99,16 @@ def collect_examples(session: Session, project_id: int, since_event_id: int = 0)
 
 def train_stage(session: Session, project_name: str, stage: str, *, from_version: str | int | None = None,
                 overrides: dict[str, Any] | None = None, progress: Progress | None = None,
-                should_stop: Callable[[], bool] | None = None) -> ModelVersion | None:
-    """Train one stage on the project's labels and register the result as a new ModelVersion.
+                should_stop: Callable[[], bool] | None = None, actor: Actor | None) -> ModelVersion | None:
+    """Train one stage on the project's labels and register the result as a new ModelVersion (engineer role).
 
     Under ``accelerate launch`` every process trains its share and only rank 0 returns the version
     (the others return None)."""
+    require_role(actor, Role.engineer)
     if stage not in STAGES:
         raise ConfigError(f"stage must be one of {STAGES}, got {stage!r}")
     project = get_project(session, project_name)
-    parent = resolve_version(session, project.id, from_version) if from_version is not None \
+    parent = resolve_version(session, project.id, from_version, actor=actor) if from_version is not None \
         else _default_parent(session, project, stage)
     if parent is not None and not parent.artifact_path:
         parent = None if stage == "lp" else parent

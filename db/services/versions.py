@@ -8,8 +8,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from darl_core.errors import ConflictError, NotFoundError
-from db.models import ModelVersion, Project, Role, User
-from db.services.users import require_role
+from db.models import ModelVersion, Project, Role
+from db.services.users import Actor, require_role
 
 
 def get_version(session: Session, version_id: int) -> ModelVersion:
@@ -37,10 +37,9 @@ def lineage(session: Session, version_id: int) -> list[ModelVersion]:
     return chain
 
 
-def make_current(session: Session, project_id: int, version_id: int, actor: User | None = None) -> Project:
-    """Use this version for selection and scoring from now on."""
-    if actor is not None:
-        require_role(actor, Role.engineer)
+def make_current(session: Session, project_id: int, version_id: int, actor: Actor | None) -> Project:
+    """Use this version for selection and scoring from now on (engineer role)."""
+    require_role(actor, Role.engineer)
     mv = get_version(session, version_id)
     if mv.project_id != project_id:
         raise ConflictError(f"Version {mv.name} belongs to another project.")
@@ -54,8 +53,10 @@ def make_current(session: Session, project_id: int, version_id: int, actor: User
     return project
 
 
-def store_evaluation(session: Session, version_id: int, evaluation: dict[str, Any]) -> ModelVersion:
+def store_evaluation(session: Session, version_id: int, evaluation: dict[str, Any], *,
+                     actor: Actor | None) -> ModelVersion:
     """Keep an evaluation under ``metrics["evaluation"]`` (other metrics, e.g. validation, stay)."""
+    require_role(actor, Role.engineer)
     mv = get_version(session, version_id)
     mv.metrics = {**(mv.metrics or {}), "evaluation": evaluation}
     session.flush()

@@ -23,6 +23,7 @@ from db.models import (
 )
 from db.services import evaluation, jobs
 from db.services.rounds import create_round, round_rows
+from db.services.users import SYSTEM
 from db.session import session_scope
 from tests.app.pagetest import page
 from tests.integration.engineer_seed import seed_project, store_predictions
@@ -136,7 +137,7 @@ def test_versions_table_lineage_and_make_current(people: dict[str, int], sqlite_
 def test_running_job_is_cancelled_from_the_panel(people: dict[str, int], sqlite_database: str) -> None:
     with session_scope(sqlite_database) as s:
         job_id = jobs.enqueue(s, "train", {"project": "demo", "stage": "lp", "overrides": {}},
-                              project_id=people["project"]).id
+                              project_id=people["project"], actor=SYSTEM).id
         s.execute(update(Job).where(Job.id == job_id).values(status=JobStatus.running, progress=0.4))
     at = page("training", people["eng"]).run()
     assert [p.proto.value for p in at.get("progress")] == [40] and "40%" in at.get("progress")[0].proto.text
@@ -209,7 +210,7 @@ def test_selection_page_launches_a_round_and_lists_rounds(people: dict[str, int]
         job = s.scalars(select(Job)).one()
         assert (job.kind, job.params["budget"], job.params["version"]) == ("select", 50, ft)
         pool = list(s.scalars(select(Pair.id).where(Pair.split == "pool").order_by(Pair.id)))[:4]
-        create_round(s, people["project"], ft, {"order": "auto"}, [_sel(p, i + 1) for i, p in enumerate(pool)])
+        create_round(s, people["project"], ft, {"order": "auto"}, [_sel(p, i + 1) for i, p in enumerate(pool)], actor=SYSTEM)
         s.add(LabelEvent(pair_id=pool[0], kind=LabelKind.label, grade=2, user_id=people["ann"]))
     at = page("selection", people["eng"]).run()
     assert not at.exception

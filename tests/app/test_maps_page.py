@@ -16,6 +16,7 @@ from db.models import Job, LabelEvent, LabelKind, ModelVersion, Pair, PairScore,
 from db.services import annotation
 from db.services.maps import map_key
 from db.services.rounds import resolve_version
+from db.services.users import SYSTEM
 from db.session import session_scope
 from tests.app.pagetest import page
 from tests.seed import pair_ids, seed_project, seed_round, seed_user
@@ -40,7 +41,7 @@ def world(sqlite_database: str) -> dict[str, Any]:
         s.flush()
         s.add(LabelEvent(pair_id=ids[21], user_id=users["ann"].id, kind=LabelKind.undo, supersedes_id=withdrawn.id))
         seed_round(s, project.id, ids[9:11])  # two pool pairs of cluster 0 are in the open round
-        base = resolve_version(s, project.id, None)
+        base = resolve_version(s, project.id, None, actor=SYSTEM)
         s.add(ModelVersion(project_id=project.id, name="ft-1", stage="ft", artifact_path="/nowhere", parent_id=base.id))
         for i, pid in enumerate(ids):
             s.add(PairScore(pair_id=pid, model_version_id=base.id, ood_score=0.2 + 0.6 * (i >= 15),

@@ -8,6 +8,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from db.services.demo import load_demo
+from db.services.users import SYSTEM
 from db.session import session_scope
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -16,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture
 def demo_db(sqlite_database: str) -> str:
     with session_scope() as s:
-        load_demo(s)
+        load_demo(s, actor=SYSTEM)
     return sqlite_database
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from db.services.demo import load_demo
+from db.services.users import SYSTEM
 from db.session import session_scope
 from tests.app.pagetest import page
 
@@ -22,7 +23,7 @@ def demo_url(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) ->
     shutil.copyfile(sqlite_template, path)
     url = f"sqlite:///{path}"
     with session_scope(url) as s:
-        load_demo(s)
+        load_demo(s, actor=SYSTEM)
     return url
 
 

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from db.models import Item, LabelEvent, LabelKind, Pair, Project, Query, Role
 from db.services import users
+from db.services.users import SYSTEM
 
 ID_WORDS = ["drill", "paint", "hose", "saw", "lamp", "door"]
 OOD_WORDS = ["kettle", "violin", "tent", "piano"]
@@ -21,7 +22,7 @@ def seed_project(session: Session, name: str = "demo", *, with_engineer: bool = 
     session.add(project)
     session.flush()
     if with_engineer:
-        users.create_user(session, "eng", Role.engineer, "engineer1", bootstrap=True)
+        users.create_user(session, "eng", Role.engineer, "engineer1", actor=SYSTEM)
     n = 0
     for split, count in SPLITS.items():
         words = OOD_WORDS if split in ("test_ood",) or (split == "pool" and count % 2 == 0 and rng.random() < 0.5) \
@@ -54,4 +55,4 @@ def store_predictions(session: Session, version_id: int, sets: dict, ood_right: 
         right = np.arange(len(ts.grades)) < (ood_right if name == "ood" else 1.0) * len(ts.grades)
         pred = np.where(right, ts.grades, (ts.grades + 1) % 3)
         probs[name] = np.full((len(pred), 3), 0.1) + 0.7 * np.eye(3)[pred]
-    evaluation.write_pair_probs(session, version_id, sets, probs)
+    evaluation.write_pair_probs(session, version_id, sets, probs, actor=SYSTEM)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -17,9 +18,12 @@ from darl_core.errors import ImportFileError
 from db.models import Item, LabelEvent, Pair, Project, Query
 from db.services import imports
 from db.services.exports import ExportFilters, export_frame, write_export
-from db.services.imports import import_file
 from db.services.projects import get_project
+from db.services.users import SYSTEM
 from db.session import session_scope
+
+# These tests are about the file rules: they import as the CLI does, as the SYSTEM actor.
+import_file = partial(imports.import_file, actor=SYSTEM)
 
 ROOT = Path(__file__).resolve().parents[2]
 GOOD = pd.DataFrame({

@@ -10,20 +10,21 @@ from darl_core import queue
 from darl_core.errors import ConfigError, ConflictError, PermissionDeniedError
 from db.models import JobStatus, Role, utcnow
 from db.services import jobs, users
+from db.services.users import SYSTEM
 from db.session import session_scope
 
 
 def _job(database: str, **kw):  # type: ignore[no-untyped-def]
     with session_scope(database) as s:
-        return jobs.enqueue(s, "sleep", {"steps": 3}, **kw).id
+        return jobs.enqueue(s, "sleep", {"steps": 3}, **{"actor": SYSTEM, **kw}).id
 
 
 def test_claim_is_exclusive_and_writes_are_fenced(database: str) -> None:
     job_id = _job(database)
     with session_scope(database) as s:
-        assert jobs.claim(s, job_id, "a/1") is not None
+        assert jobs.claim(s, job_id, "a/1", actor=SYSTEM) is not None
     with session_scope(database) as s:
-        assert jobs.claim(s, job_id, "b/1") is None  # a second delivery of the same id finds it taken
+        assert jobs.claim(s, job_id, "b/1", actor=SYSTEM) is None  # a second delivery of the same id finds it taken
         assert jobs.report(s, job_id, "b/1", progress=0.5) == "lost"
         assert jobs.report(s, job_id, "a/1", progress=0.5, message="half", points=[(1, 2.0)]) == "ok"
         assert not jobs.finish(s, job_id, "b/1", JobStatus.succeeded)
@@ -42,13 +43,13 @@ def test_claim_is_exclusive_and_writes_are_fenced(database: str) -> None:
 def test_cancel_queued_at_once_running_at_next_check(database: str) -> None:
     a, b = _job(database), _job(database)
     with session_scope(database) as s:
-        assert jobs.request_cancel(s, a).status == JobStatus.cancelled
-        jobs.claim(s, b, "w/1")
-        assert jobs.request_cancel(s, b).status == JobStatus.running
+        assert jobs.request_cancel(s, a, actor=SYSTEM).status == JobStatus.cancelled
+        jobs.claim(s, b, "w/1", actor=SYSTEM)
+        assert jobs.request_cancel(s, b, actor=SYSTEM).status == JobStatus.running
         assert jobs.report(s, b, "w/1") == "cancel"
-        assert jobs.claim(s, a, "w/2") is None
+        assert jobs.claim(s, a, "w/2", actor=SYSTEM) is None
     with session_scope(database) as s, pytest.raises(ConflictError):
-        jobs.request_cancel(s, a)
+        jobs.request_cancel(s, a, actor=SYSTEM)
 
 
 def test_watchdog_requeues_stale_then_fails_past_the_limit(database: str) -> None:
@@ -56,9 +57,9 @@ def test_watchdog_requeues_stale_then_fails_past_the_limit(database: str) -> Non
     later = utcnow() + timedelta(seconds=120)
     for attempt, expected in ((1, JobStatus.queued), (2, JobStatus.failed)):
         with session_scope(database) as s:
-            assert jobs.claim(s, job_id, f"w/{attempt}") is not None
-            assert jobs.watchdog(s, now=utcnow(), stale_after=30)["requeued"] == []  # fresh heartbeat: left alone
-            acted = jobs.watchdog(s, now=later, stale_after=30)
+            assert jobs.claim(s, job_id, f"w/{attempt}", actor=SYSTEM) is not None
+            assert jobs.watchdog(s, now=utcnow(), stale_after=30, actor=SYSTEM)["requeued"] == []  # fresh heartbeat: left alone
+            acted = jobs.watchdog(s, now=later, stale_after=30, actor=SYSTEM)
         with session_scope(database) as s:
             job = jobs.get_job(s, job_id)
             assert job.status == expected, job.log
@@ -72,7 +73,7 @@ def test_watchdog_requeues_stale_then_fails_past_the_limit(database: str) -> Non
 def test_clean_release_does_not_use_an_attempt(database: str) -> None:
     job_id = _job(database, max_attempts=1)
     with session_scope(database) as s:
-        jobs.claim(s, job_id, "w/1")
+        jobs.claim(s, job_id, "w/1", actor=SYSTEM)
         assert jobs.requeue(s, job_id, "w/1", "worker stopped", count_attempt=False)
     with session_scope(database) as s:
         job = jobs.get_job(s, job_id)
@@ -82,7 +83,7 @@ def test_clean_release_does_not_use_an_attempt(database: str) -> None:
 def test_sent_to_queue_only_after_commit(sqlite_database: str) -> None:
     before = queue.pending()
     with pytest.raises(RuntimeError), session_scope(sqlite_database) as s:
-        jobs.enqueue(s, "sleep", {})
+        jobs.enqueue(s, "sleep", {}, actor=SYSTEM)
         raise RuntimeError("rolled back")
     assert queue.pending() == before
     _job(sqlite_database)
@@ -91,8 +92,8 @@ def test_sent_to_queue_only_after_commit(sqlite_database: str) -> None:
 
 def test_enqueue_checks_kind_and_role(sqlite_database: str) -> None:
     with session_scope(sqlite_database) as s:
-        annotator = users.create_user(s, "ann", Role.annotator, "secret1", bootstrap=True)
+        annotator = users.create_user(s, "ann", Role.annotator, "secret1", actor=SYSTEM)
         with pytest.raises(ConfigError, match="Unknown job kind"):
-            jobs.enqueue(s, "nope", {})
+            jobs.enqueue(s, "nope", {}, actor=SYSTEM)
         with pytest.raises(PermissionDeniedError):
             jobs.enqueue(s, "sleep", {}, actor=annotator)

@@ -20,6 +20,7 @@ from darl_core import maps as core_maps
 from db.models import Item, JobStatus, Pair, PairScore, Query
 from db.services import jobs, maps
 from db.services.rounds import resolve_version
+from db.services.users import SYSTEM
 from db.session import session_scope
 
 
@@ -44,12 +45,12 @@ def test_map_is_computed_in_shards_stored_read_back_and_extended(sqlite_database
     monkeypatch.setenv("DARL_MODEL", str(make_tiny("bert", tmp_path / "bert")))
     with session_scope(sqlite_database) as s:
         project = seed_project(s)
-        base = resolve_version(s, project.id, None)
-        job = maps.launch_map(s, project, base.id, actor=None, shard_size=50)
+        base = resolve_version(s, project.id, None, actor=SYSTEM)
+        job = maps.launch_map(s, project, base.id, actor=SYSTEM, shard_size=50)
         n_pairs = s.query(Pair).count()
     assert len(job.params["shards"]) == 3  # 136 pairs in shards of 50
     # The map job runs the shards no worker took (here: all of them) itself, then fits.
-    out = maps.compute_map_job(base.id, shards=job.params["shards"], seed=0, n_neighbors=10)
+    out = maps.compute_map_job(base.id, shards=job.params["shards"], seed=0, n_neighbors=10, actor=SYSTEM)
     assert out["points"] == n_pairs and out["placed"] == 0
     with session_scope(sqlite_database) as s:
         assert {jobs.get_job(s, i).status for i in job.params["shards"]} == {JobStatus.succeeded}
@@ -61,7 +62,7 @@ def test_map_is_computed_in_shards_stored_read_back_and_extended(sqlite_database
     before = view.set_index("pair_id")[["x", "y"]]
 
     new_ids = _add_pool_pairs(sqlite_database, project.id, 5)
-    out = maps.compute_map_job(base.id, seed=0)  # no refit: the new pairs are placed with transform
+    out = maps.compute_map_job(base.id, seed=0, actor=SYSTEM)  # no refit: the new pairs are placed with transform
     assert (out["points"], out["placed"]) == (n_pairs + 5, 5)
     with session_scope(sqlite_database) as s:
         view = maps.map_view(s, project.id, base.id)
@@ -74,7 +75,7 @@ def test_map_is_computed_in_shards_stored_read_back_and_extended(sqlite_database
     cluster = int(view.loc[view["pair_id"] == new_ids[0], "cluster"].iloc[0])
     members = view.loc[view["cluster"] == cluster, "pair_id"].tolist()
     with session_scope(sqlite_database) as s:
-        sent = maps.queue_pairs(s, project.id, members, priority=7, actor=None)
+        sent = maps.queue_pairs(s, project.id, members, priority=7, actor=SYSTEM)
         labelled_in_cluster = view.loc[view["cluster"] == cluster, "labelled"].sum()
         assert sent == len(members) - labelled_in_cluster
         assert s.get(Pair, new_ids[0]).priority == 7
@@ -87,7 +88,7 @@ def test_map_service_sql_on_both_backends(database: str) -> None:
     (a stored map written directly, so no UMAP here)."""
     with session_scope(database) as s:
         project = seed_project(s)
-        base = resolve_version(s, project.id, None)
+        base = resolve_version(s, project.id, None, actor=SYSTEM)
         pairs = list(s.scalars(select(Pair).where(Pair.project_id == project.id).order_by(Pair.id)))
         s.add(PairScore(pair_id=pairs[0].id, model_version_id=base.id, ood_score=0.9))  # a DASA score is kept
         s.flush()
@@ -108,7 +109,7 @@ def test_map_service_sql_on_both_backends(database: str) -> None:
         assert rows[int(ids[0])].ood_score == 0.9  # the upsert only touched the coordinates
         view = maps.map_view(s, project_id, base_id)
         assert view["role"].value_counts().to_dict() == {"train": 64, "pool": 40, "ID test": 16, "OOD test": 16}
-        sent = maps.queue_pairs(s, project_id, view.loc[view["cluster"] == 1, "pair_id"].tolist(), 9, actor=None)
+        sent = maps.queue_pairs(s, project_id, view.loc[view["cluster"] == 1, "pair_id"].tolist(), 9, actor=SYSTEM)
         assert sent == int(((view["cluster"] == 1) & (view["role"] == "pool")).sum()) > 0
         priorities = dict(s.execute(select(Pair.id, Pair.priority)).all())
     odd_pool = {int(i) for i, c, r in zip(view["pair_id"], view["cluster"], view["role"], strict=True)
@@ -160,7 +161,7 @@ def test_a_dasa_round_embeds_in_shards_that_any_worker_can_take(sqlite_database:
     monkeypatch.setenv("DARL_MODEL", str(make_tiny("bert", tmp_path / "bert")))
     with session_scope(sqlite_database) as s:
         project = seed_project(s)
-        job = launch_selection(s, project, 3, version=None, actor=None, shard_size=50)
+        job = launch_selection(s, project, 3, version=None, actor=SYSTEM, shard_size=50)
         n_pairs = s.query(Pair).count()
         shard_ids, select_id = [int(i) for i in job.params["shards"]], job.id
     assert len(shard_ids) == 3  # 136 pairs in shards of 50
@@ -175,6 +176,6 @@ def test_a_dasa_round_embeds_in_shards_that_any_worker_can_take(sqlite_database:
     with session_scope(sqlite_database) as s:
         assert {jobs.get_job(s, i).status for i in shard_ids} == {JobStatus.succeeded}
         assert s.get(Job, select_id).result["size"] == 3
-        again = launch_selection(s, project, 3, version=None, actor=None, shard_size=50)
+        again = launch_selection(s, project, 3, version=None, actor=SYSTEM, shard_size=50)
         assert again.params["shards"] == []  # every pair is in the version's cache now
     assert len(EmbeddingCache("base").load()[0]) == n_pairs

@@ -19,6 +19,7 @@ from db.services.rounds import (
     round_rows,
     run_selection,
 )
+from db.services.users import SYSTEM
 from tests.integration.tiny_models import make_tiny
 
 WORDS = ["drill", "paint", "hose", "lamp", "saw", "sink", "fan", "door", "tile", "rake"]
@@ -51,7 +52,7 @@ def test_round_is_persisted_and_read_back_in_rank_order(session) -> None:  # typ
     project = _project(session, 0, 6)
     ids = list(session.scalars(select(Pair.id).order_by(Pair.id)))
     chosen = [_sel(ids[4], 3), _sel(ids[1], 1), _sel(ids[5], 2)]  # given out of order
-    rnd = create_round(session, project.id, None, {"budget": 3}, chosen)
+    rnd = create_round(session, project.id, None, {"budget": 3}, chosen, actor=SYSTEM)
     assert round_queue(session, rnd.id) == [ids[1], ids[5], ids[4]]
     items = round_items(session, rnd.id)
     assert [i.is_control for i in items] == [False, True, False]
@@ -59,7 +60,7 @@ def test_round_is_persisted_and_read_back_in_rank_order(session) -> None:  # typ
     with pytest.raises(NotFoundError, match="No selection round 999"):
         round_queue(session, 999)
     with pytest.raises(PoolError):
-        create_round(session, project.id, None, {}, [])
+        create_round(session, project.id, None, {}, [], actor=SYSTEM)
 
 
 def test_round_rows_count_pairs_controls_and_standing_grades(session) -> None:  # type: ignore[no-untyped-def]
@@ -69,8 +70,8 @@ def test_round_rows_count_pairs_controls_and_standing_grades(session) -> None:  
     session.add(mv)
     session.flush()
     first = create_round(session, project.id, mv.id, {"order": "auto"}, [_sel(ids[0], 1), _sel(ids[1], 2),
-                                                                         _sel(ids[2], 3)])
-    second = create_round(session, project.id, None, {}, [_sel(ids[3], 1), _sel(ids[4], 3)])
+                                                                         _sel(ids[2], 3)], actor=SYSTEM)
+    second = create_round(session, project.id, None, {}, [_sel(ids[3], 1), _sel(ids[4], 3)], actor=SYSTEM)
     vote = LabelEvent(pair_id=ids[0], kind=LabelKind.label, grade=1)
     withdrawn = LabelEvent(pair_id=ids[2], kind=LabelKind.label, grade=2)
     session.add_all([vote, withdrawn, LabelEvent(pair_id=ids[4], kind=LabelKind.imported, grade=0)])
@@ -121,7 +122,7 @@ def test_run_selection_end_to_end(session, tiny_backbone: Path, monkeypatch: pyt
 
     project = _project(session, 20, 40)
     progress: list[float] = []
-    rnd = run_selection(session, "demo", 10, progress=lambda f, _m: progress.append(f))
+    rnd = run_selection(session, "demo", 10, progress=lambda f, _m: progress.append(f), actor=SYSTEM)
     queue = round_queue(session, rnd.id)
     assert len(queue) == len(set(queue)) == 10
     assert sum(embedded) == 60  # bank + pool, once
@@ -130,20 +131,20 @@ def test_run_selection_end_to_end(session, tiny_backbone: Path, monkeypatch: pyt
     n_scores = session.scalar(select(func.count(PairScore.id)).where(PairScore.model_version_id == rnd.model_version_id))
     assert n_scores == 40
     # The open round's pairs are queued already: a second round picks others and embeds nothing new.
-    again = run_selection(session, "demo", 10)
+    again = run_selection(session, "demo", 10, actor=SYSTEM)
     assert not set(round_queue(session, again.id)) & set(queue)
     assert sum(embedded) == 60
     with pytest.raises(PoolError, match="pool exhausted: 20 left, 50 asked"):
-        run_selection(session, "demo", 50)
+        run_selection(session, "demo", 50, actor=SYSTEM)
     with pytest.raises(ConfigError, match="base has no trained grade head"):
-        run_selection(session, "demo", 5, config=SelectionConfig(order="uncertainty"))
+        run_selection(session, "demo", 5, config=SelectionConfig(order="uncertainty"), actor=SYSTEM)
     assert session.scalar(select(func.count(SelectionRound.id)).where(SelectionRound.project_id == project.id)) == 2
 
 
 def test_run_selection_needs_labelled_pairs(session, tiny_backbone: Path) -> None:  # type: ignore[no-untyped-def]
     _project(session, 0, 10)
     with pytest.raises(PoolError, match="no labelled pairs"):
-        run_selection(session, "demo", 5)
+        run_selection(session, "demo", 5, actor=SYSTEM)
 
 
 def test_select_cli_orders_and_refuses_doubt_without_a_trained_head(  # type: ignore[no-untyped-def]

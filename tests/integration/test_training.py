@@ -18,6 +18,7 @@ from darl_core.errors import ConfigError
 from darl_core.metrics import evaluate
 from darl_core.model import load_checkpoint, load_model, score_pairs
 from darl_core.training import Examples, StageCancelled, build_model, holdout_split, param_groups, run_stage
+from db.services.users import SYSTEM
 
 torch.set_num_threads(1)
 DARL = LossConfig(class_weights="inverse", ordinal_weight=1.0, occ_weight=1.0)
@@ -316,16 +317,16 @@ def test_train_stage_registers_versions_with_parents(sqlite_database, bert):
     with session_scope(sqlite_database) as session:
         seed_tiny_project(session, bert)
         fast = {"epochs": 1, "batch_size": 16, "max_length": 24}
-        lp = train_stage(session, "tiny", "lp", overrides=fast, progress=lambda f, m: fractions.append(f))
-        ft = train_stage(session, "tiny", "ft", overrides={**fast, "tuning": "lora"})
+        lp = train_stage(session, "tiny", "lp", overrides=fast, progress=lambda f, m: fractions.append(f), actor=SYSTEM)
+        ft = train_stage(session, "tiny", "ft", overrides={**fast, "tuning": "lora"}, actor=SYSTEM)
         assert (lp.name, ft.name, ft.parent_id, ft.stage) == ("lp-1", "ft-1", lp.id, "ft")
         snap = ft.label_snapshot  # 15 val-split pairs, topped up by query hash (MIN_VAL)
         assert snap["train"] + snap["val"] == 60 and snap["val"] > 15
         assert "val_macro_f1" in ft.metrics and Path(ft.artifact_path, "model.pt").is_file()
-        again = train_stage(session, "tiny", "ft", overrides={**fast, "tuning": "lora"})
+        again = train_stage(session, "tiny", "ft", overrides={**fast, "tuning": "lora"}, actor=SYSTEM)
         assert again.id == ft.id  # same parent, labels and settings: the finished version, not a retrain
         with pytest.raises(ConfigError, match="new_labels"):
-            train_stage(session, "tiny", "dasa", from_version=ft.name, overrides=fast)
+            train_stage(session, "tiny", "dasa", from_version=ft.name, overrides=fast, actor=SYSTEM)
     assert fractions and fractions[-1] == 1.0 and all(0 <= f <= 1 for f in fractions)
 
 
@@ -338,8 +339,8 @@ def test_service_dpo_holds_out_part_of_the_labels_that_came_with_dasa(sqlite_dat
     fast = {"epochs": 1, "batch_size": 16, "max_length": 24}
     with session_scope(sqlite_database) as session:
         seed_tiny_project(session, bert)
-        train_stage(session, "tiny", "lp", overrides=fast)
-        ft = train_stage(session, "tiny", "ft", overrides={**fast, "tuning": "lora"})
+        train_stage(session, "tiny", "lp", overrides=fast, actor=SYSTEM)
+        ft = train_stage(session, "tiny", "ft", overrides={**fast, "tuning": "lora"}, actor=SYSTEM)
         project = get_project(session, "tiny")
         ex = make_examples(12, 3, 21)  # a round's worth of new labels, after ft
         for i, (q, it, g) in enumerate(zip(ex.queries, ex.items, ex.grades, strict=True)):
@@ -352,10 +353,10 @@ def test_service_dpo_holds_out_part_of_the_labels_that_came_with_dasa(sqlite_dat
             session.flush()
             session.add(LabelEvent(pair_id=pair.id, kind=LabelKind.imported, grade=int(g)))
         session.flush()
-        dasa = train_stage(session, "tiny", "dasa", from_version=ft.name, overrides={**fast, "tuning": "lora"})
+        dasa = train_stage(session, "tiny", "dasa", from_version=ft.name, overrides={**fast, "tuning": "lora"}, actor=SYSTEM)
         # No dpo settings given: the stage defaults apply (STAGE_DEFAULTS: 20% held out, zero-shot blend,
         # decision offsets, ECE temperature).
-        dpo = train_stage(session, "tiny", "dpo", from_version=dasa.name, overrides={**fast, "tuning": "lora"})
+        dpo = train_stage(session, "tiny", "dpo", from_version=dasa.name, overrides={**fast, "tuning": "lora"}, actor=SYSTEM)
         assert dasa.label_snapshot["new"] == dpo.label_snapshot["new"] > 0  # dpo sees DASA's labels as new
         n_new = dpo.label_snapshot["new"]
         assert dpo.metrics["train_pairs"] == dpo.label_snapshot["train"] + n_new - round(0.2 * n_new)
@@ -365,7 +366,7 @@ def test_service_dpo_holds_out_part_of_the_labels_that_came_with_dasa(sqlite_dat
         assert dpo.metrics["zero_shot_pairs"] == dpo.metrics["offsets_pairs"] > 0
         # An explicit setting still wins over the stage default.
         plain = train_stage(session, "tiny", "dpo", from_version=dasa.name,
-                            overrides={**fast, "tuning": "lora", "dpo_holdout": 0.25, "calibrate": False})
+                            overrides={**fast, "tuning": "lora", "dpo_holdout": 0.25, "calibrate": False}, actor=SYSTEM)
         assert plain.id != dpo.id and "temperature" not in plain.metrics and "zero_shot_kept" in plain.metrics
         assert plain.metrics["train_pairs"] == dpo.label_snapshot["train"] + n_new - round(0.25 * n_new)
 

@@ -17,6 +17,7 @@ from sqlalchemy import select
 from darl_core import queue
 from db.models import Item, JobStatus, LabelEvent, LabelKind, Pair, Project, Query
 from db.services import jobs
+from db.services.users import SYSTEM
 from db.session import session_scope
 from tests.integration.worker_helpers import (
     pid_alive,
@@ -30,7 +31,7 @@ from tests.integration.worker_helpers import (
 
 def _job(url: str, **params: object) -> int:
     with session_scope(url) as s:
-        return jobs.enqueue(s, "sleep", params).id
+        return jobs.enqueue(s, "sleep", params, actor=SYSTEM).id
 
 
 def _get(url: str, job_id: int):  # type: ignore[no-untyped-def]
@@ -99,7 +100,7 @@ def test_cancel_stops_within_one_step(sqlite_database: str, tmp_path: Path) -> N
     try:
         wait_for(lambda: len(read_record(record)) >= 2, 60, "the job to start")
         with session_scope(sqlite_database) as s:
-            jobs.request_cancel(s, job_id)
+            jobs.request_cancel(s, job_id, actor=SYSTEM)
         at_cancel = len(read_record(record))
         job = wait_for(lambda: (j := _get(sqlite_database, job_id)).status == JobStatus.cancelled and j, 10,
                        "the job to be cancelled")
@@ -181,7 +182,7 @@ def test_train_job_registers_a_version_and_its_evaluation(sqlite_database: str, 
     monkeypatch.setenv("DARL_MODEL", str(make_tiny("bert", tmp_path / "bert")))
     with session_scope(sqlite_database) as s:
         project = seed_project(s)
-        job_id = launch.launch_training(s, project, "lp", from_version=None, actor=None,
+        job_id = launch.launch_training(s, project, "lp", from_version=None, actor=SYSTEM,
                                         overrides={"epochs": 2.0, "batch_size": 16, "max_length": 24}).id
     assert run_worker(once=True) == 0  # runs the training job, then the evaluation it queued
     with session_scope(sqlite_database) as s:

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from darl_core.settings import default_model_dir
+from db.services.users import SYSTEM
 
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
@@ -64,7 +65,7 @@ def seed_tiny_project(session, model_dir: Path, n: int = 60) -> None:  # noqa: A
     from db.models import Item, LabelEvent, LabelKind, Pair, Query
     from db.services.projects import create_project
 
-    project = create_project(session, "tiny", ["irrelevant", "weak", "strong"], settings={"model_dir": str(model_dir)})
+    project = create_project(session, "tiny", ["irrelevant", "weak", "strong"], settings={"model_dir": str(model_dir)}, actor=SYSTEM)
     ex = make_examples(n, 3, 7)
     for i, (q, it, g) in enumerate(zip(ex.queries, ex.items, ex.grades, strict=True)):
         query = Query(project_id=project.id, key=f"q{i}", text=q)
