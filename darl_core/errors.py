@@ -52,3 +52,8 @@ class NotFittedError(DarlError, RuntimeError):
 
 class PoolError(DarlError, ValueError):
     """The candidate pool cannot satisfy a selection request (empty, too small, ...)."""
+
+
+class StaleCardError(ConflictError):
+    """An action named a card that is no longer the one on the annotator's screen (already graded,
+    skipped, or replaced by another card): nothing was written; the screen should show the current card."""

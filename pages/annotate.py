@@ -2,6 +2,10 @@
 
 Widgets only record the action (button callbacks); the script then makes ONE service call — the action,
 or ``next_card`` when there is none — and renders the card it returns.
+
+Every button's key carries the lease of the card it was drawn with, and its callback records that lease:
+a key pressed while the next card loads still names the card that was on screen, and the service refuses
+it (StaleCardError) instead of grading a card the annotator has not seen. The press is then dropped.
 """
 
 from __future__ import annotations
@@ -9,15 +13,34 @@ from __future__ import annotations
 import time
 
 import streamlit as st
+from sqlalchemy.orm import Session
 
-from db.models import Role
+from darl_core.errors import StaleCardError
+from darl_core.guidelines import grade_table
+from db.models import Role, User
 from db.services import annotation
 from pages._shared import db, require_role, selected_project
 from pages._text import guidelines_md, md
 
 
-def _act(kind: str, value: int | None = None) -> None:
-    st.session_state["annotate_action"] = (kind, value)
+def _act(kind: str, lease_id: int | None, value: int | None = None) -> None:
+    st.session_state["annotate_action"] = (kind, lease_id, value)
+
+
+def _apply(session: Session, user: User, project_id: int,
+           action: tuple[str, int | None, int | None] | None) -> annotation.Step:
+    """The one service call of this run: the recorded action on the card it names, or the current card."""
+    kind, lease_id, value = action or ("", None, None)
+    if kind == "grade" and lease_id is not None and value is not None:
+        started = st.session_state.get("annotate_started", time.time())
+        return annotation.submit_label(session, user, lease_id, value, time.time() - started,
+                                       flagged=bool(st.session_state.get("annotate_flag")),
+                                       comment=st.session_state.get("annotate_comment") or None)
+    if kind == "skip" and lease_id is not None:
+        return annotation.skip(session, user, lease_id)
+    if kind == "undo":
+        return annotation.undo_last(session, user, project_id, lease_id)
+    return annotation.next_card(session, user, project_id)
 
 
 user = require_role(Role.annotator)
@@ -25,63 +48,83 @@ project = selected_project()
 grades: list[str] = list(project.grades)
 
 action = st.session_state.pop("annotate_action", None)
-lease_id = st.session_state.get("annotate_lease")
+dropped = False
 with db() as session:
-    if action and action[0] == "grade" and lease_id is not None:
-        started = st.session_state.get("annotate_started", time.time())
-        step = annotation.submit_label(session, user, lease_id, int(action[1]), time.time() - started,
-                                       flagged=bool(st.session_state.get("annotate_flag")),
-                                       comment=st.session_state.get("annotate_comment") or None)
-    elif action and action[0] == "skip" and lease_id is not None:
-        step = annotation.skip(session, user, lease_id)
-    elif action and action[0] == "undo":
-        step = annotation.undo_last(session, user, project.id)
-    else:
+    try:
+        step = _apply(session, user, project.id, action)
+    except StaleCardError:  # pressed on a card that has left the screen: nothing was written
+        dropped = True
         step = annotation.next_card(session, user, project.id)
 
-if action and action[0] in ("grade", "skip"):
+if action and action[0] in ("grade", "skip") and not dropped:
     st.session_state["annotate_flag"] = False
     st.session_state["annotate_comment"] = ""
-if step.message:
+if dropped:
+    st.toast("Key press ignored: it was meant for the card before this one.", icon=":material/block:")
+elif step.message:
     st.toast(step.message, icon=":material/info:")
 
 card = step.card
+lease = card.lease_id if card is not None else None
 if card is not None and st.session_state.get("annotate_lease") != card.lease_id:
     st.session_state["annotate_lease"] = card.lease_id
     st.session_state["annotate_started"] = time.time()
 
-main, side = st.columns([2.5, 1.5], gap="large")
-with side:
-    st.markdown("**Guidelines**")
-    with st.container(height=520, border=True, key="annotate_guidelines"):
-        st.markdown(guidelines_md(project.guidelines) if project.guidelines else "_No guidelines for this project yet._")
+main, side = st.columns([5, 4], gap="medium")
+with side, st.expander("Guidelines", expanded=True, icon=":material/menu_book:"):
+    # The grade table, in button order, fits this box at 1400x1000; the full text is one click away.
+    with st.container(height=720, border=False, key="annotate_guidelines"):
+        for row in grade_table(project.guidelines, grades):
+            named = f" — {md(row.name)}" if row.name and row.name.lower() != row.grade.lower() else ""
+            st.markdown(f"**{row.key} · {md(row.grade)}**{named}")
+            if row.rules:
+                st.caption("\n".join(f"- {md(rule)}" for rule in row.rules))
+        if not project.guidelines:
+            st.caption("No guidelines for this project yet.")
+    if project.guidelines:
+        with st.expander("Full guidelines"):
+            st.markdown(guidelines_md(project.guidelines))
 with main:
     p = step.progress
-    m1, m2 = st.columns(2)
-    m1.metric("Done today", p.done_today)
-    m2.metric("Left in round", "—" if p.left_in_round is None else p.left_in_round,
-              help=f"Pairs of {p.round_name} that still need a vote." if p.round_name else "No round is open.")
+    if p.round_total:
+        graded = p.round_graded or 0
+        st.progress(graded / p.round_total,
+                    text=f"{md(p.round_name)}: {graded} of {p.round_total} pairs graded · "
+                         f"yours in this round: {p.mine_in_round} · today: {p.done_today}")
+    else:
+        st.caption(f"No round is open · today: {p.done_today}")
     if card is None:
         st.success("Nothing left to grade in this project right now. Thank you!", icon=":material/task_alt:")
-        st.button("Undo last", key="annotate_undo_empty", shortcut="U", on_click=_act, args=("undo",))
-        st.stop()
-    with st.container(border=True, key="annotate_card"):
-        st.caption(f"Query · segment **{md(card.segment) or '—'}**")
-        st.markdown(f"### {md(card.query)}")
-        st.markdown(f"**{md(card.title)}**")
-        if card.text:
-            st.markdown(md(card.text))
-        if card.reasons is not None:
-            with st.expander("Why this pair was picked", expanded=False):
-                st.json({"score": card.score, **card.reasons})
-    with st.container(horizontal=True, key="annotate_grades"):  # wraps rather than truncating grade names
-        for i, name in enumerate(grades):
-            st.button(name, key=f"annotate_grade_{i}", shortcut=str(i + 1) if i < 9 else None,
-                      on_click=_act, args=("grade", i), width="stretch")
+    else:
+        with st.container(border=True, key="annotate_card"):
+            st.caption(f"Query · segment **{md(card.segment) or '—'}**")
+            st.markdown(f"### {md(card.query)}")
+            st.markdown(f"**{md(card.title)}**")
+            if card.text:
+                st.markdown(md(card.text))
+        if card.why:
+            with st.container(key="annotate_why"):
+                st.caption("**Why this pair was picked:** " + " ".join(md(s) for s in card.why))
+        with st.container(horizontal=True, key="annotate_grades"):  # wraps rather than truncating grade names
+            for i, name in enumerate(grades):
+                st.button(f"{name}", key=f"annotate_grade_{i}_{lease}", shortcut=str(i + 1) if i < 9 else None,
+                          on_click=_act, args=("grade", lease, i), width="stretch")
     with st.container(horizontal=True, key="annotate_actions"):  # content-wide: labels never truncate
-        st.button("Skip", key="annotate_skip", shortcut="S", on_click=_act, args=("skip",), icon=":material/skip_next:")
-        st.button("Undo last", key="annotate_undo", shortcut="U", on_click=_act, args=("undo",), icon=":material/undo:")
-    st.toggle("Flag this card for review", key="annotate_flag")
-    if st.session_state.get("annotate_flag"):
+        if card is not None:
+            st.button("Skip", key=f"annotate_skip_{lease}", shortcut="S", on_click=_act, args=("skip", lease),
+                      icon=":material/skip_next:")
+        st.button("Undo last", key=f"annotate_undo_{lease}", shortcut="U", on_click=_act, args=("undo", lease),
+                  icon=":material/undo:", disabled=step.previous is None)
+        if card is not None:
+            st.toggle("Flag for review", key="annotate_flag")
+    if card is not None and st.session_state.get("annotate_flag"):
         st.text_input("What is wrong with it?", key="annotate_comment", placeholder="e.g. image shows another brand")
-    st.caption(f"Keys: 1–{min(len(grades), 9)} grade · S skip · U undo. The flag and comment go with the grade.")
+    prev = step.previous
+    if prev is not None:
+        grade_name = grades[prev.grade] if 0 <= prev.grade < len(grades) else str(prev.grade)
+        with st.container(border=True, key="annotate_previous"):
+            st.caption(f"Previous card · you graded **{md(grade_name)}** · U undoes it (up to "
+                       f"{annotation.UNDO_DEPTH} cards back)")
+            st.markdown(f"{md(prev.query)} → {md(prev.title)}")
+    if card is not None:
+        st.caption(f"Keys: 1–{min(len(grades), 9)} grade · S skip · U undo. The flag and comment go with the grade.")

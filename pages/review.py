@@ -91,7 +91,8 @@ elif view == "Settings":
                           float(current["agreement_share"]), 0.05, key="set_share")
         minutes = st.number_input("Lease minutes", 1, 240, int(current["lease_minutes"]), key="set_minutes")
         reasons = st.toggle("Show graders why a pair was picked (OOD score, cluster)", bool(current["show_reasons"]),
-                            key="set_reasons", help="Off by default: knowing a pair is 'unusual' can bias the grade.")
+                            key="set_reasons", help="On by default (the Selection page has the same switch): knowing a "
+                                                         "pair is 'unusual' can bias the grade.")
         saved = st.form_submit_button("Save", type="primary")
     if saved:
         with db() as session:

@@ -11,7 +11,8 @@ import pandas as pd
 import streamlit as st
 
 from db.models import Role
-from db.services import launch, rounds, versions
+from db.services import annotation, launch, rounds, versions
+from db.services.projects import project_settings
 from pages._jobs_ui import job_panel
 from pages._shared import db, require_role, selected_project
 
@@ -50,6 +51,15 @@ with right:
     job_panel(user, project.id, ["select", "embed"], key="select_jobs")
 
 st.subheader("Rounds")
+show_reasons = bool(project_settings(project)["show_reasons"])
+shown = st.toggle("Annotators see why each pair was picked", show_reasons, key="select_show_reasons",
+                  help="On the grading card, in words: how unlike the labelled pairs it is, how much of its segment "
+                       "is labelled, whether the model is unsure. Turn it off if it might bias the grades.")
+if shown != show_reasons:
+    with db() as session:
+        annotation.update_annotation_settings(session, user, project.id, show_reasons=shown)
+    st.toast("Saved: annotators " + ("now see" if shown else "no longer see") + " why a pair was picked.",
+             icon=":material/check:")
 with db() as session:
     rows = rounds.round_rows(session, project.id)
 if not rows:

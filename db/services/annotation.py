@@ -22,17 +22,14 @@ pair). So two annotators never both take the last slot; the other one moves on w
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
-    JSON,
     DateTime,
     and_,
     bindparam,
     case,
-    column,
     exists,
     func,
     literal,
@@ -44,7 +41,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
-from darl_core.errors import ConfigError, ConflictError, NotFoundError, PermissionDeniedError
+from darl_core.errors import ConfigError, ConflictError, NotFoundError, PermissionDeniedError, StaleCardError
 from db.models import (
     LabelEvent,
     LabelKind,
@@ -56,6 +53,8 @@ from db.models import (
     User,
     utcnow,
 )
+from db.services import cards
+from db.services.cards import Progress, Step
 from db.services.limits import check_comment
 from db.services.projects import project_settings, update_settings
 from db.services.users import require_role
@@ -64,38 +63,6 @@ from db.session import is_sqlite
 _BATCH = 16  # candidates fetched per claim query; locked/full ones are skipped in order
 _TAKEN = (LeaseStatus.active, LeaseStatus.done)
 _SAMPLE_MOD = 10_000
-
-
-@dataclass(frozen=True)
-class Card:
-    lease_id: int
-    pair_id: int
-    query: str
-    title: str
-    text: str | None
-    segment: str | None
-    split: str | None
-    round_id: int | None
-    expires_at: datetime
-    reasons: dict[str, Any] | None = None  # why it was picked; None unless the project shows reasons
-    score: float | None = None
-
-
-@dataclass(frozen=True)
-class Progress:
-    done_today: int
-    left_in_round: int | None  # None when no round is open
-    round_name: str | None
-
-
-@dataclass(frozen=True)
-class Step:
-    """What the grading screen shows next: a card (None when the queue is empty) and progress."""
-
-    card: Card | None
-    progress: Progress
-    saved: bool = True  # False when the submission was a duplicate (already saved before)
-    message: str | None = None
 
 
 # --- who needs how many votes -------------------------------------------------------------------
@@ -203,15 +170,6 @@ _SQL_INSERT_LEASE = text(
     "INSERT INTO leases (pair_id, user_id, round_id, status, expires_at, created_at) "
     "VALUES (:pair_id, :uid, :rid, 'active', :exp, :now) RETURNING id").bindparams(
     bindparam("exp", type_=DateTime), bindparam("now", type_=DateTime))
-_SQL_CARD = text(
-    "SELECT p.id AS id, p.segment AS segment, p.split AS split, q.text AS query, i.title AS title, "
-    "i.text AS body, l.round_id AS round_id, l.expires_at AS expires_at FROM leases l "
-    "JOIN pairs p ON p.id = l.pair_id JOIN queries q ON q.id = p.query_id JOIN items i ON i.id = p.item_id "
-    "WHERE l.id = :id").columns(column("id"), column("segment"), column("split"), column("query"),
-                                 column("title"), column("body"), column("round_id"),
-                                 column("expires_at", DateTime))
-_SQL_REASONS = text("SELECT reasons, score FROM round_items WHERE round_id = :rid AND pair_id = :pair_id").columns(
-    column("reasons", JSON), column("score"))
 
 
 _SQL_CHECK = text(_CHECK)
@@ -272,17 +230,6 @@ def _claim(session: Session, actor: User, project_id: int, round_id: int | None,
     return None
 
 
-def _card(session: Session, project: Project, lease_id: int) -> Card:
-    r = session.execute(_SQL_CARD, {"id": lease_id}).one()
-    reasons = score = None
-    if project_settings(project).get("show_reasons") and r.round_id is not None:
-        ri = session.execute(_SQL_REASONS, {"rid": r.round_id, "pair_id": r.id}).first()
-        if ri is not None:
-            reasons, score = ri[0] or {}, ri[1]
-    return Card(lease_id=lease_id, pair_id=r.id, segment=r.segment, split=r.split, query=r.query, title=r.title,
-                text=r.body, round_id=r.round_id, expires_at=r.expires_at, reasons=reasons, score=score)
-
-
 _SQL_DONE_TODAY = text(
     "SELECT count(*) FROM label_events e JOIN pairs p ON p.id = e.pair_id WHERE e.user_id = :uid "
     "AND e.kind = 'label' AND e.created_at >= :since AND p.project_id = :pid "
@@ -292,15 +239,22 @@ _SQL_DONE_TODAY = text(
 
 _NEWEST_ROUND = ("(SELECT id FROM selection_rounds WHERE project_id = :pid AND status = 'open' "
                  "ORDER BY id DESC LIMIT 1)")
+# The card on the annotator's screen: their active lease in the project that expires last (an undo re-opens
+# an older card with a fresh expiry, so it comes before the card that was showing when U was pressed).
+_CURRENT = ("(SELECT c.id FROM leases c JOIN pairs cp ON cp.id = c.pair_id WHERE c.user_id = {uid} "
+            "AND c.status = 'active' AND cp.project_id = {pid} ORDER BY c.expires_at DESC, c.id DESC LIMIT 1)")
+_STANDING = "NOT EXISTS (SELECT 1 FROM label_events u WHERE u.supersedes_id = e.id)"
 # Everything next_card needs to know before claiming, in one round trip.
 _SQL_STATE = text(
-    "SELECT (SELECT l.id FROM leases l JOIN pairs p ON p.id = l.pair_id WHERE l.user_id = :uid "
-    "AND l.status = 'active' AND p.project_id = :pid ORDER BY l.expires_at DESC, l.id DESC LIMIT 1) AS lease_id, "
+    f"SELECT {_CURRENT.format(uid=':uid', pid=':pid')} AS lease_id, "
     "(SELECT 1 FROM leases WHERE status = 'active' AND expires_at < :now LIMIT 1) AS stale, "
     "(SELECT max(id) FROM pairs) AS max_pair, "
     f"{_NEWEST_ROUND} AS round_id, "
     "(SELECT name FROM selection_rounds WHERE id = " + _NEWEST_ROUND + ") AS round_name, "
     f"({_SQL_DONE_TODAY.text}) AS done_today, "
+    "(SELECT count(*) FROM round_items WHERE round_id = " + _NEWEST_ROUND + ") AS round_total, "
+    "(SELECT count(*) FROM label_events e WHERE e.user_id = :uid AND e.kind = 'label' AND e.round_id = "
+    + _NEWEST_ROUND + f" AND {_STANDING}) AS mine_in_round, "
     "(SELECT count(*) FROM round_items ri WHERE ri.round_id = " + _NEWEST_ROUND + " AND "
     "(SELECT count(*) FROM leases t WHERE t.pair_id = ri.pair_id AND t.status = 'done') < "
     + _NEED.format(col="ri.pair_id") + ") AS left_in_round").bindparams(
@@ -317,18 +271,21 @@ def _progress(state: Any) -> Progress:
     has_round = state.round_id is not None
     return Progress(done_today=int(state.done_today or 0),
                     left_in_round=int(state.left_in_round or 0) if has_round else None,
-                    round_name=(state.round_name or f"round {state.round_id}") if has_round else None)
+                    round_name=(state.round_name or f"round {state.round_id}") if has_round else None,
+                    round_total=int(state.round_total or 0) if has_round else None,
+                    mine_in_round=int(state.mine_in_round or 0))
 
 
 def progress(session: Session, actor: User, project_id: int, now: datetime | None = None) -> Progress:
-    """Labels the actor gave today (UTC, minus undone ones) and pairs still needing votes in the round."""
+    """Labels the actor gave today (UTC, minus undone ones), and the open round: its size, the pairs that
+    still need votes, and the actor's own standing labels in it."""
     require_role(actor, Role.annotator)
     overlap, share, _ = _annotation_settings(_project(session, project_id))
     return _progress(_state(session, actor, project_id, overlap, share, now or utcnow()))
 
 
 def next_card(session: Session, actor: User, project_id: int, now: datetime | None = None) -> Step:
-    """The actor's current card (an active lease) or a newly claimed one, with progress."""
+    """The actor's current card (an active lease) or a newly claimed one, with progress and the previous card."""
     require_role(actor, Role.annotator)
     now = now or utcnow()
     project = _project(session, project_id)
@@ -343,14 +300,22 @@ def next_card(session: Session, actor: User, project_id: int, now: datetime | No
         if project_settings(project).get("queue_basis") != [overlap, share, int(state.max_pair or 0)]:
             _sync_locked(session, project, overlap, share)
         lease_id = _claim(session, actor, project_id, state.round_id, overlap, share, now, minutes)
-    card = None if lease_id is None else _card(session, project, lease_id)
-    return Step(card=card, progress=_progress(state))
+    shown = None if lease_id is None else cards.card(session, project, lease_id)
+    return Step(card=shown, progress=_progress(state), previous=cards.previous(session, actor.id, project_id))
 
 
 # --- acting on a card ----------------------------------------------------------------------------
+# Every action names the lease of the card that was on screen when it was pressed. A press that arrives
+# after the screen moved on (a second key while the next card loads) names a lease that is done, skipped
+# or no longer the current one: it is refused with StaleCardError before anything is written, so it can
+# never land on a card the annotator has not seen.
 
-_SQL_OWN_LEASE = text("SELECT l.user_id, l.status, l.round_id, l.pair_id, p.project_id FROM leases l "
+UNDO_DEPTH = 10  # U withdraws the actor's grades newest first, back to their 10th-latest card
+
+_SQL_OWN_LEASE = text("SELECT l.user_id, l.status, l.round_id, l.pair_id, p.project_id, "
+                      f"{_CURRENT.format(uid='l.user_id', pid='p.project_id')} AS current_id FROM leases l "
                       "JOIN pairs p ON p.id = l.pair_id WHERE l.id = :id")
+_SQL_CURRENT = text(f"SELECT {_CURRENT.format(uid=':uid', pid=':pid')}")
 _SQL_CLOSE_LEASE = text("UPDATE leases SET status = :status WHERE id = :id AND status IN ('active', 'expired')")
 _SQL_INSERT_LABEL = text(
     "INSERT INTO label_events (pair_id, user_id, kind, grade, seconds_on_card, flagged, comment, round_id, "
@@ -358,37 +323,43 @@ _SQL_INSERT_LABEL = text(
     bindparam("now", type_=DateTime))
 
 
-def _own_lease(session: Session, actor: User, lease_id: int) -> Any:
+def _shown_lease(session: Session, actor: User, lease_id: int) -> Any:
+    """The (locked) lease of the card the action was pressed on; refused unless it is still that card."""
     sql = _SQL_OWN_LEASE if is_sqlite(session) else text(_SQL_OWN_LEASE.text + " FOR UPDATE OF l")
     lease = session.execute(sql, {"id": lease_id}).first()
     if lease is None:
         raise NotFoundError(f"No lease {lease_id}; reload the page to get a fresh card.")
     if lease.user_id != actor.id:
         raise PermissionDeniedError("This card is leased to another annotator.")
+    if lease.status == LeaseStatus.done.value:
+        raise StaleCardError("That card was already graded; the key press was not applied to any other card. "
+                             "Grade the card now on screen.")
+    if lease.status == LeaseStatus.skipped.value:
+        raise StaleCardError("This card was skipped; it cannot be graded any more. Grade the card now on screen.")
+    if lease.current_id is not None and lease.current_id != lease_id:
+        raise StaleCardError("That card is no longer the one on your screen (another card was opened since); "
+                             "nothing was saved. Grade the card now on screen.")
     return lease
 
 
-def _close_lease(session: Session, lease_id: int, status: LeaseStatus) -> bool:
-    # Conditional update: a double submission finds the lease already closed and writes nothing.
-    return bool(session.execute(_SQL_CLOSE_LEASE, {"status": status.value, "id": lease_id}).rowcount)
+def _close_lease(session: Session, lease_id: int, status: LeaseStatus) -> None:
+    # Conditional update; the lease row is locked (or the transaction immediate), so this always matches.
+    if not session.execute(_SQL_CLOSE_LEASE, {"status": status.value, "id": lease_id}).rowcount:
+        raise StaleCardError("That card was already closed; nothing was saved. Grade the card now on screen.")
 
 
 def submit_label(session: Session, actor: User, lease_id: int, grade: int, seconds_on_card: float | None = None,
                  *, flagged: bool = False, comment: str | None = None, now: datetime | None = None) -> Step:
-    """Save the actor's grade for a leased card and return the next card."""
+    """Save the actor's grade for the card of ``lease_id`` (the one on screen) and return the next card."""
     require_role(actor, Role.annotator)
     comment = check_comment(comment)
     now = now or utcnow()
-    lease = _own_lease(session, actor, lease_id)
+    lease = _shown_lease(session, actor, lease_id)
     project = _project(session, lease.project_id)
     scale = list(project.grades)
     if isinstance(grade, bool) or not isinstance(grade, int) or not 0 <= grade < len(scale):
         raise ConfigError(f"Grade must be 0..{len(scale) - 1} ({', '.join(scale)}), got {grade!r}.")
-    if lease.status == LeaseStatus.skipped.value:
-        raise ConflictError("This card was skipped; it cannot be graded any more.")
-    if not _close_lease(session, lease_id, LeaseStatus.done):
-        step = next_card(session, actor, project.id, now)
-        return Step(step.card, step.progress, saved=False, message="That card was already saved.")
+    _close_lease(session, lease_id, LeaseStatus.done)
     seconds = None if seconds_on_card is None else max(0.0, float(seconds_on_card))
     session.execute(_SQL_INSERT_LABEL, {"pair_id": lease.pair_id, "uid": actor.id, "grade": grade,
                                         "seconds": seconds, "flagged": bool(flagged),
@@ -397,28 +368,44 @@ def submit_label(session: Session, actor: User, lease_id: int, grade: int, secon
 
 
 def skip(session: Session, actor: User, lease_id: int, now: datetime | None = None) -> Step:
-    """Give a card back for someone else (the actor will not see it again) and return the next card."""
+    """Give the card of ``lease_id`` back for someone else (the actor will not see it again); the next card."""
     require_role(actor, Role.annotator)
     now = now or utcnow()
-    lease = _own_lease(session, actor, lease_id)
-    if _close_lease(session, lease_id, LeaseStatus.skipped):
-        session.execute(_SQL_SET_OPEN, {"open": True, "id": lease.pair_id})
+    lease = _shown_lease(session, actor, lease_id)
+    _close_lease(session, lease_id, LeaseStatus.skipped)
+    session.execute(_SQL_SET_OPEN, {"open": True, "id": lease.pair_id})
     return next_card(session, actor, lease.project_id, now)
 
 
-def undo_last(session: Session, actor: User, project_id: int, now: datetime | None = None) -> Step:
-    """Withdraw the actor's latest label in this project (an ``undo`` event) and show that card again."""
+def undo_last(session: Session, actor: User, project_id: int, lease_id: int | None,
+              now: datetime | None = None) -> Step:
+    """Withdraw the actor's latest standing label in this project (an ``undo`` event) and show that card again.
+
+    ``lease_id`` is the card on screen when U was pressed (None: the queue was empty); a press from a screen
+    that has moved on is refused, so two quick presses never withdraw a grade the actor did not see come back.
+    Repeated presses reach back to the actor's ``UNDO_DEPTH`` latest cards.
+    """
     require_role(actor, Role.annotator)
     now = now or utcnow()
     project = _project(session, project_id)
     _, _, minutes = _annotation_settings(project)
+    if lease_id is not None:
+        _shown_lease(session, actor, lease_id)
+    elif session.scalar(_SQL_CURRENT, {"uid": actor.id, "pid": project_id}) is not None:
+        raise StaleCardError("Undo was pressed on a screen that has moved on to a card; nothing was undone. "
+                             "Press U again to undo.")
     undone = aliased(LabelEvent)
-    last = session.scalar(select(LabelEvent).join(Pair, Pair.id == LabelEvent.pair_id)
-                          .where(LabelEvent.user_id == actor.id, LabelEvent.kind == LabelKind.label,
-                                 Pair.project_id == project_id, ~exists().where(undone.supersedes_id == LabelEvent.id))
+    mine = (select(LabelEvent).join(Pair, Pair.id == LabelEvent.pair_id)
+            .where(LabelEvent.user_id == actor.id, LabelEvent.kind == LabelKind.label, Pair.project_id == project_id))
+    last = session.scalar(mine.where(~exists().where(undone.supersedes_id == LabelEvent.id))
                           .order_by(LabelEvent.id.desc()).limit(1))
     if last is None:
         raise ConflictError("Nothing to undo: you have no label in this project that is still standing.")
+    recent = session.scalars(mine.with_only_columns(LabelEvent.pair_id).group_by(LabelEvent.pair_id)
+                             .order_by(func.max(LabelEvent.id).desc()).limit(UNDO_DEPTH))
+    if last.pair_id not in set(recent):
+        raise ConflictError(f"Undo reaches back to your last {UNDO_DEPTH} cards; older grades stand. "
+                            "A reviewer can change them on the Review page.")
     try:
         session.add(LabelEvent(pair_id=last.pair_id, user_id=actor.id, kind=LabelKind.undo, grade=None,
                                supersedes_id=last.id, round_id=last.round_id, created_at=now))
@@ -432,8 +419,8 @@ def undo_last(session: Session, actor: User, project_id: int, now: datetime | No
     lease.status = LeaseStatus.active
     lease.expires_at = now + timedelta(minutes=minutes)
     session.flush()
-    return Step(card=_card(session, project, lease.id), progress=progress(session, actor, project_id, now),
-                message="Label withdrawn; grade the card again.")
+    return Step(card=cards.card(session, project, lease.id), progress=progress(session, actor, project_id, now),
+                message="Label withdrawn; grade the card again.", previous=cards.previous(session, actor.id, project_id))
 
 
 def update_annotation_settings(session: Session, actor: User, project_id: int, **changes: Any) -> Project:

@@ -17,7 +17,7 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "overlap": 1,  # distinct annotators per pair
     "agreement_share": 0.0,  # extra share of pairs graded by two people, to measure agreement
     "lease_minutes": 10,
-    "show_reasons": False,  # show why a pair was picked (OOD score, cluster) on the grading card
+    "show_reasons": True,  # say on the grading card, in words, why DASA picked the pair (Selection page switch)
 }
 
 

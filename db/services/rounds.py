@@ -32,9 +32,10 @@ BASE_KEY = "base"
 
 
 def create_round(session: Session, project_id: int, model_version_id: int | None, params: dict[str, Any],
-                 selected: Sequence[Selected], *, name: str | None = None,
-                 created_by: int | None = None, actor: Actor | None) -> SelectionRound:
-    """Write a round and its ranked items (rank 1 = first in the queue; engineer role)."""
+                 selected: Sequence[Selected], *, name: str | None = None, created_by: int | None = None,
+                 extra_reasons: dict[int, dict[str, Any]] | None = None, actor: Actor | None) -> SelectionRound:
+    """Write a round and its ranked items (rank 1 = first in the queue; engineer role); ``extra_reasons`` (by
+    pair id) are merged into each item's reasons."""
     require_role(actor, Role.engineer)
     if not selected:
         raise PoolError("a round needs at least one selected pair; nothing was written")
@@ -48,7 +49,9 @@ def create_round(session: Session, project_id: int, model_version_id: int | None
     session.add(rnd)
     session.flush()
     session.add_all(RoundItem(round_id=rnd.id, pair_id=int(s.pair_id), rank=int(s.rank), score=float(s.score),
-                              is_control=bool(s.is_control), reasons=s.reasons()) for s in selected)
+                              is_control=bool(s.is_control),
+                              reasons={**s.reasons(), **(extra_reasons or {}).get(int(s.pair_id), {})})
+                    for s in selected)
     session.flush()
     return rnd
 
@@ -220,9 +223,31 @@ def run_selection(session: Session, project_name: str, budget: int, version: str
     _write_scores(session, mv.id, pool, scores, selected, pool_logits, actor)
     params = {**config.as_params(), "budget": budget, "seed": seed, "model_version": mv.name,
               "bank_size": len(bank.ids), "pool_size": len(pool.ids)}
-    rnd = create_round(session, project.id, mv.id, params, selected, created_by=created_by, actor=actor)
+    rnd = create_round(session, project.id, mv.id, params, selected, created_by=created_by,
+                       extra_reasons=_segment_reasons(session, project.id, set(labels), selected), actor=actor)
     say(1.0, f"round {rnd.id}: {len(selected)} pairs queued")
     return rnd
+
+
+def _segment_reasons(session: Session, project_id: int, labelled: set[int],
+                     selected: Sequence[Selected]) -> dict[int, dict[str, Any]]:
+    """Per selected pair: its segment and how many of that segment's pairs were labelled when it was picked
+    (outside the held-out splits; the grading screen says "Segment tools: 3% of pairs labelled")."""
+    counts: dict[str, list[int]] = {}
+    segment_of: dict[int, str] = {}
+    wanted = {int(s.pair_id) for s in selected}
+    rows = session.execute(select(Pair.id, Pair.segment, Pair.split).where(Pair.project_id == project_id,
+                                                                            Pair.segment.is_not(None)))
+    for pid, segment, split in rows:
+        if (split or "") in HELD_OUT:  # like the bank: held-out pairs are neither labelled nor pool
+            continue
+        c = counts.setdefault(segment, [0, 0])
+        c[0] += pid in labelled
+        c[1] += 1
+        if pid in wanted:
+            segment_of[pid] = segment
+    return {pid: {"segment": {"name": seg, "labelled": counts[seg][0], "pairs": counts[seg][1]}}
+            for pid, seg in segment_of.items()}
 
 
 def _write_scores(session: Session, version_id: int, pool: PairTexts, scores: PoolScores,

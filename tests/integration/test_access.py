@@ -105,7 +105,7 @@ READ_ONLY = {
     "training.collect_examples",
     "users.admin_exists", "users.authenticate", "users.get_user", "users.list_users", "users.require_role",
     "versions.get_version", "versions.lineage", "versions.list_versions", "versions.version_rows",
-    "annotation.needed_votes",
+    "annotation.needed_votes", "cards.card", "cards.previous",
 }
 
 

@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
-from darl_core.errors import ConflictError, PermissionDeniedError
+from darl_core.errors import ConflictError, PermissionDeniedError, StaleCardError
 from db.models import LabelEvent, Lease, LeaseStatus, Role, utcnow
 from db.services import annotation
 from db.services.labels import final_labels
@@ -49,19 +49,19 @@ def test_queue_order_round_first_then_priority_then_pool(database: str) -> None:
     assert step.progress.left_in_round == 0 and step.progress.done_today == 4
 
 
-def test_resume_returns_the_same_card_and_reasons_are_hidden_by_default(database: str) -> None:
+def test_resume_returns_the_same_card_and_reasons_are_shown_by_default(database: str) -> None:
     pid, (ann, _), ids = _setup(database)
     with session_scope(database) as s:
         seed_round(s, pid, ids[:3])
     first = _next(database, ann, pid)
     again = _next(database, ann, pid)
     assert again.card.lease_id == first.card.lease_id
-    assert first.card.reasons is None
+    assert first.card.reasons is not None and "cluster" in first.card.reasons and first.card.why
     with session_scope(database) as s:
         admin = seed_user(s, "eng", Role.engineer)
-        annotation.update_annotation_settings(s, admin, pid, show_reasons=True)
-    shown = _next(database, ann, pid).card
-    assert shown.reasons is not None and "cluster" in shown.reasons
+        annotation.update_annotation_settings(s, admin, pid, show_reasons=False)
+    hidden = _next(database, ann, pid).card
+    assert hidden.reasons is None and hidden.why == ()
 
 
 def test_overlap_two_distinct_annotators_never_the_same_pair_twice(database: str) -> None:
@@ -124,12 +124,12 @@ def test_undo_supersedes_and_brings_the_card_back(database: str) -> None:
     first = step.card
     step = _label(database, ann, step, grade=2)
     with session_scope(database) as s:
-        back = annotation.undo_last(s, ann, pid)
+        back = annotation.undo_last(s, ann, pid, step.card.lease_id)
     assert back.card.pair_id == first.pair_id and back.progress.done_today == 0
     with session_scope(database) as s:
         assert final_labels(s, pid) == {}
-        with pytest.raises(ConflictError):
-            annotation.undo_last(s, ann, pid)
+        with pytest.raises(ConflictError, match="Nothing to undo"):
+            annotation.undo_last(s, ann, pid, back.card.lease_id)
     regraded = _label(database, ann, back, grade=0)
     assert regraded.card.pair_id == step.card.pair_id  # the card shown before the undo comes next
     with session_scope(database) as s:
@@ -142,8 +142,8 @@ def test_double_submission_writes_one_event(database: str) -> None:
     pid, (ann, _), _ids = _setup(database, n_pairs=3)
     step = _next(database, ann, pid)
     _label(database, ann, step)
-    again = _label(database, ann, step)
-    assert not again.saved and again.message
+    with pytest.raises(StaleCardError, match="already graded"):  # refused: never applied to the next card
+        _label(database, ann, step)
     with session_scope(database) as s:
         assert s.scalar(select(func.count()).select_from(LabelEvent)) == 1
 

@@ -34,7 +34,8 @@ def _project(session, n_labelled: int, n_pool: int) -> Project:  # type: ignore[
         it = ItemRow(project_id=project.id, key=f"i{i}", title=f"{WORDS[(i * 3) % 10]} model {i * 7}")
         session.add_all([q, it])
         session.flush()
-        pair = Pair(project_id=project.id, query_id=q.id, item_id=it.id, split="train")
+        pair = Pair(project_id=project.id, query_id=q.id, item_id=it.id, split="train",
+                    segment=("tools", "garden")[i % 2])
         session.add(pair)
         session.flush()
         if i < n_labelled:
@@ -128,6 +129,9 @@ def test_run_selection_end_to_end(session, tiny_backbone: Path, monkeypatch: pyt
     assert sum(embedded) == 60  # bank + pool, once
     assert progress[-1] == 1.0
     assert rnd.params["budget"] == 10 and rnd.params["model_version"] == "base"
+    # Each item says how much of its segment was labelled when it was picked (the grading card's words).
+    assert {(i.reasons["segment"]["labelled"], i.reasons["segment"]["pairs"]) for i in round_items(session, rnd.id)} \
+        == {(10, 30)}
     n_scores = session.scalar(select(func.count(PairScore.id)).where(PairScore.model_version_id == rnd.model_version_id))
     assert n_scores == 40
     # The open round's pairs are queued already: a second round picks others and embeds nothing new.
