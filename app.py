@@ -7,6 +7,7 @@ import streamlit as st
 from db.models import Role
 from db.services import users as user_service
 from pages._shared import current_user, db
+from pages._text import md
 
 st.set_page_config(page_title="DaRL Studio", page_icon=":material/travel_explore:", layout="wide")
 
@@ -56,6 +57,6 @@ if user is None:
 role = Role(user.role)
 allowed = [st.Page(path, title=title, icon=icon) for path, title, icon, need in PAGES if role.allows(need)]
 with st.sidebar:
-    st.caption(f"Signed in as **{user.name}** ({role.value})")
+    st.caption(f"Signed in as **{md(user.name)}** ({role.value})")
     st.button("Log out", key="logout", icon=":material/logout:", on_click=logout)
 st.navigation(allowed).run()

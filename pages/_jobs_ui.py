@@ -14,6 +14,7 @@ import streamlit as st
 from db.models import Job, JobStatus, User
 from db.services import jobs as job_service
 from pages._shared import db
+from pages._text import md, plain, safe_figure
 
 REFRESH_S = 2
 ACTIVE = (JobStatus.queued, JobStatus.running)
@@ -43,14 +44,14 @@ def render_job(job: Job, user: User, key: str) -> None:
                 st.toast(f"Cancel requested for job {job.id}")
         st.progress(min(max(job.progress, 0.0), 1.0), text=f"{job.progress:.0%}")
         if job.error:
-            st.error(job.error)
+            st.error(md(job.error))
         fig = _curve(job)
         if fig is not None:
-            st.plotly_chart(fig, key=f"{key}_curve_{job.id}")
+            st.plotly_chart(safe_figure(fig), key=f"{key}_curve_{job.id}")
         if job.result and "version" in job.result:
-            st.caption(f"New version: **{job.result['version']}**")
+            st.caption(f"New version: **{md(job.result['version'])}**")
         with st.expander("Log", expanded=job.status in ACTIVE):
-            st.code("\n".join(job.log.splitlines()[-15:]) or "(empty)", language=None)
+            st.code(plain("\n".join(job.log.splitlines()[-15:])) or "(empty)", language=None)
 
 
 def job_panel(user: User, project_id: int, kinds: Sequence[str], key: str, show: int = 3) -> None:

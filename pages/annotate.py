@@ -43,7 +43,7 @@ if action and action[0] in ("grade", "skip"):
     st.session_state["annotate_flag"] = False
     st.session_state["annotate_comment"] = ""
 if step.message:
-    st.toast(step.message, icon=":material/info:")
+    st.toast(md(step.message), icon=":material/info:")
 
 card = step.card
 if card is not None and st.session_state.get("annotate_lease") != card.lease_id:
@@ -76,7 +76,7 @@ with main:
                 st.json({"score": card.score, **card.reasons})
     with st.container(horizontal=True, key="annotate_grades"):  # wraps rather than truncating grade names
         for i, name in enumerate(grades):
-            st.button(name, key=f"annotate_grade_{i}", shortcut=str(i + 1) if i < 9 else None,
+            st.button(md(name), key=f"annotate_grade_{i}", shortcut=str(i + 1) if i < 9 else None,
                       on_click=_act, args=("grade", i), width="stretch")
     with st.container(horizontal=True, key="annotate_actions"):  # content-wide: labels never truncate
         st.button("Skip", key="annotate_skip", shortcut="S", on_click=_act, args=("skip",), icon=":material/skip_next:")

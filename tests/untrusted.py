@@ -1,0 +1,79 @@
+"""Attack strings for untrusted text, and a check of what Markdown would make of a string.
+
+``live_markup`` parses Markdown with markdown-it (CommonMark + GFM tables and strikethrough, the
+dialect Streamlit's remark-gfm speaks) and adds what remark-gfm, remark-math and remark-directive do
+on top: a bare URL or e-mail address in text is a link, ``$..$`` is LaTeX, ``:name[..]`` a directive.
+The browser test (tests/e2e/test_untrusted_text_e2e.py) checks the real renderer.
+"""
+
+from __future__ import annotations
+
+import re
+
+from markdown_it import MarkdownIt
+
+ATTACKS: dict[str, str] = {
+    "image": "![x](https://evil.example/a.png)",
+    "link": "[click me](https://evil.example/l)",
+    "reference image": "![x][r]\n\n[r]: https://evil.example/r.png",
+    "badge": ":red-badge[x]",
+    "icon": ":material/home:",
+    "latex": "$x^2$",
+    "html image": '<img src="https://evil.example/i.png">',
+    "html link": '<a href="https://evil.example/h">here</a>',
+    "style": '<span style="color:red">styled</span>',
+    "autolink": "<https://evil.example/auto>",
+    "bare url": "see https://evil.example/x now",
+    "bare www": "or www.example.com.",
+    "email": "mail bob@evil.example",
+    "bidi": "invoice \u202egnp.exe",
+    "heading": "# big\n===",
+    "entity": "&#x202E;gnp.exe &lt;b&gt;",
+}
+BIDI = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c"
+_PARSER = MarkdownIt("commonmark").enable(["table", "strikethrough"])
+_BARE_URL = re.compile(r"(https?://|www\.)[-.\w]+|[-.\w+]+@[-\w]+\.[-\w]+", re.IGNORECASE)
+# LaTeX and directives are syntax (an escape defeats them), so they are looked for in the source, outside
+# code spans, where the `$` or `:` is not escaped (preceded by an even number of backslashes).
+_UNESCAPED = r"(?<!\\)(?:\\\\)*"
+_MATH = re.compile(_UNESCAPED + r"\$[^$\s][^$]*" + _UNESCAPED + r"\$")
+_DIRECTIVE = re.compile(_UNESCAPED + r":[a-z][\w-]*(\[|/|:)", re.IGNORECASE)
+_CODE_SPAN = re.compile(r"(`+).+?\1")
+
+
+_STRUCTURE = ("heading_open", "bullet_list_open", "ordered_list_open", "blockquote_open", "hr", "table_open")
+
+
+def live_markup(markdown: str, structure: bool = True) -> list[str]:
+    """Everything in ``markdown`` that would render as something other than text (empty: all text).
+
+    With ``structure=False`` headings, lists, tables and quotes are allowed (guidelines keep them);
+    links, images, HTML, bare URLs, LaTeX, directives and bidi controls never are."""
+    found: list[str] = []
+    for token in _PARSER.parse(markdown):
+        if token.type.startswith("html") or structure and token.type in _STRUCTURE:
+            found.append(f"{token.type}: {token.content or token.markup}")
+        for child in token.children or []:
+            if child.type in ("link_open", "image", "html_inline"):
+                found.append(f"{child.type}: {child.attrs or child.content}")
+            elif child.type == "text":
+                found += [f"bare url: {m.group(0)}" for m in _BARE_URL.finditer(child.content)]
+        found += [f"bidi control in {token.type}" for ch in BIDI if ch in (token.content or "")]
+    source = _CODE_SPAN.sub("", markdown)
+    found += [f"{kind}: {m.group(0)}" for kind, pattern in (("latex", _MATH), ("directive", _DIRECTIVE))
+              for m in pattern.finditer(source)]
+    return found
+
+
+def shown_text(markdown: str) -> str:
+    """The text a reader sees when ``markdown`` renders (inline text and code, breaks as newlines)."""
+    parts: list[str] = []
+    for token in _PARSER.parse(markdown):
+        for child in token.children or []:
+            if child.type in ("text", "code_inline"):
+                parts.append(child.content)
+            elif child.type in ("softbreak", "hardbreak"):
+                parts.append("\n")
+        if token.type == "paragraph_close":
+            parts.append("\n")
+    return "".join(parts).strip()
