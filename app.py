@@ -9,7 +9,8 @@ from db.services import users as user_service
 from pages._shared import current_user, db
 from pages._text import md
 
-st.set_page_config(page_title="DaRL Studio", page_icon=":material/travel_explore:", layout="wide")
+# An emoji favicon is drawn in the browser; a :material: one is fetched from fonts.gstatic.com on every load.
+st.set_page_config(page_title="DaRL Studio", page_icon="🔎", layout="wide")
 
 # (file, title, icon, minimum role). Roles are cumulative; unlisted pages cannot be reached by URL.
 PAGES: list[tuple[str, str, str, Role]] = [

@@ -1,0 +1,93 @@
+"""In a real browser: catalogue text that tries to be markup (Markdown images and links, badges, LaTeX,
+HTML, bare URLs, bidi controls; HTML in segment names for Plotly) is shown as text on Review (reviewer),
+Annotate and Overview (annotator): no remote image, no link out of the app, no injected style, no bidi
+control on screen, and not one request to another host."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+import pytest
+from playwright.sync_api import expect
+from sqlalchemy import update
+
+from db.models import Item, LabelEvent, LabelKind, Pair, Query, Role
+from db.session import session_scope
+from tests.e2e.conftest import login
+from tests.seed import PASSWORD, pair_ids, seed_project, seed_round, seed_user
+from tests.untrusted import ATTACKS, BIDI
+
+pytestmark = pytest.mark.e2e
+
+TEXTS = list(ATTACKS.values())
+SEGMENTS = (ATTACKS["html link"], ATTACKS["style"], "tools \u202eloot")
+GUIDELINES = "**Grade** the title.\n\n" + "\n".join(f"- {t}" for t in TEXTS)
+INJECTED_STYLE = re.compile(r"(color|fill)\s*:\s*red", re.IGNORECASE)
+
+
+@pytest.fixture(scope="module")
+def seed() -> Callable[[str], None]:
+    def run(url: str) -> None:
+        with session_scope(url) as s:
+            project = seed_project(s, "catalogue", n_pairs=9, guidelines=GUIDELINES, segments=SEGMENTS)
+            ids = pair_ids(s, project.id)
+            for i, pid in enumerate(ids):
+                pair = s.get(Pair, pid)
+                s.execute(update(Query).where(Query.id == pair.query_id).values(text=TEXTS[i % len(TEXTS)]))
+                s.execute(update(Item).where(Item.id == pair.item_id).values(
+                    title=f"{TEXTS[(i + 5) % len(TEXTS)]} item {i}", text=" ".join(TEXTS)))
+            ann, bob = seed_user(s, "ann", Role.annotator), seed_user(s, "bob", Role.annotator)
+            seed_user(s, "rita", Role.reviewer)
+            for pid in ids[:3]:
+                s.add_all([LabelEvent(pair_id=pid, user_id=ann.id, kind=LabelKind.label, grade=0, flagged=True,
+                                      comment=ATTACKS["bidi"] + " " + ATTACKS["image"]),
+                           LabelEvent(pair_id=pid, user_id=bob.id, kind=LabelKind.label, grade=2)])
+            seed_round(s, project.id, ids[3:])
+    return run
+
+
+def _check_page(page, app_url: str) -> None:  # type: ignore[no-untyped-def]
+    origin = urlsplit(app_url).netloc
+    images = page.eval_on_selector_all("img", "els => els.map(e => e.getAttribute('src') || '')")
+    assert [s for s in images if urlsplit(s).netloc not in ("", origin)] == [], "remote image"
+    links = page.eval_on_selector_all(
+        "a", "els => els.map(e => new URL(e.getAttribute('href') || e.getAttribute('xlink:href') || '#', "
+             "location.href).host)")
+    assert [h for h in links if h != origin] == [], "a link out of the app"
+    styles = page.eval_on_selector_all("[style]", "els => els.map(e => e.getAttribute('style'))")
+    assert [s for s in styles if INJECTED_STYLE.search(s)] == [], "injected style"
+    text = page.evaluate("document.body.textContent")
+    assert [hex(ord(c)) for c in BIDI if c in text] == [], "bidi control on screen"
+    assert "invoice gnp.exe" in page.evaluate("document.body.innerText")
+
+
+def test_untrusted_text_is_shown_as_text(page, app_url: str) -> None:  # type: ignore[no-untyped-def]
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+
+    login(page, app_url, "rita", PASSWORD)
+    page.get_by_role("link", name="Review").click()
+    expect(page.get_by_text("wait for adjudication")).to_be_visible()
+    expect(page.get_by_text("https://evil.example/a.png").first).to_be_visible()  # shown, as text
+    page.wait_for_timeout(1000)  # an image the page asked for would have been requested by now
+    _check_page(page, app_url)
+
+    login(page, app_url, "ann", PASSWORD)  # lands on Overview
+    expect(page.locator(".js-plotly-plot .xtick text").first).to_be_attached()
+    expect(page.locator(".js-plotly-plot").get_by_text(ATTACKS["html link"]).first).to_be_attached()
+    page.get_by_text("Guidelines", exact=True).click()
+    expect(page.get_by_text("Grade", exact=True).first).to_be_visible()
+    page.wait_for_timeout(1000)
+    _check_page(page, app_url)
+
+    page.get_by_role("link", name="Annotate").click()
+    expect(page.locator(".st-key-annotate_grades button")).to_have_count(3)
+    expect(page.locator(".st-key-annotate_card")).to_contain_text("item 3")
+    page.wait_for_timeout(1000)
+    _check_page(page, app_url)
+
+    outside = sorted({u for u in requests if urlsplit(u).scheme in ("http", "https", "ws", "wss")
+                      and urlsplit(u).netloc != urlsplit(app_url).netloc})
+    assert outside == [], outside
