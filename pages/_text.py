@@ -12,6 +12,7 @@ through this module, never raw:
   badge (``:red-badge[x]``), icon, LaTeX, HTML or heading. A bare URL (``https://…``, ``www.…``, an
   e-mail address) is put in a code span: Streamlit's Markdown (remark-gfm) links bare URLs even when
   their ``:`` and ``.`` are escaped, since escapes are resolved before it looks, but never inside code.
+  The same goes for ``:smile:``-style codes, which become emoji, a logo or an icon when escaped.
 - ``guidelines_md``: the project's guidelines keep safe Markdown (bold, lists, tables, code), lose
   remote images, links, HTML, directives and LaTeX.
 - ``html_text`` and ``safe_figure``: Plotly renders a subset of HTML in its text (``<a href>`` becomes
@@ -36,8 +37,10 @@ _INVISIBLE = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\x00-\x08\
 _MD_ANYWHERE = re.compile(r"([\\`*_\[\]<>$:~|&])")
 # Escaped at the start of a line only: headings, list items, setext underlines, numbered lists.
 _MD_LINE_START = re.compile(r"^([ \t]*\d*)((?<=\d)[.)]|(?<!\d)[#+\-=])", re.MULTILINE)
-# What remark-gfm turns into a link on its own: a scheme, www., or an e-mail address.
-_URL_LIKE = re.compile(r"://|www\.|mailto:|xmpp:|@[\w-]+\.", re.IGNORECASE)
+# Words that render as something else even when escaped, so they go in a code span: what remark-gfm links
+# on its own (a scheme, www., an e-mail address), and :codes: (remark-emoji's :smile:, Streamlit's
+# :streamlit: logo and :material_x: icons), which are replaced in the text after escapes are resolved.
+_LIVE_WORD = re.compile(r"://|www\.|mailto:|xmpp:|@[\w-]+\.|:[\w+-]+:", re.IGNORECASE)
 _SPACE = re.compile(r"(\s+)")
 _HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(.*?)\s*#*\s*$")
 _FENCE = re.compile(r"^\s{0,3}(`{3,}|~{3,})\s*(\S*)")
@@ -61,8 +64,12 @@ def _code(token: str) -> str:
 
 
 def _escape_words(text: str, escape: re.Pattern[str]) -> str:
-    """Escape with ``escape``; a whitespace-separated word that looks like a URL becomes code."""
-    return "".join(_code(part) if _URL_LIKE.search(part) else escape.sub(r"\\\1", part)
+    """Escape with ``escape``; a whitespace-separated word that looks like a URL or icon becomes code.
+
+    Streamlit rewrites ":material/" to ":material_" in the source before parsing (escaped or not), so its
+    '/' is escaped too: "\\:material\\/home\\:" shows as typed, "\\:material/home\\:" as an icon."""
+    return "".join(_code(part) if _LIVE_WORD.search(part)
+                   else escape.sub(r"\\\1", part).replace(":material/", ":material\\/")
                    for part in _SPACE.split(text))
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 import plotly.express as px
 import streamlit as st
@@ -55,11 +57,13 @@ with right:
         st.subheader("Annotator votes per day")
         days = ov.activity.assign(day=pd.to_datetime(ov.activity["day"]))
         fig = px.bar(days, x="day", y="labels")
-        # Whole days: one tick per day and a day either side, so a single day is not drawn as a
-        # millisecond-wide bar with sub-second ticks.
+        # Whole days: ticks a whole number of days apart (at most ~10), bars a day wide, and half a day
+        # of margin, so a single day is not drawn as a millisecond-wide bar with sub-second ticks.
+        first, last = days["day"].min(), days["day"].max()
         fig.update_traces(width=DAY_MS * 0.8)
-        fig.update_xaxes(type="date", dtick=DAY_MS, tickformat="%Y-%m-%d", title_text="day",
-                         range=[days["day"].min() - pd.Timedelta(days=1), days["day"].max() + pd.Timedelta(days=1)])
+        fig.update_xaxes(type="date", dtick=DAY_MS * max(1, math.ceil((last - first).days / 10)),
+                         tickformat="%Y-%m-%d", title_text="day",
+                         range=[first - pd.Timedelta(hours=14), last + pd.Timedelta(hours=14)])
         fig.update_layout(height=220, margin=dict(t=10, b=10))
         st.plotly_chart(safe_figure(fig), key="activity_chart")
 

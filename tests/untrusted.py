@@ -3,7 +3,9 @@
 ``live_markup`` parses Markdown with markdown-it (CommonMark + GFM tables and strikethrough, the
 dialect Streamlit's remark-gfm speaks) and adds what remark-gfm, remark-math and remark-directive do
 on top: a bare URL or e-mail address in text is a link, ``$..$`` is LaTeX, ``:name[..]`` a directive.
-The browser test (tests/e2e/test_untrusted_text_e2e.py) checks the real renderer.
+Streamlit adds two quirks, also checked: ":material/" is rewritten to ":material_" in the source before
+parsing (escaped or not), and ``:code:`` words in the text become emoji, logo or icon after escapes are
+resolved. The browser test (tests/e2e/test_untrusted_text_e2e.py) checks the real renderer.
 """
 
 from __future__ import annotations
@@ -13,11 +15,15 @@ import re
 from markdown_it import MarkdownIt
 
 ATTACKS: dict[str, str] = {
+    "bidi": "invoice \u202egnp.exe",
     "image": "![x](https://evil.example/a.png)",
     "link": "[click me](https://evil.example/l)",
     "reference image": "![x][r]\n\n[r]: https://evil.example/r.png",
     "badge": ":red-badge[x]",
     "icon": ":material/home:",
+    "icon code": ":material_home:",
+    "logo": ":streamlit:",
+    "emoji": ":smile:",
     "latex": "$x^2$",
     "html image": '<img src="https://evil.example/i.png">',
     "html link": '<a href="https://evil.example/h">here</a>',
@@ -26,7 +32,6 @@ ATTACKS: dict[str, str] = {
     "bare url": "see https://evil.example/x now",
     "bare www": "or www.example.com.",
     "email": "mail bob@evil.example",
-    "bidi": "invoice \u202egnp.exe",
     "heading": "# big\n===",
     "entity": "&#x202E;gnp.exe &lt;b&gt;",
 }
@@ -39,6 +44,7 @@ _UNESCAPED = r"(?<!\\)(?:\\\\)*"
 _MATH = re.compile(_UNESCAPED + r"\$[^$\s][^$]*" + _UNESCAPED + r"\$")
 _DIRECTIVE = re.compile(_UNESCAPED + r":[a-z][\w-]*(\[|/|:)", re.IGNORECASE)
 _CODE_SPAN = re.compile(r"(`+).+?\1")
+_SHORTCODE = re.compile(r":[\w+-]+:")
 
 
 _STRUCTURE = ("heading_open", "bullet_list_open", "ordered_list_open", "blockquote_open", "hr", "table_open")
@@ -58,10 +64,12 @@ def live_markup(markdown: str, structure: bool = True) -> list[str]:
                 found.append(f"{child.type}: {child.attrs or child.content}")
             elif child.type == "text":
                 found += [f"bare url: {m.group(0)}" for m in _BARE_URL.finditer(child.content)]
+                found += [f"emoji or icon code: {m.group(0)}" for m in _SHORTCODE.finditer(child.content)]
         found += [f"bidi control in {token.type}" for ch in BIDI if ch in (token.content or "")]
     source = _CODE_SPAN.sub("", markdown)
     found += [f"{kind}: {m.group(0)}" for kind, pattern in (("latex", _MATH), ("directive", _DIRECTIVE))
               for m in pattern.finditer(source)]
+    found += ["material icon: ':material/' in the source"] * (":material/" in source)
     return found
 
 

@@ -15,6 +15,7 @@ from sqlalchemy import update
 
 from db.models import Item, LabelEvent, LabelKind, Pair, Query, Role
 from db.session import session_scope
+from pages._text import plain
 from tests.e2e.conftest import login
 from tests.seed import PASSWORD, pair_ids, seed_project, seed_round, seed_user
 from tests.untrusted import ATTACKS, BIDI
@@ -91,6 +92,9 @@ def test_untrusted_text_is_shown_as_text(page, app_url: str) -> None:  # type: i
     expect(page.locator(".st-key-annotate_card")).to_contain_text("item 3")
     page.wait_for_timeout(1000)
     _check_page(page, app_url)
+    # The description is every attack string, and it reads exactly so: no icon, emoji, badge or LaTeX.
+    card = " ".join(page.locator(".st-key-annotate_card").inner_text().split())
+    assert " ".join(plain(" ".join(TEXTS)).split()) in card, card
 
     outside = sorted({u for u in requests if urlsplit(u).scheme in ("http", "https", "ws", "wss")
                       and urlsplit(u).netloc != urlsplit(app_url).netloc})

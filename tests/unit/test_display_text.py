@@ -47,6 +47,8 @@ def test_markdown_shows_each_attack_as_text(name: str) -> None:
     ("see https://evil.example/x now", "see `https://evil.example/x` now"),
     ("www.example.com", "`www.example.com`"),
     ("invoice \u202egnp.exe", "invoice gnp.exe"),
+    (":material/home: icon", "\\:material\\/home\\: icon"),  # Streamlit rewrites ":material/" before parsing
+    (":smile: :streamlit:", "`:smile:` `:streamlit:`"),  # codes turn into emoji/logo even when escaped
     ("a `tick` https://x.example/`y`", "a \\`tick\\` `` https://x.example/`y` ``"),
 ])
 def test_markdown_escaped_forms(text: str, escaped: str) -> None:
