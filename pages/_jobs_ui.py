@@ -35,7 +35,7 @@ def render_job(job: Job, user: User, key: str) -> None:
     what = job.params.get("stage") or (f"of version {job.params['version_id']}" if "version_id" in job.params else "")
     with st.container(border=True):
         cols = st.columns([4, 1])
-        cols[0].markdown(f"{icon} **Job {job.id}** · {job.kind} {what} · {job.status.value} · "
+        cols[0].markdown(f"{icon} **Job {job.id}** · {job.kind} {md(what)} · {job.status.value} · "
                          f"attempt {job.attempts}/{job.max_attempts}")
         if job.status in ACTIVE and not job.cancel_requested:
             if cols[1].button("Cancel", key=f"{key}_cancel_{job.id}", icon=":material/stop:"):

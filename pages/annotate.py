@@ -60,7 +60,7 @@ with main:
     m1, m2 = st.columns(2)
     m1.metric("Done today", p.done_today)
     m2.metric("Left in round", "—" if p.left_in_round is None else p.left_in_round,
-              help=f"Pairs of {p.round_name} that still need a vote." if p.round_name else "No round is open.")
+              help=f"Pairs of {md(p.round_name)} that still need a vote." if p.round_name else "No round is open.")
     if card is None:
         st.success("Nothing left to grade in this project right now. Thank you!", icon=":material/task_alt:")
         st.button("Undo last", key="annotate_undo_empty", shortcut="U", on_click=_act, args=("undo",))
