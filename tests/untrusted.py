@@ -13,6 +13,11 @@ from __future__ import annotations
 import re
 
 from markdown_it import MarkdownIt
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from db.models import Item, LabelEvent, LabelKind, Pair, Query, Role, User
+from tests.seed import pair_ids, seed_project, seed_round, seed_user
 
 ATTACKS: dict[str, str] = {
     "bidi": "invoice \u202egnp.exe",
@@ -35,6 +40,9 @@ ATTACKS: dict[str, str] = {
     "heading": "# big\n===",
     "entity": "&#x202E;gnp.exe &lt;b&gt;",
 }
+TEXTS = list(ATTACKS.values())
+SEGMENTS = (ATTACKS["html link"], ATTACKS["style"], "tools \u202eloot")
+GUIDELINES = "**Grade** the title.\n\n" + "\n".join(f"- {t}" for t in TEXTS)
 BIDI = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c"
 _PARSER = MarkdownIt("commonmark").enable(["table", "strikethrough"])
 _BARE_URL = re.compile(r"(https?://|www\.)[-.\w]+|[-.\w+]+@[-\w]+\.[-\w]+", re.IGNORECASE)
@@ -85,3 +93,24 @@ def shown_text(markdown: str) -> str:
         if token.type == "paragraph_close":
             parts.append("\n")
     return "".join(parts).strip()
+
+
+def seed_untrusted(session: Session, n_pairs: int) -> dict[str, User]:
+    """Project "catalogue": queries, titles (``<attack> item i``), descriptions (every attack), segment
+    names and guidelines carry the attacks; ann and bob disagree on the first 3 pairs (ann flags them with
+    a hostile comment) for rita to review; the other pairs are an open round for annotators."""
+    project = seed_project(session, "catalogue", n_pairs=n_pairs, guidelines=GUIDELINES, segments=SEGMENTS)
+    ids = pair_ids(session, project.id)
+    for i, pid in enumerate(ids):
+        pair = session.get(Pair, pid)
+        session.execute(update(Query).where(Query.id == pair.query_id).values(text=TEXTS[i % len(TEXTS)]))
+        session.execute(update(Item).where(Item.id == pair.item_id).values(
+            title=f"{TEXTS[(i + 5) % len(TEXTS)]} item {i}", text=" ".join(TEXTS)))
+    users = {n: seed_user(session, n, r) for n, r in
+             [("ann", Role.annotator), ("bob", Role.annotator), ("rita", Role.reviewer)]}
+    for pid in ids[:3]:
+        session.add_all([LabelEvent(pair_id=pid, user_id=users["ann"].id, kind=LabelKind.label, grade=0,
+                                    flagged=True, comment=ATTACKS["bidi"] + " " + ATTACKS["image"]),
+                         LabelEvent(pair_id=pid, user_id=users["bob"].id, kind=LabelKind.label, grade=2)])
+    seed_round(session, project.id, ids[3:])
+    return users

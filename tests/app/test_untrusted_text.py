@@ -7,39 +7,22 @@ import json
 from typing import Any
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select
 from streamlit.testing.v1 import AppTest
 
-from db.models import Item, LabelEvent, LabelKind, Pair, Query, Role
+from db.models import LabelEvent, Role
 from db.session import session_scope
 from tests.app.pagetest import page
-from tests.seed import pair_ids, seed_project, seed_round, seed_user
-from tests.untrusted import ATTACKS, BIDI, live_markup
+from tests.seed import seed_project, seed_user
+from tests.untrusted import ATTACKS, BIDI, live_markup, seed_untrusted
 
-TEXTS = list(ATTACKS.values())
-SEGMENTS = (ATTACKS["html link"], ATTACKS["style"], "tools \u202eloot")
-GUIDELINES = "**Grade** the title.\n\n" + "\n".join(f"- {t}" for t in TEXTS)
 OWN_BADGE = ":red-badge[flagged]"  # the review card's own flag badge, not data
 
 
 @pytest.fixture
 def people(sqlite_database: str) -> dict[str, int]:
     with session_scope(sqlite_database) as s:
-        project = seed_project(s, "evil", n_pairs=6, guidelines=GUIDELINES, segments=SEGMENTS)
-        ids = pair_ids(s, project.id)
-        for i, pid in enumerate(ids):
-            pair = s.get(Pair, pid)
-            s.execute(update(Query).where(Query.id == pair.query_id).values(text=TEXTS[i % len(TEXTS)]))
-            s.execute(update(Item).where(Item.id == pair.item_id).values(
-                title=TEXTS[(i + 5) % len(TEXTS)], text=" ".join(TEXTS)))
-        users = {n: seed_user(s, n, r) for n, r in
-                 [("ann", Role.annotator), ("bob", Role.annotator), ("rita", Role.reviewer)]}
-        for pid in ids[:3]:  # disagreements, one flagged with a hostile comment
-            s.add_all([LabelEvent(pair_id=pid, user_id=users["ann"].id, kind=LabelKind.label, grade=0,
-                                  flagged=True, comment=ATTACKS["bidi"] + " " + ATTACKS["image"]),
-                       LabelEvent(pair_id=pid, user_id=users["bob"].id, kind=LabelKind.label, grade=2)])
-        seed_round(s, project.id, ids[3:])
-    return {n: u.id for n, u in users.items()}
+        return {n: u.id for n, u in seed_untrusted(s, n_pairs=6).items()}
 
 
 def shown_markdown(at: AppTest) -> list[str]:

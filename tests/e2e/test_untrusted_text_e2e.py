@@ -11,20 +11,15 @@ from urllib.parse import urlsplit
 
 import pytest
 from playwright.sync_api import expect
-from sqlalchemy import update
 
-from db.models import Item, LabelEvent, LabelKind, Pair, Query, Role
 from db.session import session_scope
 from pages._text import plain
 from tests.e2e.conftest import login
-from tests.seed import PASSWORD, pair_ids, seed_project, seed_round, seed_user
-from tests.untrusted import ATTACKS, BIDI
+from tests.seed import PASSWORD
+from tests.untrusted import ATTACKS, BIDI, TEXTS, seed_untrusted
 
 pytestmark = pytest.mark.e2e
 
-TEXTS = list(ATTACKS.values())
-SEGMENTS = (ATTACKS["html link"], ATTACKS["style"], "tools \u202eloot")
-GUIDELINES = "**Grade** the title.\n\n" + "\n".join(f"- {t}" for t in TEXTS)
 INJECTED_STYLE = re.compile(r"(color|fill)\s*:\s*red", re.IGNORECASE)
 
 
@@ -32,20 +27,7 @@ INJECTED_STYLE = re.compile(r"(color|fill)\s*:\s*red", re.IGNORECASE)
 def seed() -> Callable[[str], None]:
     def run(url: str) -> None:
         with session_scope(url) as s:
-            project = seed_project(s, "catalogue", n_pairs=9, guidelines=GUIDELINES, segments=SEGMENTS)
-            ids = pair_ids(s, project.id)
-            for i, pid in enumerate(ids):
-                pair = s.get(Pair, pid)
-                s.execute(update(Query).where(Query.id == pair.query_id).values(text=TEXTS[i % len(TEXTS)]))
-                s.execute(update(Item).where(Item.id == pair.item_id).values(
-                    title=f"{TEXTS[(i + 5) % len(TEXTS)]} item {i}", text=" ".join(TEXTS)))
-            ann, bob = seed_user(s, "ann", Role.annotator), seed_user(s, "bob", Role.annotator)
-            seed_user(s, "rita", Role.reviewer)
-            for pid in ids[:3]:
-                s.add_all([LabelEvent(pair_id=pid, user_id=ann.id, kind=LabelKind.label, grade=0, flagged=True,
-                                      comment=ATTACKS["bidi"] + " " + ATTACKS["image"]),
-                           LabelEvent(pair_id=pid, user_id=bob.id, kind=LabelKind.label, grade=2)])
-            seed_round(s, project.id, ids[3:])
+            seed_untrusted(s, n_pairs=9)
     return run
 
 
