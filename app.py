@@ -14,8 +14,10 @@ import streamlit as st
 from db.models import Role
 from pages import _session
 from pages._shared import current_user
+from pages._text import md
 
-st.set_page_config(page_title="DaRL Studio", page_icon=":material/travel_explore:", layout="wide")
+# An emoji favicon is drawn in the browser; a :material: one is fetched from fonts.gstatic.com on every load.
+st.set_page_config(page_title="DaRL Studio", page_icon="🔎", layout="wide")
 
 # (file, title, icon, minimum role). Roles are cumulative.
 PAGES: list[tuple[str, str, str, Role]] = [
@@ -72,6 +74,6 @@ pages = [st.Page(path, title=title, icon=icon) if role.allows(need) else
                  url_path=path.removeprefix("pages/").removesuffix(".py"))
          for path, title, icon, need in PAGES]
 with st.sidebar:
-    st.caption(f"Signed in as **{user.name}** ({role.value})")
+    st.caption(f"Signed in as **{md(user.name)}** ({role.value})")
     st.button("Log out", key="logout", icon=":material/logout:", on_click=_session.log_out)
 st.navigation(pages).run()

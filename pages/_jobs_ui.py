@@ -14,6 +14,7 @@ import streamlit as st
 from db.models import Job, JobStatus, User
 from db.services import jobs as job_service
 from pages._shared import db
+from pages._text import md, plain, safe_figure
 
 REFRESH_S = 2
 ACTIVE = (JobStatus.queued, JobStatus.running)
@@ -34,7 +35,7 @@ def render_job(job: Job, user: User, key: str) -> None:
     what = job.params.get("stage") or (f"of version {job.params['version_id']}" if "version_id" in job.params else "")
     with st.container(border=True):
         cols = st.columns([4, 1])
-        cols[0].markdown(f"{icon} **Job {job.id}** · {job.kind} {what} · {job.status.value} · "
+        cols[0].markdown(f"{icon} **Job {job.id}** · {job.kind} {md(what)} · {job.status.value} · "
                          f"attempt {job.attempts}/{job.max_attempts}")
         if job.status in ACTIVE and not job.cancel_requested:
             if cols[1].button("Cancel", key=f"{key}_cancel_{job.id}", icon=":material/stop:"):
@@ -43,14 +44,14 @@ def render_job(job: Job, user: User, key: str) -> None:
                 st.toast(f"Cancel requested for job {job.id}")
         st.progress(min(max(job.progress, 0.0), 1.0), text=f"{job.progress:.0%}")
         if job.error:
-            st.error(job.error)
+            st.error(md(job.error))
         fig = _curve(job)
         if fig is not None:
-            st.plotly_chart(fig, key=f"{key}_curve_{job.id}")
+            st.plotly_chart(safe_figure(fig), key=f"{key}_curve_{job.id}")
         if job.result and "version" in job.result:
-            st.caption(f"New version: **{job.result['version']}**")
+            st.caption(f"New version: **{md(job.result['version'])}**")
         with st.expander("Log", expanded=job.status in ACTIVE):
-            st.code("\n".join(job.log.splitlines()[-15:]) or "(empty)", language=None)
+            st.code(plain("\n".join(job.log.splitlines()[-15:])) or "(empty)", language=None)
 
 
 def job_panel(user: User, project_id: int, kinds: Sequence[str], key: str, show: int = 3) -> None:

@@ -18,6 +18,7 @@ from db.services import projects as project_service
 from db.services import users as user_service
 from db.session import session_scope
 from pages._session import signed_in_user
+from pages._text import md, plain
 
 
 @contextmanager
@@ -26,10 +27,10 @@ def guard() -> Iterator[None]:
     try:
         yield
     except DatabaseUnavailableError as err:
-        st.error(f"Database unavailable: {err}", icon=":material/cloud_off:")
+        st.error(f"Database unavailable: {md(str(err))}", icon=":material/cloud_off:")
         st.stop()
     except DarlError as err:
-        st.error(str(err), icon=":material/error:")
+        st.error(md(str(err)), icon=":material/error:")  # errors may quote imported text
         st.stop()
 
 
@@ -52,7 +53,7 @@ def require_role(role: Role) -> User:
     try:
         user_service.require_role(user, role)
     except DarlError as err:
-        st.error(str(err), icon=":material/lock:")
+        st.error(md(str(err)), icon=":material/lock:")
         st.stop()
     return user  # type: ignore[return-value]
 
@@ -70,6 +71,6 @@ def selected_project() -> Project:
     names = [p.name for p in projects]
     default = st.session_state.get("project_name")
     index = names.index(default) if default in names else 0
-    name = st.sidebar.selectbox("Project", names, index=index, key="project_picker")
+    name = st.sidebar.selectbox("Project", names, index=index, key="project_picker", format_func=plain)
     st.session_state["project_name"] = name
     return next(p for p in projects if p.name == name)

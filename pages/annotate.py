@@ -62,7 +62,7 @@ if action and action[0] in ("grade", "skip") and not dropped:
 if dropped:
     st.toast("Key press ignored: it was meant for the card before this one.", icon=":material/block:")
 elif step.message:
-    st.toast(step.message, icon=":material/info:")
+    st.toast(md(step.message), icon=":material/info:")
 
 card = step.card
 lease = card.lease_id if card is not None else None
@@ -107,7 +107,7 @@ with main:
                 st.caption("**Why this pair was picked:** " + " ".join(md(s) for s in card.why))
         with st.container(horizontal=True, key="annotate_grades"):  # wraps rather than truncating grade names
             for i, name in enumerate(grades):
-                st.button(f"{name}", key=f"annotate_grade_{i}_{lease}", shortcut=str(i + 1) if i < 9 else None,
+                st.button(md(name), key=f"annotate_grade_{i}_{lease}", shortcut=str(i + 1) if i < 9 else None,
                           on_click=_act, args=("grade", lease, i), width="stretch")
     with st.container(horizontal=True, key="annotate_actions"):  # content-wide: labels never truncate
         if card is not None:

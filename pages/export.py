@@ -10,16 +10,19 @@ from db.models import Role
 from db.services import downloads
 from db.services.exports import ExportFilters
 from pages._shared import db, require_role, selected_project
+from pages._text import frame, md, plain
 
 user = require_role(Role.engineer)
 project = selected_project()
+st.title("Export")
 with db() as session:
     rounds, segments = downloads.export_choices(session, user, project.id)
 
 with st.form("export_filters"):
     c1, c2, c3 = st.columns(3)
-    round_label = c1.selectbox("Round", ["all pairs"] + [label for _, label in rounds], key="export_round")
-    segment = c2.selectbox("Segment", ["all segments"] + segments, key="export_segment")
+    round_label = c1.selectbox("Round", ["all pairs"] + [label for _, label in rounds], key="export_round",
+                               format_func=plain)
+    segment = c2.selectbox("Segment", ["all segments"] + segments, key="export_segment", format_func=plain)
     min_votes = c3.number_input("Minimum votes", 0, 20, 0, key="export_min_votes")
     d1, d2, d3 = st.columns(3)
     since = d1.date_input("Labelled from", value=None, key="export_since")
@@ -38,7 +41,7 @@ if go:
 
 ready = st.session_state.get("export_ready")
 if ready is not None:
-    st.download_button(f"Download {ready.file_name} ({ready.rows:,} rows)", ready.data, ready.file_name, ready.mime,
+    st.download_button(f"Download {md(ready.file_name)} ({ready.rows:,} rows)", ready.data, ready.file_name, ready.mime,
                        key="export_download", icon=":material/download:", type="primary")
     st.caption(f"First {len(ready.preview)} of {ready.rows:,} rows")
-    st.dataframe(ready.preview, hide_index=True, key="export_preview")
+    st.dataframe(frame(ready.preview), hide_index=True, key="export_preview")

@@ -13,6 +13,7 @@ import streamlit as st
 from db.models import Role
 from db.services import evaluation
 from pages._shared import db, require_role, selected_project
+from pages._text import frame, plain, safe_figure
 
 user = require_role(Role.engineer)
 project = selected_project()
@@ -49,8 +50,8 @@ for col, dash in (("ID macro-F1", "solid"), ("OOD macro-F1", "solid"), ("gap", "
                              hovertemplate="%{x} (%{text})<br>" + col + " %{y:.3f}<extra></extra>"))
 fig.update_layout(height=320, margin=dict(l=10, r=10, t=30, b=10), yaxis_title="macro-F1",
                   title="ID vs OOD macro-F1 and the gap, in training order")
-st.plotly_chart(fig, key="gap_chart")
-st.dataframe(table, key="gap_table", hide_index=True, use_container_width=True,
+st.plotly_chart(safe_figure(fig), key="gap_chart")
+st.dataframe(frame(table), key="gap_table", hide_index=True, width="stretch",
              column_config={c: st.column_config.NumberColumn(format="%.3f") for c in table.columns
                             if c not in ("version", "stage", "evaluated", "ID n", "OOD n")})
 
@@ -64,8 +65,10 @@ if len(versions_by_name) < 2:
 else:
     names_list = list(versions_by_name)
     ca, cb = st.columns(2)
-    a_name = ca.selectbox("Baseline (A)", names_list, index=len(names_list) - 2, key="gap_compare_a")
-    b_name = cb.selectbox("Compared (B)", names_list, index=len(names_list) - 1, key="gap_compare_b")
+    a_name = ca.selectbox("Baseline (A)", names_list, index=len(names_list) - 2, key="gap_compare_a",
+                          format_func=plain)
+    b_name = cb.selectbox("Compared (B)", names_list, index=len(names_list) - 1, key="gap_compare_b",
+                          format_func=plain)
     if a_name == b_name:
         st.info("Pick two different versions.")
     else:
@@ -92,10 +95,11 @@ else:
             dfig.add_vline(x=0, line_dash="dash", line_color="gray")
             dfig.update_layout(height=200, margin=dict(l=10, r=10, t=30, b=10),
                                xaxis_title=f"{b_name} − {a_name} macro-F1", title="Difference with its 95% interval")
-            st.plotly_chart(dfig, key="gap_compare_chart")
+            st.plotly_chart(safe_figure(dfig), key="gap_compare_chart")
 
 st.subheader("Calibration and errors of one version")
-picked = st.selectbox("Version", list(table["version"]), index=len(table) - 1, key="gap_version")
+picked = st.selectbox("Version", list(table["version"]), index=len(table) - 1, key="gap_version",
+                      format_func=plain)
 ev = next(h["evaluation"] for h in history if h["name"] == picked)
 grades = ev.get("grades") or list(project.grades)
 cols = st.columns(len(ev["splits"]))
@@ -112,10 +116,10 @@ for col, (split, data) in zip(cols, ev["splits"].items(), strict=True):
         ])
         rfig.update_layout(height=260, margin=dict(l=10, r=10, t=30, b=10), title="Reliability diagram",
                            xaxis_title="confidence", yaxis_title="accuracy", showlegend=False)
-        st.plotly_chart(rfig, key=f"rel_{split}")
+        st.plotly_chart(safe_figure(rfig), key=f"rel_{split}")
         cm = data["confusion"]
         cfig = go.Figure(go.Heatmap(z=cm, x=[f"pred {g}" for g in grades], y=[f"true {g}" for g in grades],
                                     text=cm, texttemplate="%{text}", colorscale="Blues", showscale=False))
         cfig.update_layout(height=260, margin=dict(l=10, r=10, t=30, b=10), title="Confusion matrix",
                            yaxis_autorange="reversed")
-        st.plotly_chart(cfig, key=f"cm_{split}")
+        st.plotly_chart(safe_figure(cfig), key=f"cm_{split}")

@@ -17,6 +17,7 @@ from db.models import Role
 from db.services import maps
 from pages._jobs_ui import job_panel
 from pages._shared import db, require_role, selected_project
+from pages._text import frame, md, plain, safe_figure
 
 # In drawing order: the unlabelled pool at the bottom, what stands out on top.
 ROLE_COLOURS = {"pool": "#c7ccd4", "train": "#9aa5b1", "ID test": "#1f77b4", "OOD test": "#d62728",
@@ -40,7 +41,8 @@ default = next((i for i, c in enumerate(choices) if c["current"] and c["has_map"
 
 left, right = st.columns([3, 2])
 with left:
-    picked = labels[st.selectbox("Model version", list(labels), index=default, key="map_version")]
+    picked = labels[st.selectbox("Model version", list(labels), index=default, key="map_version",
+                                       format_func=plain)]
     refit = st.checkbox("Refit from scratch", key="map_refit", disabled=not picked["has_map"],
                         help="By default a stored map keeps its coordinates and only new pairs are placed on it "
                              "(UMAP transform). A refit recomputes every position.")
@@ -53,7 +55,7 @@ with right:
     job_panel(user, project.id, ["map", "embed"], key="map_jobs", show=2)
 
 if not picked["has_map"] or picked["id"] is None:
-    st.info(f"No map of {picked['name']} yet: press “Compute map” (the worker must be running: `make run`).")
+    st.info(f"No map of {md(picked['name'])} yet: press “Compute map” (the worker must be running: `make run`).")
     st.stop()
 with db() as session:
     view = maps.map_view(session, project.id, picked["id"])
@@ -114,12 +116,12 @@ if colour == "OOD score" and view["ood_score"].isna().all():
     st.caption("No OOD scores for this version yet: a DASA selection round with it scores the pool.")
 if colour == "predicted grade" and view["predicted_grade"].isna().all():
     st.caption("No predictions for this version yet: a DASA selection round with it stores them.")
-st.plotly_chart(figure(view, colour, list(project.grades)), key="map_chart", width="stretch")
+st.plotly_chart(safe_figure(figure(view, colour, list(project.grades))), key="map_chart", width="stretch")
 
 st.subheader("Clusters")
 summary = maps.cluster_summary(view)
 has_ood = bool(view["ood_score"].notna().any())  # no scores yet: leave the columns out, not a column of "None"
-st.dataframe(summary if has_ood else summary.drop(columns=["mean_ood"]), key="map_clusters", hide_index=True, width="stretch",
+st.dataframe(frame(summary if has_ood else summary.drop(columns=["mean_ood"])), key="map_clusters", hide_index=True, width="stretch",
              column_config={"cluster": st.column_config.NumberColumn("cluster", format="C%d"),
                             "mean_ood": st.column_config.NumberColumn("mean OOD score", format="%.3f"),
                             "labelled_share": st.column_config.ProgressColumn("labelled", min_value=0, max_value=1),
@@ -130,9 +132,9 @@ options = {int(r.cluster): f"C{int(r.cluster)} · {int(r.size):,} pairs · mean 
 cluster = st.selectbox("Cluster", list(options), format_func=options.__getitem__, key="map_cluster")
 members = view[view["cluster"] == cluster].sort_values("ood_score", ascending=False, na_position="last")
 grade_names = dict(enumerate(project.grades))
-st.dataframe(members.assign(predicted=members["predicted_grade"].map(grade_names))
-             [["pair_id", "query", "item", "role", *(["ood_score"] if has_ood else []),
-               *(["predicted"] if members["predicted_grade"].notna().any() else [])]],
+st.dataframe(frame(members.assign(predicted=members["predicted_grade"].map(grade_names))
+                   [["pair_id", "query", "item", "role", *(["ood_score"] if has_ood else []),
+                     *(["predicted"] if members["predicted_grade"].notna().any() else [])]]),
              key="map_members", hide_index=True, width="stretch", height=280,
              column_config={"query": st.column_config.TextColumn(width="medium"),
                             "item": st.column_config.TextColumn(width="large"),

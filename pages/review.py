@@ -13,12 +13,13 @@ from db.models import Role
 from db.services import annotation, review
 from db.services.projects import project_settings
 from pages._shared import db, require_role, selected_project
-from pages._text import md
+from pages._text import frame, md, safe_figure
 
 user = require_role(Role.reviewer)
 project = selected_project()
 grades: list[str] = list(project.grades)
 views = ["Disagreements", "Agreement"] + (["Settings"] if Role(user.role).allows(Role.engineer) else [])
+st.title("Review")
 view = st.segmented_control("View", views, default=views[0], key="review_view", label_visibility="collapsed")
 
 
@@ -35,7 +36,7 @@ if view == "Disagreements":
     with db() as session:
         items, total = review.adjudicate_and_list(session, user, project.id, decision, limit=20)
     if decision:
-        st.toast(f"Pair {decision[0]} adjudicated as “{grades[decision[1]]}”.", icon=":material/gavel:")
+        st.toast(f"Pair {decision[0]} adjudicated as “{md(grades[decision[1]])}”.", icon=":material/gavel:")
     st.caption(f"{total} pair(s) wait for adjudication: votes disagree or an annotator flagged them.")
     if not items:
         st.success("No disagreements to review.", icon=":material/task_alt:")
@@ -43,23 +44,23 @@ if view == "Disagreements":
         with st.container(border=True, key=f"review_item_{it.pair_id}"):
             st.markdown(f"**{md(it.query)}** → {md(it.title)}" + ("  :red-badge[flagged]" if it.flagged else ""))
             if it.text:
-                st.caption(it.text[:400])
-            st.dataframe(pd.DataFrame([{"annotator": v.annotator, "grade": grades[v.grade], "flagged": v.flagged,
-                                        "comment": v.comment or "", "seconds": v.seconds_on_card} for v in it.votes]),
+                st.caption(md(it.text[:400]))
+            st.dataframe(frame(pd.DataFrame([{"annotator": v.annotator, "grade": grades[v.grade], "flagged": v.flagged,
+                                        "comment": v.comment or "", "seconds": v.seconds_on_card} for v in it.votes])),
                          hide_index=True, key=f"review_votes_{it.pair_id}")
             st.text_input("Comment (optional)", key=f"review_comment_{it.pair_id}")
             st.caption(f"Standing now: **{md(grades[it.majority])}** (majority of votes, a tie goes to the lower "
                        "grade), highlighted. Click the grade you decide on.")
             cols = st.columns(len(grades))
             for g, (col, name) in enumerate(zip(cols, grades, strict=True)):
-                col.button(name, key=f"review_grade_{it.pair_id}_{g}", on_click=_decide, args=(it.pair_id, g),
+                col.button(md(name), key=f"review_grade_{it.pair_id}_{g}", on_click=_decide, args=(it.pair_id, g),
                            type="primary" if g == it.majority else "secondary", width="stretch")
 
 elif view == "Agreement":
     with db() as session:
         rep = review.agreement_report(session, user, project.id)
     for note in rep.notes:
-        st.info(note)
+        st.info(md(note))
     m1, m2 = st.columns(2)
     m1.metric("Krippendorff's α (ordinal)", _fmt(rep.alpha_overall))
     m2.metric("Pairs with ≥ 2 votes", rep.alpha_units)
@@ -70,18 +71,18 @@ elif view == "Agreement":
         grid = both.pivot_table(index="annotator_a", columns="annotator_b", values="kappa")
         fig = px.imshow(grid, zmin=-1, zmax=1, color_continuous_scale="RdBu", text_auto=".2f",
                         title="Quadratic-weighted κ per annotator pair")
-        left.plotly_chart(fig, key="review_kappa_chart")
+        left.plotly_chart(safe_figure(fig), key="review_kappa_chart")
     if not rep.alpha_by_segment.empty:
         fig = px.bar(rep.alpha_by_segment, x="segment", y="alpha", hover_data=["units"], range_y=[-1, 1],
                      title="Krippendorff's α per segment")
-        right.plotly_chart(fig, key="review_alpha_chart")
+        right.plotly_chart(safe_figure(fig), key="review_alpha_chart")
     if not rep.annotators.empty:
         a, b = st.columns(2)
-        a.plotly_chart(px.bar(rep.annotators, x="annotator", y="labels_per_hour", hover_data=["labels", "median_seconds"],
-                              title="Throughput (labels per active hour)"), key="review_throughput_chart")
-        b.plotly_chart(px.bar(rep.annotators, x="annotator", y="accuracy", hover_data=["adjudicated"], range_y=[0, 1],
-                              title="Accuracy on adjudicated pairs"), key="review_accuracy_chart")
-        st.dataframe(rep.annotators, hide_index=True, key="review_annotators_table")
+        a.plotly_chart(safe_figure(px.bar(rep.annotators, x="annotator", y="labels_per_hour", hover_data=["labels", "median_seconds"],
+                              title="Throughput (labels per active hour)")), key="review_throughput_chart")
+        b.plotly_chart(safe_figure(px.bar(rep.annotators, x="annotator", y="accuracy", hover_data=["adjudicated"], range_y=[0, 1],
+                              title="Accuracy on adjudicated pairs")), key="review_accuracy_chart")
+        st.dataframe(frame(rep.annotators), hide_index=True, key="review_annotators_table")
 
 elif view == "Settings":
     current = project_settings(project)

@@ -15,6 +15,7 @@ from db.services import annotation, launch, rounds, versions
 from db.services.projects import project_settings
 from pages._jobs_ui import job_panel
 from pages._shared import db, require_role, selected_project
+from pages._text import frame, plain
 
 BUDGET_HELP = ("Pairs to queue for grading. On the Home Depot benchmark (bench/budget.py) DASA's 500 labels lifted "
                "OOD macro-F1 by 3 points and 2,000 lifted it no further, while random picks needed 2,000 for 2 "
@@ -35,7 +36,7 @@ with left:
     current_id = next((v["id"] for v in version_list if v["current"] and v["stage"] != "base"), None)
     current = list(options.values()).index(current_id)  # None (no current, or base): the backbone, first
     with st.form("select_form", border=True):
-        picked = st.selectbox("Model version", list(options), index=current, key="select_version",
+        picked = st.selectbox("Model version", list(options), index=current, key="select_version", format_func=plain,
                               help="Embeds the pairs; with a trained grade head it also puts the model's least "
                                    "sure OOD candidates first. Starts at the current version (Training page).")
         budget = st.number_input("Budget (pairs)", min_value=1, max_value=1_000_000, value=200, step=50,
@@ -65,7 +66,7 @@ with db() as session:
 if not rows:
     st.info("No round yet: start one above. Rounds also come from `python -m darl_core select`.")
     st.stop()
-st.dataframe(pd.DataFrame(rows), hide_index=True, key="rounds_table", width="stretch",
+st.dataframe(frame(pd.DataFrame(rows)), hide_index=True, key="rounds_table", width="stretch",
              column_config={
                  "created_at": st.column_config.DatetimeColumn("created (UTC)", format="YYYY-MM-DD HH:mm"),
                  "controls": st.column_config.NumberColumn(

@@ -11,6 +11,7 @@ from db.services import launch
 from db.services import versions as version_service
 from pages._jobs_ui import job_panel
 from pages._shared import db, require_role, selected_project
+from pages._text import frame, md, plain
 
 user = require_role(Role.engineer)
 project = selected_project()
@@ -28,7 +29,7 @@ with left:
                          help="lp: linear probe; ft: fine-tune; wi: weight interpolation; dasa: train on the "
                               "selected labels with replay; dpo: de-bias over-predictions")
     parents = {"default for this stage": None} | {f"{r['name']} ({r['stage']})": r["id"] for r in trained}
-    parent_label = st.selectbox("Start from version", list(parents), key="train_parent")
+    parent_label = st.selectbox("Start from version", list(parents), key="train_parent", format_func=plain)
     with st.form("train_form"):
         values = {}
         for f in launch.stage_form(stage):
@@ -65,25 +66,25 @@ if not rows:
     st.info("No model version yet: launch an lp stage above.")
     st.stop()
 table = pd.DataFrame(rows).set_index("id")
-st.dataframe(table, key="versions_table", use_container_width=True,
+st.dataframe(frame(table), key="versions_table", width="stretch",
              column_config={"current": st.column_config.CheckboxColumn("current"),
                             "holdout_macro_f1": st.column_config.NumberColumn(
                                 "holdout macro-F1", format="%.3f",
                                 help="dasa/dpo: macro-F1 on the share of the new labels kept out of training "
                                      "(dasa_holdout / dpo_holdout), mostly the shifted pairs DASA picked")})
 names = {f"{r['name']} ({r['stage']})": r["id"] for r in rows}
-picked = st.selectbox("Version", list(names), index=len(names) - 1, key="version_pick")
+picked = st.selectbox("Version", list(names), index=len(names) - 1, key="version_pick", format_func=plain)
 vid = names[picked]
 with db() as session:
     chain = version_service.lineage(session, vid)
-st.caption("Lineage: " + " ← ".join(f"**{v.name}** (labels up to event {(v.label_snapshot or {}).get('last_event_id', '-')})"
+st.caption("Lineage: " + " ← ".join(f"**{md(v.name)}** (labels up to event {(v.label_snapshot or {}).get('last_event_id', '-')})"
                                     for v in chain))
 c1, c2 = st.columns(2)
 if c1.button("Make current", key="make_current", icon=":material/star:",
              help="The current version is used for selection and scoring"):
     with db() as session:
         version_service.make_current(session, project.id, vid, actor=user)
-    st.success(f"{picked} is now the current version.")
+    st.success(f"{md(picked)} is now the current version.")
     st.rerun()
 if c2.button("Evaluate on test_id / test_ood", key="evaluate_version", icon=":material/insights:"):
     with db() as session:

@@ -9,11 +9,13 @@ from db.models import Role
 from db.services import accounts, auth
 from db.services.users import create_user
 from pages._shared import db, require_role
+from pages._text import frame, md, plain
 
 admin = require_role(Role.admin)
 roles = [r.value for r in Role]
+st.title("Users")
 if flash := st.session_state.pop("users_flash", None):
-    st.success(flash, icon=":material/check:")
+    st.success(md(flash), icon=":material/check:")
 
 with st.form("users_create", clear_on_submit=True):
     st.markdown("**New account**")
@@ -31,12 +33,12 @@ if create:
 
 with db() as session:
     people = [(u.id, u.name, u.role.value, u.active) for u in accounts.list_accounts(session, admin)]
-st.dataframe(pd.DataFrame(people, columns=["id", "name", "role", "active"]), hide_index=True, key="users_table")
+st.dataframe(frame(pd.DataFrame(people, columns=["id", "name", "role", "active"])), hide_index=True, key="users_table")
 
 with st.form("users_edit"):
     st.markdown("**Change an account**")
     c1, c2, c3, c4 = st.columns(4)
-    who = c1.selectbox("User", [p[1] for p in people], key="users_edit_name")
+    who = c1.selectbox("User", [p[1] for p in people], key="users_edit_name", format_func=plain)
     new_role = c2.selectbox("Role", ["(keep)"] + roles, key="users_edit_role")
     status = c3.selectbox("Status", ["(keep)", "active", "deactivated"], key="users_edit_status")
     new_password = c4.text_input("New password", type="password", key="users_edit_password")
@@ -54,5 +56,5 @@ st.markdown("**Recent sign-ins** (the latest 200 attempts; after 5 failures in a
             "30 s, doubling with each further failure, up to 15 min)")
 with db() as session:
     events = [(e.created_at, e.user_name, e.client or "", e.reason) for e in auth.login_events(session, admin)]
-st.dataframe(pd.DataFrame(events, columns=["time (UTC)", "user name", "client", "outcome"]), hide_index=True,
+st.dataframe(frame(pd.DataFrame(events, columns=["time (UTC)", "user name", "client", "outcome"])), hide_index=True,
              key="users_logins")
