@@ -11,10 +11,12 @@ from collections.abc import Callable
 
 import streamlit as st
 
+from darl_app import queue
 from db.models import Role
 from pages import _session
 from pages._shared import current_user
 
+queue.install()  # jobs launched from the pages go straight to the workers
 st.set_page_config(page_title="DaRL Studio", page_icon=":material/travel_explore:", layout="wide")
 
 # (file, title, icon, minimum role). Roles are cumulative.
