@@ -11,11 +11,13 @@ from collections.abc import Callable
 
 import streamlit as st
 
+from darl_app import queue
 from db.models import Role
 from pages import _session
 from pages._shared import current_user
 from pages._text import md
 
+queue.install()  # jobs launched from the pages go straight to the workers
 # An emoji favicon is drawn in the browser; a :material: one is fetched from fonts.gstatic.com on every load.
 st.set_page_config(page_title="DaRL Studio", page_icon="🔎", layout="wide")
 

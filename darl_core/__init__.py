@@ -1,7 +1,8 @@
 """DaRL Studio core: relevance models, DaRL losses, OOD detection (DASA) and the stage runner.
 
-This package never imports streamlit or pages/. The CLI (``darl_core.cli``) is an edge, like the
-pages, and is the only module here that talks to ``db``.
+The ML library: it imports neither streamlit, ``pages/``, ``db/`` nor the application layer
+(``darl_app``: the CLI, the worker and the queue). ``__main__`` alone forwards ``python -m darl_core`` to
+the CLI in ``darl_app``.
 """
 
 __version__ = "0.1.0"

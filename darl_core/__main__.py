@@ -1,5 +1,5 @@
 import sys
 
-from darl_core.cli import main
+from darl_app.cli import main
 
 sys.exit(main())

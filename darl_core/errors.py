@@ -57,3 +57,8 @@ class PoolError(DarlError, ValueError):
 class StaleCardError(ConflictError):
     """An action named a card that is no longer the one on the annotator's screen (already graded,
     skipped, or replaced by another card): nothing was written; the screen should show the current card."""
+
+
+class JobStopped(DarlError):
+    """Raised by a job's work when it was told to stop (a cancel, or the job was taken from its runner);
+    the runner records why. Services that run inside jobs raise it too, so it lives below both."""

@@ -20,6 +20,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+# The test process enqueues jobs like the UI and the CLI do, so it delivers them through the queue too.
+from darl_app import queue  # noqa: E402
+
+queue.install()
+
 PG_URL = os.environ.get("DARL_TEST_PG_URL")
 BACKENDS = ["sqlite", "postgresql"]
 

@@ -19,7 +19,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from darl_core.errors import ConfigError
+from darl_core.errors import ConfigError, JobStopped
 from db.models import ModelVersion, Pair, PairScore, Project, Role, utcnow
 from db.services import versions
 from db.services.labels import final_labels, last_event_id
@@ -120,7 +120,6 @@ def evaluate_version_job(version_id: int, progress: Progress | None = None,
         parts = []
         for start in range(0, len(ts.pair_ids), CHUNK):
             if should_stop is not None and should_stop():
-                from darl_core.job_kinds import JobStopped
 
                 raise JobStopped(f"evaluation of {name} stopped after {done} pairs")
             out = score_pairs(model, ts.queries[start:start + CHUNK], ts.items[start:start + CHUNK])

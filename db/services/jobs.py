@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -34,6 +34,9 @@ from db.services.users import Actor, require_role
 
 log = logging.getLogger("darl.jobs")
 
+# The job kinds a job row may name. The application layer (darl_app/job_kinds.py) registers one handler
+# for each, and only these; a test keeps the two lists equal.
+JOB_KINDS = frozenset({"sleep", "train", "select", "evaluate", "map", "embed"})
 FINISHED = (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
 LOG_KEEP_CHARS = 20_000  # the log column keeps its tail; the full story is in the worker's output
 CURVE_KEEP = 2_000  # loss-curve points kept per job
@@ -55,6 +58,17 @@ def redispatch_s() -> float:
 # --- dispatch after commit -------------------------------------------------------------------------
 
 _PENDING = "darl_jobs_to_dispatch"
+# Who delivers committed job ids to the workers. The task queue belongs to the application layer
+# (darl_app/queue.py), which installs its ``send`` here in every process that enqueues (the UI, the CLI,
+# the worker): the services below it never import it. Without one, queued jobs still run: the
+# watchdog re-sends every queued job older than ``redispatch_s``.
+_dispatcher: Callable[[list[int]], None] | None = None
+
+
+def install_dispatcher(send: Callable[[list[int]], None] | None) -> None:
+    """Set (or, with None, remove) the function that delivers committed job ids to the workers."""
+    global _dispatcher
+    _dispatcher = send
 
 
 def _dispatch_later(session: Session, job_id: int) -> None:
@@ -67,10 +81,11 @@ def _send_pending(session: Session) -> None:
     ids = session.info.pop(_PENDING, None)
     if not ids:
         return
-    from darl_core import queue
-
+    if _dispatcher is None:
+        log.info("jobs %s queued with no dispatcher in this process; the watchdog will send them", ids)
+        return
     try:
-        queue.send(ids)
+        _dispatcher(ids)
     except Exception as exc:  # the watchdog re-sends queued jobs; the UI must not fail on a queue hiccup
         log.warning("could not send jobs %s to the queue (%s); the watchdog will retry", ids, exc)
 
@@ -86,11 +101,9 @@ def _drop_pending(session: Session) -> None:
 def enqueue(session: Session, kind: str, params: dict[str, Any] | None = None, *, project_id: int | None = None,
             actor: Actor | None, max_attempts: int = 3) -> Job:
     """Create a queued job (engineer role); it is sent to the queue when the transaction commits."""
-    from darl_core.job_kinds import known_kinds
-
     require_role(actor, Role.engineer)
-    if kind not in known_kinds():
-        raise ConfigError(f"Unknown job kind {kind!r}; known: {', '.join(sorted(known_kinds()))}.")
+    if kind not in JOB_KINDS:
+        raise ConfigError(f"Unknown job kind {kind!r}; known: {', '.join(sorted(JOB_KINDS))}.")
     if max_attempts < 1:
         raise ConfigError(f"`max_attempts` must be at least 1, got {max_attempts}.")
     job = Job(kind=kind, params=dict(params or {}), project_id=project_id, status=JobStatus.queued,

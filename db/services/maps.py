@@ -20,7 +20,7 @@ import pandas as pd
 from sqlalchemy import exists, or_, select, update
 from sqlalchemy.orm import Session
 
-from darl_core.errors import ConfigError
+from darl_core.errors import ConfigError, JobStopped
 from db.models import (
     Job,
     JobStatus,
@@ -83,7 +83,6 @@ def _embed(version: ModelVersion, texts: PairTexts, progress: Progress, should_s
     def tick(done: int, total: int) -> None:
         progress(span[0] + (span[1] - span[0]) * done / max(total, 1), None)
         if should_stop is not None and should_stop():
-            from darl_core.job_kinds import JobStopped
 
             raise JobStopped(f"stopped after embedding {done:,} of {total:,} pairs (saved parts are kept)")
 
@@ -108,7 +107,6 @@ def embed_shard_job(version_id: int, pair_ids: list[int], progress: Progress | N
 def run_shards(shard_ids: Sequence[int], progress: Progress, should_stop: Callable[[], bool] | None, *,
                actor: Actor | None) -> None:
     """Run our shards nobody has started (claiming them like a worker would); wait for the others."""
-    from darl_core.job_kinds import JobStopped
 
     require_role(actor, Role.engineer)
     token = f"shards-inline/{time.monotonic_ns()}"

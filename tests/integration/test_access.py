@@ -92,7 +92,7 @@ READ_ONLY = {
     "evaluation.summarise",
     "exports.export_frame", "exports.to_bytes", "exports.write_export",  # write_export: a file the CLI names
     "imports.validate_file",
-    "jobs.get_job", "jobs.heartbeat_s", "jobs.list_jobs", "jobs.queued_ids", "jobs.redispatch_s", "jobs.stale_s",
+    "jobs.get_job", "jobs.heartbeat_s", "jobs.install_dispatcher", "jobs.list_jobs", "jobs.queued_ids", "jobs.redispatch_s", "jobs.stale_s",
     "labels.final_labels", "labels.iter_final_labels", "labels.label_event_count", "labels.last_event_id",
     "labels.standing_pair_ids",
     "launch.overrides_from_form", "launch.stage_form", "launch.training_overview",

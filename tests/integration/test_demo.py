@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from darl_core.cli import main
+from darl_app.cli import main
 from darl_core.errors import ConflictError
 from db.models import Job, JobStatus, Pair, Project, User
 from db.services.demo import DEMO_PROJECT, DEMO_USERS, load_demo

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from darl_core import queue
+from darl_app import queue
 from darl_core.errors import ConfigError, ConflictError, PermissionDeniedError
 from db.models import JobStatus, Role, utcnow
 from db.services import jobs, users

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from darl_core.cli import main
+from darl_app.cli import main
 from darl_core.errors import ConfigError
 from db.models import LabelEvent, Project, Role, User
 from db.services import annotation, review

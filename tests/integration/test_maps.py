@@ -153,8 +153,8 @@ def test_large_maps_fit_on_the_faiss_graph_and_place_new_pairs_by_their_neighbou
 
 def test_a_dasa_round_embeds_in_shards_that_any_worker_can_take(sqlite_database: str, tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from darl_app.worker import execute
     from darl_core.embeddings import EmbeddingCache
-    from darl_core.worker import execute
     from db.models import Job
     from db.services.launch import launch_selection
 

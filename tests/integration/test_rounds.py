@@ -153,7 +153,7 @@ def test_run_selection_needs_labelled_pairs(session, tiny_backbone: Path) -> Non
 
 def test_select_cli_orders_and_refuses_doubt_without_a_trained_head(  # type: ignore[no-untyped-def]
         sqlite_database: str, tiny_backbone: Path, capsys: pytest.CaptureFixture) -> None:
-    from darl_core.cli import main
+    from darl_app.cli import main
     from db.session import session_scope
 
     with session_scope(sqlite_database) as s:

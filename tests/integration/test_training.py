@@ -374,7 +374,7 @@ def test_service_dpo_holds_out_part_of_the_labels_that_came_with_dasa(sqlite_dat
 def test_score_cli_writes_probabilities(chain, tmp_path):
     import pandas as pd
 
-    from darl_core.cli import main
+    from darl_app.cli import main
 
     src = tmp_path / "pairs.csv"
     pd.DataFrame({"query": ["drill", "paint"], "title": ["drill pro", "hose"], "text": ["18 V", None]}).to_csv(src)
@@ -525,7 +525,7 @@ def test_a_checkpoint_scores_with_the_max_length_its_stage_used(bert, data, chai
     uses the stage's own, so a version has one val/test score wherever it is computed."""
     import pandas as pd
 
-    from darl_core.cli import main
+    from darl_app.cli import main
 
     train, val = data
     res = run_stage(cfg("lp", bert, max_length=6), train, val, tmp_path / "short")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from darl_core.cli import main
+from darl_app.cli import main
 from darl_core.errors import ConflictError, PermissionDeniedError
 from db.models import Role
 from db.services import accounts

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from darl_core import queue
+from darl_app import queue
 from db.models import Item, JobStatus, LabelEvent, LabelKind, Pair, Project, Query
 from db.services import jobs
 from db.services.users import SYSTEM
@@ -176,7 +176,7 @@ def test_train_job_registers_a_version_and_its_evaluation(sqlite_database: str, 
     from engineer_seed import seed_project
     from tiny_models import make_tiny
 
-    from darl_core.worker import run_worker
+    from darl_app.worker import run_worker
     from db.services import launch, versions
 
     monkeypatch.setenv("DARL_MODEL", str(make_tiny("bert", tmp_path / "bert")))

@@ -32,7 +32,7 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str, every: float =
 def start_worker(log: Path, concurrency: int = 1, *, cli: bool = False, **env: str) -> subprocess.Popen:
     """A worker process with the test's DATABASE_URL / DARL_HOME / DARL_QUEUE_URL and fast timings."""
     cmd = ([sys.executable, "-m", "darl_core", "worker", "--concurrency", str(concurrency)] if cli
-           else [sys.executable, "-m", "darl_core.worker", "serve", str(concurrency)])
+           else [sys.executable, "-m", "darl_app.worker", "serve", str(concurrency)])
     full_env = {**os.environ, **FAST, **env, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
 

@@ -1,5 +1,8 @@
 """The task queue: Huey, delivering job ids only (the jobs table holds everything else).
 
+The services never import this module: each process that enqueues jobs (the UI's app.py, the CLI, the
+worker) calls ``install()``, which hands ``send`` to ``db.services.jobs`` to run after each commit.
+
 ``DARL_QUEUE_URL`` picks the storage: ``sqlite:///path`` (the embedded default, a file under
 ``DARL_HOME``; workers on one machine) or ``redis://host:port/db`` (workers on several machines).
 """
@@ -17,8 +20,15 @@ from darl_core.settings import queue_url
 TASK_NAME = "darl.run_job"
 
 
+def install() -> None:
+    """Deliver this process's newly committed jobs through this queue (idempotent)."""
+    from db.services.jobs import install_dispatcher
+
+    install_dispatcher(send)
+
+
 def _run_job(job_id: int) -> None:
-    from darl_core.worker import execute  # the worker is only imported where jobs are run
+    from darl_app.worker import execute  # the worker is only imported where jobs are run
 
     execute(int(job_id))
 

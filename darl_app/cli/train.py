@@ -52,8 +52,8 @@ def parse_overrides(args: argparse.Namespace) -> dict:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from darl_app.cli.data import ensure_schema
     from darl_core import distributed
-    from darl_core.cli.data import ensure_schema
     from db.services.training import train_stage
     from db.services.users import SYSTEM
     from db.session import session_scope

@@ -37,7 +37,7 @@ def _password() -> str:
 
 
 def cmd_add(args: argparse.Namespace) -> int:
-    from darl_core.cli.data import ensure_schema
+    from darl_app.cli.data import ensure_schema
     from db.services.users import SYSTEM, create_user
     from db.session import session_scope
 
@@ -50,7 +50,7 @@ def cmd_add(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from darl_core.cli.data import ensure_schema
+    from darl_app.cli.data import ensure_schema
     from db.services.users import list_users
     from db.session import session_scope
 

@@ -30,9 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from darl_core.cli.data import ensure_schema
+    from darl_app.cli.data import ensure_schema
+    from darl_app.worker import run_worker
     from darl_core.errors import ConfigError
-    from darl_core.worker import run_worker
 
     if args.concurrency < 1:
         raise ConfigError(f"--concurrency must be at least 1, got {args.concurrency}")
@@ -44,7 +44,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_jobs_list(args: argparse.Namespace) -> int:
-    from darl_core.cli.data import ensure_schema
+    from darl_app.cli.data import ensure_schema
     from db.services import jobs
     from db.session import session_scope
 
@@ -57,7 +57,7 @@ def cmd_jobs_list(args: argparse.Namespace) -> int:
 
 
 def cmd_jobs_enqueue(args: argparse.Namespace) -> int:
-    from darl_core.cli.data import ensure_schema
+    from darl_app.cli.data import ensure_schema
     from darl_core.errors import ConfigError
     from db.services import jobs
     from db.services.users import SYSTEM
@@ -75,7 +75,7 @@ def cmd_jobs_enqueue(args: argparse.Namespace) -> int:
 
 
 def cmd_jobs_cancel(args: argparse.Namespace) -> int:
-    from darl_core.cli.data import ensure_schema
+    from darl_app.cli.data import ensure_schema
     from db.services import jobs
     from db.services.users import SYSTEM
     from db.session import session_scope

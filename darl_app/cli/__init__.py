@@ -1,4 +1,4 @@
-"""``python -m darl_core``: one argparse CLI whose subcommands live in this package.
+"""``python -m darl_core`` (or ``python -m darl_app``): one argparse CLI whose subcommands live in this package.
 
 Each module here exposes ``register(subparsers)``, which adds its subcommands and sets
 ``func(args) -> int`` on each parser. Modules are discovered, so adding a command never edits this
@@ -14,6 +14,7 @@ import pkgutil
 import sys
 from collections.abc import Sequence
 
+from darl_app import queue
 from darl_core.errors import DarlError
 
 
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    queue.install()  # jobs this command queues go straight to the workers
     try:
         return int(args.func(args) or 0)
     except DarlError as err:

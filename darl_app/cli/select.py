@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_select(args: argparse.Namespace) -> int:
-    from darl_core.cli.data import ensure_schema
+    from darl_app.cli.data import ensure_schema
     from darl_core.selection import SelectionConfig  # sklearn: imported only when selecting
     from db.services.rounds import default_version, round_items, run_selection
     from db.services.users import SYSTEM

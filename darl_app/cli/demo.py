@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from darl_core.cli.data import ensure_schema
+    from darl_app.cli.data import ensure_schema
     from db.services.demo import DEMO_PROJECT, counts, has_demo_accounts, is_empty, load_demo, other_users
     from db.services.launch import launch_selection
     from db.services.projects import get_project

@@ -4,7 +4,7 @@ Like the CLI this module is an edge: it wires the queue to the job services (``d
 
 For each job id the queue delivers, a consumer thread:
 1. claims the job in the jobs table (atomic; a job held by anyone else is dropped here),
-2. runs it in a child process (``python -m darl_core.worker JOB TOKEN``), so the memory a stage
+2. runs it in a child process (``python -m darl_app.worker JOB TOKEN``), so the memory a stage
    takes is returned when it ends, and a crash takes only the child,
 3. writes the heartbeat every ``DARL_JOB_HEARTBEAT_S`` seconds while the child lives,
 4. when the child exits without having recorded an outcome (killed, out of memory), re-queues it.
@@ -69,7 +69,7 @@ def execute(job_id: int) -> str:
     log.info("job %s (%s) claimed, attempt %s", job_id, kind, attempt)
     started = time.monotonic()
     # A session of its own: a Ctrl-C in the terminal reaches the worker, which stops the child itself.
-    proc = subprocess.Popen([sys.executable, "-m", "darl_core.worker", str(job_id), token], start_new_session=True)
+    proc = subprocess.Popen([sys.executable, "-m", "darl_app.worker", str(job_id), token], start_new_session=True)
     with rt.lock:
         rt.children[job_id] = (proc, token)
     try:
@@ -150,12 +150,13 @@ def watchdog_loop(rt: Runtime) -> None:
 
 def run_worker(concurrency: int = 1, once: bool = False) -> int:
     """Run until SIGTERM/SIGINT (or, with ``once``, until no job is queued). Returns an exit code."""
-    from darl_core.queue import get_huey
+    from darl_app.queue import get_huey, install
     from darl_core.settings import load_settings
     from db.services import jobs
     from db.services.users import SYSTEM
     from db.session import session_scope
 
+    install()
     settings = load_settings()
     log.info("worker %s: %s job(s) at a time; database %s; queue %s", _RUNTIME.name, concurrency,
              _redact(settings.database_url), _redact(settings.queue_url))
@@ -212,7 +213,7 @@ def _die_with_parent() -> None:
 def child_main(job_id: int, token: str) -> int:
     """Run the handler of one claimed job and record its outcome (the child process's body)."""
     _die_with_parent()
-    from darl_core.job_kinds import JobContext, get_handler
+    from darl_app.job_kinds import JobContext, get_handler
     from darl_core.settings import darl_home
     from db.models import Job, JobStatus
     from db.services import jobs
@@ -252,7 +253,7 @@ def child_main(job_id: int, token: str) -> int:
 
 
 if __name__ == "__main__":
-    # `python -m darl_core.worker JOB TOKEN`: a runner child. `... serve N`: a worker without the CLI's
+    # `python -m darl_app.worker JOB TOKEN`: a runner child. `... serve N`: a worker without the CLI's
     # start-up cost (tests start several); `python -m darl_core worker` is the documented way.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if sys.argv[1] == "serve":

@@ -24,19 +24,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from darl_core.errors import ConfigError, DarlError
+from darl_core.errors import ConfigError, JobStopped
+from db.services.jobs import JOB_KINDS
 
 Handler = Callable[["JobContext"], dict[str, Any]]
 _HANDLERS: dict[str, Handler] = {}
 
 
-class JobStopped(DarlError):
-    """Raised by a handler when ``should_stop()`` said so; the runner records why."""
-
-
 def handler(kind: str) -> Callable[[Handler], Handler]:
     """Register ``fn`` for ``kind``; a second registration of one kind is refused."""
     def register(fn: Handler) -> Handler:
+        if kind not in JOB_KINDS:
+            raise ConfigError(f"job kind {kind!r} is not in db.services.jobs.JOB_KINDS; add it there first")
         if kind in _HANDLERS:
             raise ConfigError(f"job kind {kind!r} is already registered (by {_HANDLERS[kind].__name__})")
         _HANDLERS[kind] = fn

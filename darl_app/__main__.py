@@ -1,0 +1,5 @@
+import sys
+
+from darl_app.cli import main
+
+sys.exit(main())
