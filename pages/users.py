@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pandas as pd
 import streamlit as st
+from sqlalchemy.orm import Session
 
+from darl_core.errors import DarlError, DatabaseUnavailableError
 from db.models import Role
 from db.services import accounts, auth
 from db.services.users import create_user
-from pages._shared import db, require_role
+from db.session import session_scope
+from pages._shared import db, guard, require_role
 from pages._text import frame, md, plain
 
 admin = require_role(Role.admin)
@@ -16,8 +21,30 @@ roles = [r.value for r in Role]
 st.title("Users")
 if flash := st.session_state.pop("users_flash", None):
     st.success(md(flash), icon=":material/check:")
+if error := st.session_state.pop("users_error", None):
+    st.error(md(error), icon=":material/error:")
 
-with st.form("users_create", clear_on_submit=True):
+
+def act(action: Callable[[Session], str], *, passwords: tuple[str, ...], reset: tuple[str, ...] = ()) -> None:
+    """Run one service call and rerun. A refusal keeps what was typed, except passwords, and shows why above
+    the forms, with the table still there; a success says so and empties the form (``reset``)."""
+    with guard():  # a database outage still stops the page with its message
+        try:
+            with session_scope() as session:
+                st.session_state["users_flash"] = action(session)
+        except DatabaseUnavailableError:
+            raise
+        except DarlError as err:
+            st.session_state["users_error"] = str(err)
+        else:
+            for key in reset:
+                st.session_state.pop(key, None)
+    for key in passwords:
+        st.session_state.pop(key, None)
+    st.rerun()
+
+
+with st.form("users_create"):
     st.markdown("**New account**")
     c1, c2, c3 = st.columns(3)
     name = c1.text_input("Name", key="users_new_name")
@@ -26,10 +53,10 @@ with st.form("users_create", clear_on_submit=True):
     password = c3.text_input("Password", type="password", key="users_new_password")
     create = st.form_submit_button("Create", type="primary")
 if create:
-    with db() as session:
+    def create_account(session: Session) -> str:
         user = create_user(session, name, role, password, actor=admin)
-    st.session_state["users_flash"] = f"Created '{user.name}' ({user.role.value})."
-    st.rerun()
+        return f"Created '{user.name}' ({user.role.value})."
+    act(create_account, passwords=("users_new_password",), reset=("users_new_name", "users_new_role"))
 
 with db() as session:
     people = [(u.id, u.name, u.role.value, u.active) for u in accounts.list_accounts(session, admin)]
@@ -44,13 +71,13 @@ with st.form("users_edit"):
     new_password = c4.text_input("New password", type="password", key="users_edit_password")
     apply = st.form_submit_button("Apply")
 if apply:
-    uid = next(p[0] for p in people if p[1] == who)
-    with db() as session:
+    def update_account(session: Session) -> str:
+        uid = next(p[0] for p in people if p[1] == who)
         accounts.update_user(session, admin, uid, role=None if new_role == "(keep)" else new_role,
                              active=None if status == "(keep)" else status == "active",
                              password=new_password or None)
-    st.session_state["users_flash"] = f"Updated '{who}'."
-    st.rerun()
+        return f"Updated '{who}'."
+    act(update_account, passwords=("users_edit_password",), reset=("users_edit_role", "users_edit_status"))
 
 st.markdown("**Recent sign-ins** (the latest 200 attempts; after 5 failures in a row a name or address waits "
             "30 s, doubling with each further failure, up to 15 min)")

@@ -62,3 +62,34 @@ def test_users_page_admin_only(sqlite_database: str) -> None:
     assert not at.exception and "Created 'newbie'" in at.success[0].value
     with session_scope(sqlite_database) as s:
         assert authenticate(s, "newbie", "pw-123456").role == Role.annotator
+
+
+def test_users_page_keeps_what_was_typed_after_a_refusal(sqlite_database: str) -> None:
+    """A refused create shows why, keeps the name and role (not the password) and the accounts table;
+    a success empties the form."""
+    with session_scope(sqlite_database) as s:
+        admin = seed_user(s, "root", Role.admin)
+        seed_user(s, "taken")
+    at = page("users", admin.id).run()
+    at.text_input(key="users_new_name").input("taken")
+    at.selectbox(key="users_new_role").select("reviewer")
+    at.text_input(key="users_new_password").input("pw-123456")
+    at.button[0].click().run()
+    assert not at.exception
+    assert "already exists" in at.error[0].value
+    assert at.text_input(key="users_new_name").value == "taken"
+    assert at.selectbox(key="users_new_role").value == "reviewer"
+    assert at.text_input(key="users_new_password").value == ""
+    assert "taken" in at.dataframe[0].value["name"].tolist()  # the accounts table is still there
+    at.text_input(key="users_new_name").input("fresh")
+    at.text_input(key="users_new_password").input("pw-123456")
+    at.button[0].click().run()
+    assert "Created 'fresh' (reviewer)" in at.success[0].value and not at.error
+    assert at.text_input(key="users_new_name").value == ""
+    # a refused change keeps the form too (an admin cannot deactivate their own account)
+    at.selectbox(key="users_edit_name").select("root")
+    at.selectbox(key="users_edit_status").select("deactivated")
+    at.button[1].click().run()
+    assert "cannot demote or deactivate your own account" in at.error[0].value
+    assert at.selectbox(key="users_edit_status").value == "deactivated"
+    assert len(at.dataframe) == 2
