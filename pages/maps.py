@@ -146,6 +146,10 @@ priority = c1.number_input("Priority", min_value=1, max_value=1000, value=10, st
                                 "(after the open selection round's pairs).")
 if c2.button(f"Send cluster C{cluster} to the annotation queue", key="map_send", icon=":material/playlist_add:"):
     with db() as session:
-        sent = maps.queue_pairs(session, project.id, members["pair_id"].tolist(), int(priority), actor=user)
-    st.success(f"{sent:,} of {len(members):,} pairs of C{cluster} queued with priority {int(priority)}; "
-               "the others are in a test split or already have an imported or adjudicated grade.")
+        done = maps.queue_pairs(session, project.id, members["pair_id"].tolist(), int(priority), actor=user)
+    parts = [f"{done.queued:,} of {len(members):,} pairs of C{cluster} queued with priority {int(priority)}"]
+    if done.already:
+        parts.append(f"{done.already:,} were already queued at that priority (sent before)")
+    if done.not_eligible:
+        parts.append(f"{done.not_eligible:,} are in a test split or already have an imported or adjudicated grade")
+    (st.info if done.queued == 0 else st.success)("; ".join(parts) + ".")

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import exists, or_, select, update
+from sqlalchemy import exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from darl_core.errors import ConfigError, JobStopped
@@ -293,13 +293,23 @@ def cluster_summary(view: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values(["mean_ood", "labelled_share"], ascending=[False, True], na_position="last").reset_index()
 
 
+@dataclass(frozen=True)
+class Queued:
+    """What ``queue_pairs`` did with the pairs it was given."""
+
+    queued: int  # now offered at the asked priority
+    already: int  # were offered at that priority before (sent earlier): left as they were
+    not_eligible: int  # in a test split or with an imported or adjudicated grade: never offered
+
+
 def queue_pairs(session: Session, project_id: int, pair_ids: Sequence[int], priority: int,
-                actor: Actor | None) -> int:
-    """Give the pairs among ``pair_ids`` that the annotation queue can offer ``priority``; returns how many.
+                actor: Actor | None) -> Queued:
+    """Give the pairs among ``pair_ids`` that the annotation queue can offer ``priority``.
 
     The queue serves open pairs by priority (highest first) after the open round's pairs. Pairs in a
     test split or with an imported or adjudicated grade are never offered outside a round, so they
-    are left alone (the returned count says how many were sent).
+    are left alone; pairs already at ``priority`` (the same cluster sent twice) are counted apart, so the
+    page can say how many were queued before.
     """
     require_role(actor, Role.engineer)
     if not -1_000_000 <= int(priority) <= 1_000_000:
@@ -307,11 +317,14 @@ def queue_pairs(session: Session, project_id: int, pair_ids: Sequence[int], prio
     wanted = sorted({int(i) for i in pair_ids})
     graded = exists().where(LabelEvent.pair_id == Pair.id,
                             LabelEvent.kind.in_((LabelKind.imported, LabelKind.adjudication)))
-    sent = 0
+    queued = already = 0
     for s in range(0, len(wanted), 5000):
+        eligible = (Pair.project_id == project_id, Pair.id.in_(wanted[s:s + 5000]),
+                    or_(Pair.split.is_(None), ~Pair.split.like("test%")), ~graded)
+        already += int(session.scalar(select(func.count(Pair.id)).where(*eligible, Pair.priority == int(priority)))
+                       or 0)
         result = session.execute(
-            update(Pair).where(Pair.project_id == project_id, Pair.id.in_(wanted[s:s + 5000]),
-                               or_(Pair.split.is_(None), ~Pair.split.like("test%")), ~graded)
+            update(Pair).where(*eligible, Pair.priority != int(priority))
             .values(priority=int(priority)).execution_options(synchronize_session=False))
-        sent += int(result.rowcount or 0)
-    return sent
+        queued += int(result.rowcount or 0)
+    return Queued(queued=queued, already=already, not_eligible=len(wanted) - queued - already)

@@ -100,6 +100,10 @@ def test_cluster_goes_to_the_annotation_queue_first(world: dict[str, Any], sqlit
     at.button(key="map_send").click().run()
     assert not at.exception
     assert "10 of 15 pairs of C1 queued with priority 50" in at.success[0].value
+    assert "5 are in a test split" in at.success[0].value
+    at.button(key="map_send").click().run()  # the same cluster again: says they were queued before
+    assert not at.success and "0 of 15 pairs" in at.info[-1].value
+    assert "10 were already queued at that priority" in at.info[-1].value
     ids = world["ids"]
     with session_scope(sqlite_database) as s:
         priority = dict(s.execute(select(Pair.id, Pair.priority)).all())

@@ -77,7 +77,8 @@ def test_map_is_computed_in_shards_stored_read_back_and_extended(sqlite_database
     with session_scope(sqlite_database) as s:
         sent = maps.queue_pairs(s, project.id, members, priority=7, actor=SYSTEM)
         labelled_in_cluster = view.loc[view["cluster"] == cluster, "labelled"].sum()
-        assert sent == len(members) - labelled_in_cluster
+        assert sent.queued == len(members) - labelled_in_cluster and sent.already == 0
+        assert sent.not_eligible == labelled_in_cluster
         assert s.get(Pair, new_ids[0]).priority == 7
     stored = core_maps.load_map(core_maps.map_dir(f"v{base.id}"))
     assert stored.meta["points"] == n_pairs and stored.meta["placed"] == 5
@@ -109,8 +110,12 @@ def test_map_service_sql_on_both_backends(database: str) -> None:
         assert rows[int(ids[0])].ood_score == 0.9  # the upsert only touched the coordinates
         view = maps.map_view(s, project_id, base_id)
         assert view["role"].value_counts().to_dict() == {"train": 64, "pool": 40, "ID test": 16, "OOD test": 16}
-        sent = maps.queue_pairs(s, project_id, view.loc[view["cluster"] == 1, "pair_id"].tolist(), 9, actor=SYSTEM)
-        assert sent == int(((view["cluster"] == 1) & (view["role"] == "pool")).sum()) > 0
+        cluster_ids = view.loc[view["cluster"] == 1, "pair_id"].tolist()
+        sent = maps.queue_pairs(s, project_id, cluster_ids, 9, actor=SYSTEM)
+        in_pool = int(((view["cluster"] == 1) & (view["role"] == "pool")).sum())
+        assert (sent.queued, sent.already) == (in_pool, 0) and in_pool > 0
+        again = maps.queue_pairs(s, project_id, cluster_ids, 9, actor=SYSTEM)  # the same cluster sent twice
+        assert (again.queued, again.already, again.not_eligible) == (0, in_pool, len(cluster_ids) - in_pool)
         priorities = dict(s.execute(select(Pair.id, Pair.priority)).all())
     odd_pool = {int(i) for i, c, r in zip(view["pair_id"], view["cluster"], view["role"], strict=True)
                 if c == 1 and r == "pool"}
