@@ -54,9 +54,15 @@ def test_filter_to_the_flagged_pair_select_it_and_adjudicate_by_key(page, app_ur
     _idle(page)
     page.wait_for_timeout(1000)
     page.screenshot(path=str(ARTIFACTS / "review_flagged.png"))
+    page.get_by_role("textbox", name="Comment (optional)").click()
+    page.keyboard.type("brand 3 of 2 jk")  # digits and J/K typed in the comment are text, not shortcuts
+    page.keyboard.press("Enter")
+    _idle(page)
+    page.get_by_text("Decide with a click or a key", exact=False).click()  # leave the text box
     page.keyboard.press("2")  # "weak"
     expect(page.get_by_text("11 pair(s) wait", exact=False)).to_be_visible()
     with session_scope(app_db_url) as s:
-        adj = s.execute(select(LabelEvent.pair_id, LabelEvent.grade, User.name).join(User, User.id == LabelEvent.user_id)
+        adj = s.execute(select(LabelEvent.pair_id, LabelEvent.grade, User.name, LabelEvent.comment)
+                        .join(User, User.id == LabelEvent.user_id)
                         .where(LabelEvent.kind == LabelKind.adjudication)).all()
-    assert [tuple(r) for r in adj] == [(flagged, 1, "rita")]
+    assert [tuple(r) for r in adj] == [(flagged, 1, "rita", "brand 3 of 2 jk")]
