@@ -36,12 +36,12 @@ from db.models import (
     Query,
     Role,
     RoundItem,
-    SelectionRound,
     User,
     utcnow,
 )
 from db.services.labels import final_labels
 from db.services.limits import check_comment
+from db.services.projects import filter_choices
 from db.services.users import require_role
 
 
@@ -173,17 +173,11 @@ def _check_filters(filters: ReviewFilters, scale: list[str], offset: int, limit:
         raise ConfigError(f"`limit` must be 1..{MAX_PAGE}, got {limit!r}.")
 
 
-def _choices(session: Session, project_id: int) -> tuple[list[str], list[tuple[int, str]], list[str]]:
-    """(segments, rounds as (id, label) newest first, annotators with a vote in the project)."""
-    segments = list(session.scalars(select(Pair.segment).where(Pair.project_id == project_id,
-                                                               Pair.segment.is_not(None)).distinct().order_by(Pair.segment)))
-    rounds = [(rid, f"#{rid} {name or ''}".strip()) for rid, name in session.execute(
-        select(SelectionRound.id, SelectionRound.name).where(SelectionRound.project_id == project_id)
-        .order_by(SelectionRound.id.desc()))]
-    annotators = list(session.scalars(
+def _annotators(session: Session, project_id: int) -> list[str]:
+    """Everyone with a vote in the project, by name (the choices of the annotator filter)."""
+    return list(session.scalars(
         select(User.name).join(LabelEvent, LabelEvent.user_id == User.id).join(Pair, Pair.id == LabelEvent.pair_id)
         .where(Pair.project_id == project_id, LabelEvent.kind == LabelKind.label).distinct().order_by(User.name)))
-    return segments, rounds, annotators
 
 
 def _predictions(session: Session, project: Project, ids: list[int]) -> dict[int, Prediction]:
@@ -236,10 +230,10 @@ def review_queue(session: Session, actor: User, project_id: int, filters: Review
         offset = (matching - 1) // limit * limit
     ids = list(session.scalars(stmt.with_only_columns(LabelEvent.pair_id).order_by(LabelEvent.pair_id)
                                .offset(offset).limit(limit)))
-    segments, rounds, annotators = _choices(session, project.id)
+    rounds, segments = filter_choices(session, project.id)
     return ReviewQueue(items=_items(session, project, ids), matching=matching, pending=int(pending),
                        flagged=int(flagged), disagreements=int(disagreements), offset=offset, limit=limit,
-                       segments=segments, rounds=rounds, annotators=annotators)
+                       segments=segments, rounds=rounds, annotators=_annotators(session, project.id))
 
 
 def adjudicate(session: Session, actor: User, pair_id: int, grade: int, comment: str | None = None,
