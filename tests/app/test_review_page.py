@@ -134,3 +134,18 @@ def test_agreement_view_shows_the_flag_rate(twelve: dict[str, Any]) -> None:
     assert not at.exception
     (people,) = [d.value.set_index("annotator") for d in at.dataframe if "flag_rate" in d.value.columns]
     assert people.loc["ann", "flag_rate"] == pytest.approx(1 / 14) and people.loc["bob", "flag_rate"] == 0
+
+
+def test_paging_and_stepping_back_across_a_page(sqlite_database: str) -> None:
+    with session_scope(sqlite_database) as s:
+        seeded = seed_review_queue(s, n_pending=27, flagged_at=26)
+        ids, rita = seeded["ids"], seeded["users"]["rita"].id
+    at = page("review", rita).run()
+    assert "Rows 1–25 of 27" in [c.value for c in at.caption]
+    at.button(key="review_next_page").click().run()
+    (listing,) = [d for d in at.dataframe if d.key and d.key.startswith("review_table_")]
+    assert listing.value["pair"].tolist() == ids[25:27] and _shown_pair(at) == ids[25]
+    at.button(key="review_prev").click().run()  # K at the top of page 2: the last pair of page 1
+    assert _shown_pair(at) == ids[24] and "Rows 1–25 of 27" in [c.value for c in at.caption]
+    at.button(key="review_next").click().run()  # J at the bottom of page 1: the first pair of page 2
+    assert _shown_pair(at) == ids[25]
