@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select
 from streamlit.testing.v1 import AppTest
 
-from db.models import LabelEvent, LabelKind, Project, Role
+from db.models import LabelEvent, LabelKind, ModelVersion, PairScore, Project, Role
 from db.session import session_scope
 from tests.app.pagetest import page
 from tests.seed import pair_ids, seed_project, seed_review_queue, seed_user
@@ -149,3 +149,16 @@ def test_paging_and_stepping_back_across_a_page(sqlite_database: str) -> None:
     assert _shown_pair(at) == ids[24] and "Rows 1–25 of 27" in [c.value for c in at.caption]
     at.button(key="review_next").click().run()  # J at the bottom of page 1: the first pair of page 2
     assert _shown_pair(at) == ids[25]
+
+
+def test_detail_shows_the_current_versions_prediction(twelve: dict[str, Any], sqlite_database: str) -> None:
+    with session_scope(sqlite_database) as s:
+        mv = ModelVersion(project_id=s.scalars(select(Project.id)).one(), name="ft", stage="ft")
+        s.add(mv)
+        s.flush()
+        s.add(PairScore(pair_id=twelve["ids"][0], model_version_id=mv.id, predicted_grade=2, expected_grade=1.8))
+        s.scalars(select(Project)).one().current_version_id = mv.id
+    at = page("review", twelve["rita"]).run()
+    assert any(m.value == "Model ft predicts **strong**, expected grade 1.80 on 0–2." for m in at.markdown)
+    at.button(key="review_next").click().run()  # a pair the version did not score
+    assert any(c.value.startswith("No prediction") for c in at.caption)
