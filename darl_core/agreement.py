@@ -4,7 +4,9 @@
 - ``krippendorff_alpha``: Krippendorff's alpha (ordinal by default) over units graded by any number of
   annotators, missing values allowed (Krippendorff 2011, "Computing Krippendorff's Alpha-Reliability");
 - ``throughput``: labels per active hour and median seconds per card;
-- ``accuracy``: each annotator's share of votes equal to a reference (adjudicated) grade.
+- ``accuracy``: each annotator's share of votes equal to a reference (adjudicated) grade;
+- ``flag_rates``: each annotator's share of standing votes they flagged (an annotator who flags half
+  their cards reads the guidelines differently, or meets a broken batch).
 
 Grades are 0-based indices, lowest first. Undefined statistics are NaN (e.g. no variation at all).
 """
@@ -131,3 +133,8 @@ def accuracy(votes: Votes, reference: Mapping[Hashable, int]) -> dict[Hashable, 
             for rater, grade in by_rater.items():
                 hits[rater].append(int(grade == reference[unit]))
     return {r: (len(h), sum(h) / len(h)) for r, h in hits.items()}
+
+
+def flag_rates(flags: Mapping[Hashable, Sequence[bool]]) -> dict[Hashable, tuple[int, float]]:
+    """rater -> (flagged votes, share of their votes flagged); NaN share for a rater with no votes."""
+    return {r: (sum(map(bool, fs)), sum(map(bool, fs)) / len(fs) if fs else math.nan) for r, fs in flags.items()}

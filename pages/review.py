@@ -4,6 +4,9 @@ engineers) the project's annotation settings. Each view makes one service call."
 from __future__ import annotations
 
 import math
+import zlib
+from collections import Counter
+from functools import partial
 
 import pandas as pd
 import plotly.express as px
@@ -13,7 +16,7 @@ from db.models import Role
 from db.services import annotation, review
 from db.services.projects import project_settings
 from pages._shared import db, require_role, selected_project
-from pages._text import frame, md, safe_figure
+from pages._text import frame, md, plain, safe_figure
 
 user = require_role(Role.reviewer)
 project = selected_project()
@@ -23,38 +26,142 @@ st.title("Review")
 view = st.segmented_control("View", views, default=views[0], key="review_view", label_visibility="collapsed")
 
 
-def _decide(pair_id: int, grade: int) -> None:
-    st.session_state["review_decision"] = (pair_id, grade, st.session_state.get(f"review_comment_{pair_id}"))
+PAGE_SIZE = 25
+LAST = -1  # "select the last row" after stepping back past the top of a page
+ss = st.session_state
 
 
 def _fmt(x: float) -> str:
     return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
 
 
+def _filters_changed() -> None:
+    ss["review_offset"] = 0
+    ss["review_pair"] = None
+
+
+def _decide(pair_id: int, grade: int) -> None:
+    ss["review_decision"] = (pair_id, grade, ss.get(f"review_comment_{pair_id}"))
+
+
+def _pick(key: str, ids: list[int]) -> None:
+    rows = ss[key].selection.rows
+    if rows:
+        ss["review_pair"] = ids[rows[0]]
+
+
+def _move(ids: list[int], step: int, offset: int, matching: int) -> None:
+    """J/K: the next or previous pair, across page boundaries."""
+    i = ids.index(ss["review_pair"]) if ss.get("review_pair") in ids else 0
+    if 0 <= i + step < len(ids):
+        ss["review_pair"] = ids[i + step]
+    elif step > 0 and offset + PAGE_SIZE < matching:
+        ss["review_offset"], ss["review_pair"] = offset + PAGE_SIZE, None
+    elif step < 0 and offset > 0:
+        ss["review_offset"], ss["review_pair"] = max(0, offset - PAGE_SIZE), LAST
+
+
+def _page(offset: int) -> None:
+    ss["review_offset"], ss["review_pair"] = offset, None
+
+
+def _selected(ids: list[int], wanted: int | None) -> int | None:
+    """The pair to show: the one asked for; after it left the queue (adjudicated), the next one."""
+    if not ids or wanted in ids:
+        return wanted if ids else None
+    if wanted == LAST:
+        return ids[-1]
+    if wanted is None:
+        return ids[0]
+    return next((i for i in ids if i > wanted), ids[-1])
+
+
+def _counts(votes: list[review.Vote]) -> str:
+    tally = Counter(v.grade for v in votes)
+    return ", ".join(f"{tally[g]}×{grades[g]}" for g in sorted(tally, reverse=True))
+
+
 if view == "Disagreements":
-    decision = st.session_state.pop("review_decision", None)
+    decision = ss.pop("review_decision", None)
+    grade_filter = ss.get("review_f_grade")
+    filters = review.ReviewFilters(
+        flagged_only=bool(ss.get("review_f_flagged")), disagreements_only=bool(ss.get("review_f_disagree")),
+        segment=ss.get("review_f_segment"), round_id=ss.get("review_f_round"), annotator=ss.get("review_f_annotator"),
+        grade=grade_filter if isinstance(grade_filter, int) and grade_filter < len(grades) else None)
     with db() as session:
-        items, total = review.adjudicate_and_list(session, user, project.id, decision, limit=20)
+        q = review.adjudicate_and_list(session, user, project.id, decision, filters, int(ss.get("review_offset", 0)),
+                                       PAGE_SIZE)
+    ss["review_offset"] = q.offset
     if decision:
         st.toast(f"Pair {decision[0]} adjudicated as “{md(grades[decision[1]])}”.", icon=":material/gavel:")
-    st.caption(f"{total} pair(s) wait for adjudication: votes disagree or an annotator flagged them.")
-    if not items:
-        st.success("No disagreements to review.", icon=":material/task_alt:")
-    for it in items[:5]:
-        with st.container(border=True, key=f"review_item_{it.pair_id}"):
-            st.markdown(f"**{md(it.query)}** → {md(it.title)}" + ("  :red-badge[flagged]" if it.flagged else ""))
-            if it.text:
-                st.caption(md(it.text[:400]))
-            st.dataframe(frame(pd.DataFrame([{"annotator": v.annotator, "grade": grades[v.grade], "flagged": v.flagged,
-                                        "comment": v.comment or "", "seconds": v.seconds_on_card} for v in it.votes])),
-                         hide_index=True, key=f"review_votes_{it.pair_id}")
-            st.text_input("Comment (optional)", key=f"review_comment_{it.pair_id}")
-            st.caption(f"Standing now: **{md(grades[it.majority])}** (majority of votes, a tie goes to the lower "
-                       "grade), highlighted. Click the grade you decide on.")
-            cols = st.columns(len(grades))
-            for g, (col, name) in enumerate(zip(cols, grades, strict=True)):
-                col.button(md(name), key=f"review_grade_{it.pair_id}_{g}", on_click=_decide, args=(it.pair_id, g),
-                           type="primary" if g == it.majority else "secondary", width="stretch")
+    st.caption(f"{q.pending} pair(s) wait for adjudication: votes disagree or an annotator flagged them "
+               f"({q.flagged} flagged, {q.disagreements} with disagreeing votes). **{q.matching}** match the filters.")
+    with st.container(horizontal=True, key="review_toggles"):
+        st.toggle(f"Flagged only ({q.flagged})", key="review_f_flagged", on_change=_filters_changed)
+        st.toggle(f"Disagreements only ({q.disagreements})", key="review_f_disagree", on_change=_filters_changed)
+    f = st.columns(4)
+    f[0].selectbox("Segment", [None, *q.segments], format_func=lambda s: "any segment" if s is None else plain(s),
+                   key="review_f_segment", on_change=_filters_changed)
+    rounds = dict(q.rounds)
+    f[1].selectbox("Round", [None, *rounds], format_func=lambda r: "any round" if r is None else plain(rounds.get(r, r)),
+                   key="review_f_round", on_change=_filters_changed)
+    f[2].selectbox("Annotator", [None, *q.annotators], format_func=lambda a: "anyone" if a is None else plain(a),
+                   key="review_f_annotator", on_change=_filters_changed)
+    f[3].selectbox("With a vote of", [None, *range(len(grades))], key="review_f_grade", on_change=_filters_changed,
+                   format_func=lambda g: "any grade" if g is None else plain(grades[g]))
+    ids = [it.pair_id for it in q.items]
+    selected = ss["review_pair"] = _selected(ids, ss.get("review_pair"))
+    if not ids:
+        st.success("No pair matches." if q.pending else "No disagreements to review.", icon=":material/task_alt:")
+        st.stop()
+    left, right = st.columns([1, 1], gap="medium")
+    with left:
+        table = pd.DataFrame([{"": "▶" if it.pair_id == selected else "", "pair": it.pair_id,
+                               "flag": "⚑" if it.flagged else "", "query": it.query, "item": it.title,
+                               "votes": _counts(it.votes), "segment": it.segment or ""} for it in q.items])
+        key = f"review_table_{q.offset}_{selected}_{zlib.crc32(str(ids).encode())}"  # a new list: no stale highlight
+        st.dataframe(frame(table), key=key, on_select=partial(_pick, key, ids), selection_mode="single-row", hide_index=True,
+                     height=min(38 + 35 * len(table), 38 + 35 * 12), column_config={
+                         "": st.column_config.TextColumn(width=24), "pair": st.column_config.NumberColumn(width=56),
+                         "flag": st.column_config.TextColumn(width=40)})
+        p1, p2, p3 = st.columns([1, 2, 1], vertical_alignment="center")
+        p1.button("‹ Page", key="review_prev_page", disabled=q.offset == 0, on_click=_page,
+                  args=(max(0, q.offset - PAGE_SIZE),), width="stretch")
+        p2.caption(f"Rows {q.offset + 1}–{q.offset + len(ids)} of {q.matching}")
+        p3.button("Page ›", key="review_next_page", disabled=q.offset + PAGE_SIZE >= q.matching, on_click=_page,
+                  args=(q.offset + PAGE_SIZE,), width="stretch")
+    it = next(x for x in q.items if x.pair_id == selected)
+    with right, st.container(border=True, key=f"review_item_{it.pair_id}"):
+        st.markdown(f"**Query** {md(it.query)}" + ("  :red-badge[flagged]" if it.flagged else ""))
+        st.markdown(f"**Item** {md(it.title)}")
+        if it.text:
+            st.caption(md(it.text[:600]))
+        st.caption(f"Pair {it.pair_id} · segment {md(it.segment or '—')}")
+        st.dataframe(frame(pd.DataFrame([{"annotator": v.annotator, "grade": grades[v.grade], "flag": v.flagged,
+                                          "comment": v.comment or "", "at": v.at, "s": v.seconds_on_card}
+                                         for v in it.votes])),
+                     hide_index=True, key=f"review_votes_{it.pair_id}",
+                     column_config={"at": st.column_config.DatetimeColumn("time", format="YYYY-MM-DD HH:mm"),
+                                    "s": st.column_config.NumberColumn("s", help="Seconds on the card")})
+        standing = f"majority now: {md(grades[it.majority])}, a tie goes to the lower grade"
+        st.markdown(f"Votes: {md(_counts(it.votes))} ({standing}).")
+        pred = it.prediction
+        if pred is not None and pred.grade is not None:
+            exp = f", expected grade {pred.expected:.2f} on 0–{len(grades) - 1}" if pred.expected is not None else ""
+            st.markdown(f"Model {md(pred.version)} predicts **{md(grades[pred.grade])}**{exp}.")
+        else:
+            st.caption("No prediction: the project has no current model version, or it has not scored this pair.")
+        st.text_input("Comment (optional)", key=f"review_comment_{it.pair_id}")
+        st.caption("Decide with a click or a key: 1–9 the grade, J / K the next or previous pair.")
+        with st.container(horizontal=True, key="review_grades"):
+            for g, name in enumerate(grades):  # all alike: the majority is a vote count above, not a default
+                st.button(md(name), key=f"review_grade_{it.pair_id}_{g}", on_click=_decide, args=(it.pair_id, g),
+                          shortcut=str(g + 1) if g < 9 else None, type="secondary")
+        with st.container(horizontal=True):
+            st.button("Previous pair", key="review_prev", shortcut="K", on_click=_move, args=(ids, -1, q.offset, q.matching),
+                      icon=":material/arrow_upward:")
+            st.button("Next pair", key="review_next", shortcut="J", on_click=_move, args=(ids, 1, q.offset, q.matching),
+                      icon=":material/arrow_downward:")
 
 elif view == "Agreement":
     with db() as session:
@@ -78,11 +185,16 @@ elif view == "Agreement":
         right.plotly_chart(safe_figure(fig), key="review_alpha_chart")
     if not rep.annotators.empty:
         a, b = st.columns(2)
-        a.plotly_chart(safe_figure(px.bar(rep.annotators, x="annotator", y="labels_per_hour", hover_data=["labels", "median_seconds"],
-                              title="Throughput (labels per active hour)")), key="review_throughput_chart")
-        b.plotly_chart(safe_figure(px.bar(rep.annotators, x="annotator", y="accuracy", hover_data=["adjudicated"], range_y=[0, 1],
-                              title="Accuracy on adjudicated pairs")), key="review_accuracy_chart")
-        st.dataframe(frame(rep.annotators), hide_index=True, key="review_annotators_table")
+        a.plotly_chart(safe_figure(px.bar(rep.annotators, x="annotator", y="labels_per_hour",
+                                          hover_data=["labels", "median_seconds"],
+                                          title="Throughput (labels per active hour)")), key="review_throughput_chart")
+        b.plotly_chart(safe_figure(px.bar(rep.annotators, x="annotator", y="accuracy", hover_data=["adjudicated"],
+                                          range_y=[0, 1], title="Accuracy on adjudicated pairs")),
+                       key="review_accuracy_chart")
+        st.dataframe(frame(rep.annotators), hide_index=True, key="review_annotators_table", column_config={
+            "flag_rate": st.column_config.ProgressColumn("flag rate", format="percent", min_value=0, max_value=1,
+                                                         help="Share of the annotator's standing votes they flagged"),
+            "accuracy": st.column_config.NumberColumn(format="percent")})
 
 elif view == "Settings":
     current = project_settings(project)

@@ -57,3 +57,34 @@ def seed_round(session: Session, project_id: int, ids: Sequence[int], name: str 
          "reasons": {"ood_score": round(1.0 - r / 100, 3), "knn": 0.5, "mahalanobis": 0.4, "cluster": r % 3}}
         for r, pid in enumerate(ids)])
     return rnd
+
+
+def seed_review_queue(session: Session, name: str = "demo", n_pending: int = 12, flagged_at: int = 10) -> dict[str, Any]:
+    """A project whose first ``n_pending`` pairs wait for review: ann and bob disagree (0 vs 2) on each,
+    except pair ``flagged_at``, where both say 1 and ann flags it ("too vague"; bob: "brand differs").
+    Two more pairs agree (2, 2) and are not pending; on the first of them ann's flagged vote was undone.
+    Users: ann, bob (annotators), rita (reviewer), eve (engineer). Returns the project, pair ids and users."""
+    from db.models import LabelEvent, LabelKind
+
+    project = seed_project(session, name, n_pairs=n_pending + 2)
+    ids = pair_ids(session, project.id)
+    users = {n: seed_user(session, n, r) for n, r in
+             [("ann", Role.annotator), ("bob", Role.annotator), ("rita", Role.reviewer), ("eve", Role.engineer)]}
+    ann, bob = users["ann"].id, users["bob"].id
+    for i, pid in enumerate(ids[:n_pending]):
+        flagged = i == flagged_at
+        a, b = (1, 1) if flagged else (0, 2)
+        session.add_all([
+            LabelEvent(pair_id=pid, user_id=ann, kind=LabelKind.label, grade=a, seconds_on_card=3.0, flagged=flagged,
+                       comment="too vague" if flagged else None),
+            LabelEvent(pair_id=pid, user_id=bob, kind=LabelKind.label, grade=b, seconds_on_card=5.0,
+                       comment="brand differs" if flagged else None)])
+    withdrawn = LabelEvent(pair_id=ids[n_pending], user_id=ann, kind=LabelKind.label, grade=2, flagged=True,
+                           comment="oops")
+    session.add(withdrawn)
+    session.flush()
+    session.add_all([LabelEvent(pair_id=ids[n_pending], user_id=ann, kind=LabelKind.undo, supersedes_id=withdrawn.id)]
+                    + [LabelEvent(pair_id=pid, user_id=uid, kind=LabelKind.label, grade=2, seconds_on_card=4.0)
+                       for pid in ids[n_pending:] for uid in (ann, bob)])
+    session.flush()
+    return {"project": project, "ids": ids, "users": users}

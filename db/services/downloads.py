@@ -8,12 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pandas as pd
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from darl_core.errors import NotFoundError
-from db.models import Pair, Project, Role, SelectionRound, User
+from db.models import Project, Role, User
 from db.services.exports import ExportFilters, export_frame, to_bytes
+from db.services.projects import filter_choices
 from db.services.users import require_role
 
 MIME = {"csv": "text/csv", "jsonl": "application/jsonl", "parquet": "application/vnd.apache.parquet"}
@@ -31,12 +31,7 @@ class Download:
 def export_choices(session: Session, actor: User, project_id: int) -> tuple[list[tuple[int, str]], list[str]]:
     """(rounds as (id, label), newest first; segments) for the filter widgets. Engineer role."""
     require_role(actor, Role.engineer)
-    rounds = [(rid, f"#{rid} {name or ''}".strip()) for rid, name in session.execute(
-        select(SelectionRound.id, SelectionRound.name).where(SelectionRound.project_id == project_id)
-        .order_by(SelectionRound.id.desc()))]
-    segments = [s for s in session.scalars(select(Pair.segment).where(Pair.project_id == project_id)
-                                           .where(Pair.segment.is_not(None)).distinct().order_by(Pair.segment))]
-    return rounds, segments
+    return filter_choices(session, project_id)
 
 
 def prepare_download(session: Session, actor: User, project_id: int, filters: ExportFilters, fmt: str,

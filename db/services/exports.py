@@ -1,4 +1,5 @@
-"""Exporting a project: one row per pair with its final grade, every vote, agreement and prediction.
+"""Exporting a project: one row per pair with its final grade, every vote, agreement, flags and comments,
+and the current model version's prediction.
 
 The CLI (`python -m darl_core export`) and the Export page call the same two functions:
 ``export_frame`` builds the table, ``write_export`` / ``to_bytes`` serialise it. CSV cells that start
@@ -14,19 +15,21 @@ from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import exists, select
+from sqlalchemy.orm import Session, aliased
 
 from darl_core.data import detect_format
 from darl_core.errors import ImportFileError
-from db.models import Item, Pair, PairScore, Project, Query, RoundItem, User
+from db.models import Item, LabelEvent, LabelKind, Pair, PairScore, Project, Query, RoundItem, User
 from db.services.labels import final_labels
 
 COLUMNS = [
     "pair_id", "query", "title", "text", "item_id", "segment", "split", "grade", "grade_index", "grade_source",
-    "votes", "vote_count", "agreement", "first_label_at", "last_label_at", "predicted_grade", "predicted_score",
+    "votes", "vote_count", "agreement", "flagged", "comments", "first_label_at", "last_label_at", "predicted_grade",
+    "predicted_score",
 ]
 _FORMULA_START = ("=", "+", "-", "@")
+_CHUNK = 5_000  # pair ids per IN (...) list
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,7 @@ def export_frame(session: Session, project: Project, filters: ExportFilters | No
                                              "agreement", "first_label_at", "last_label_at"])
     frame = pd.concat([base, label_cols], axis=1)
     frame["grade_index"] = frame["grade_index"].astype("Int64")
+    frame = _add_flags_and_comments(session, frame)
     frame = _add_predictions(session, project, frame)
     keep = pd.Series(True, index=frame.index)
     if filters.labelled_only or filters.min_votes > 0:
@@ -78,6 +82,39 @@ def export_frame(session: Session, project: Project, filters: ExportFilters | No
     if filters.until is not None:
         keep &= last <= pd.Timestamp(filters.until)
     return frame[keep].reset_index(drop=True)[COLUMNS]
+
+
+def _add_flags_and_comments(session: Session, frame: pd.DataFrame) -> pd.DataFrame:
+    """``flagged``: any standing vote is flagged; ``comments``: "name: text" of the standing votes and the
+    latest standing adjudication (marked "(review)"), joined with " | ", in the order they were written."""
+    frame["flagged"] = False
+    frame["comments"] = ""
+    if frame.empty:
+        return frame
+    later = aliased(LabelEvent)
+    ids = frame["pair_id"].tolist()
+    flagged: set[int] = set()
+    notes: dict[int, list[str]] = {}
+    adjudication: dict[int, str | None] = {}
+    for start in range(0, len(ids), _CHUNK):
+        rows = session.execute(
+            select(LabelEvent.pair_id, LabelEvent.kind, LabelEvent.flagged, LabelEvent.comment, User.name)
+            .join(User, User.id == LabelEvent.user_id, isouter=True)
+            .where(LabelEvent.pair_id.in_(ids[start:start + _CHUNK]), LabelEvent.kind != LabelKind.undo,
+                   ~exists().where(later.supersedes_id == LabelEvent.id))
+            .order_by(LabelEvent.id))
+        for pid, kind, flag, comment, name in rows:
+            text = f"{name or 'import'}: {comment.strip()}" if comment and comment.strip() else None
+            if kind == LabelKind.adjudication:
+                adjudication[pid] = f"{name or 'import'} (review): {comment.strip()}" if text else None
+                continue
+            flagged.update([pid] if flag else [])
+            if text:
+                notes.setdefault(pid, []).append(text)
+    frame["flagged"] = [pid in flagged for pid in ids]
+    frame["comments"] = [" | ".join(notes.get(pid, []) + ([adjudication[pid]] if adjudication.get(pid) else []))
+                         for pid in ids]
+    return frame
 
 
 def _add_predictions(session: Session, project: Project, frame: pd.DataFrame) -> pd.DataFrame:

@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from darl_core.errors import ConfigError, ConflictError, NotFoundError
-from db.models import DEFAULT_GRADES, Project, Role
+from db.models import DEFAULT_GRADES, Pair, Project, Role, SelectionRound
 from db.services.limits import check_name
 from db.services.users import Actor, require_role
 
@@ -57,6 +57,16 @@ def get_project(session: Session, name: str) -> Project:
 
 def list_projects(session: Session) -> list[Project]:
     return list(session.scalars(select(Project).order_by(Project.id)))
+
+
+def filter_choices(session: Session, project_id: int) -> tuple[list[tuple[int, str]], list[str]]:
+    """(rounds as (id, label), newest first; segments in name order): the choices of a round / segment filter."""
+    rounds = [(rid, f"#{rid} {name or ''}".strip()) for rid, name in session.execute(
+        select(SelectionRound.id, SelectionRound.name).where(SelectionRound.project_id == project_id)
+        .order_by(SelectionRound.id.desc()))]
+    segments = [s for s in session.scalars(select(Pair.segment).where(Pair.project_id == project_id)
+                                           .where(Pair.segment.is_not(None)).distinct().order_by(Pair.segment))]
+    return rounds, segments
 
 
 def project_settings(project: Project) -> dict[str, Any]:

@@ -59,7 +59,7 @@ def test_review_shows_titles_texts_and_comments_as_text(people: dict[str, int]) 
     shown = "\n".join(shown_markdown(at))
     assert "`![x](https://evil.example/a.png)`" in shown  # the description's image, escaped
     assert "see `https://evil.example/x` now" in shown and "\\:red-badge\\[x\\]" in shown and "\\$x^2\\$" in shown
-    votes = at.dataframe[0].value
+    votes = next(d.value for d in at.dataframe if "comment" in d.value.columns)  # the selected pair's votes
     assert "invoice gnp.exe" in votes["comment"].iloc[0] and not any(c in votes.to_string() for c in BIDI)
 
 

@@ -38,7 +38,8 @@ def graded(database: str):  # type: ignore[no-untyped-def]
 def test_queue_lists_disagreements_and_flags_then_adjudication_settles(graded, database: str) -> None:  # type: ignore[no-untyped-def]
     pid, ann, rev = graded
     with session_scope(database) as s:
-        items, total = review.review_queue(s, rev, pid)
+        queue = review.review_queue(s, rev, pid)
+        items, total = queue.items, queue.pending
     assert total == 2 and [it.pair_id - items[0].pair_id for it in items] == [0, 2]
     first = items[0]
     assert sorted(v.grade for v in first.votes) == [0, 2] and first.majority == 0  # tie -> lower grade
@@ -46,7 +47,8 @@ def test_queue_lists_disagreements_and_flags_then_adjudication_settles(graded, d
     with session_scope(database) as s:
         review.adjudicate(s, rev, first.pair_id, 2, "brand matches")
     with session_scope(database) as s:
-        items, total = review.review_queue(s, rev, pid)
+        queue = review.review_queue(s, rev, pid)
+        items, total = queue.items, queue.pending
         final = final_labels(s, pid)[first.pair_id]
     assert total == 1 and final.grade == 2 and final.source == "adjudication"
 
@@ -62,7 +64,7 @@ def test_annotators_cannot_review(graded, database: str) -> None:  # type: ignor
 def test_agreement_report(graded, database: str) -> None:  # type: ignore[no-untyped-def]
     pid, _, rev = graded
     with session_scope(database) as s:
-        items, _ = review.review_queue(s, rev, pid)
+        items = review.review_queue(s, rev, pid).items
         review.adjudicate(s, rev, items[0].pair_id, 2)
     with session_scope(database) as s:
         rep = review.agreement_report(s, rev, pid)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import cohen_kappa_score
 
-from darl_core.agreement import accuracy, krippendorff_alpha, pairwise_qwk, qwk, throughput
+from darl_core.agreement import accuracy, flag_rates, krippendorff_alpha, pairwise_qwk, qwk, throughput
 from darl_core.errors import ConfigError
 
 # Krippendorff (2011), "Computing Krippendorff's Alpha-Reliability", section C: 4 observers, 12 units,
@@ -86,3 +86,9 @@ def test_throughput_caps_breaks_and_accuracy() -> None:
     assert per_hour == pytest.approx(4 * 3600 / (10 + 10 + 300 + 10))  # the 2-hour gap counts as 5 min
     acc = accuracy({1: {"a": 2, "b": 1}, 2: {"a": 0}, 3: {"b": 2}}, {1: 2, 2: 0})
     assert acc == {"a": (2, 1.0), "b": (1, 0.0)}
+
+
+def test_flag_rates() -> None:
+    rates = flag_rates({"ann": [True, False, False, True], "bob": [False], "eve": []})
+    assert rates["ann"] == (2, 0.5) and rates["bob"] == (0, 0.0)
+    assert rates["eve"][0] == 0 and math.isnan(rates["eve"][1])
