@@ -1,9 +1,11 @@
 """The import rules of issue 22 against SQLite and PostgreSQL: malformed CSV rows, control characters,
-length limits and short error messages, grade parsing, apostrophes and Parquet streaming. Every
-rejected file must change nothing."""
+length limits and short error messages, grade parsing, apostrophes, Parquet streaming, and the CSV
+export's formula escaping. Every rejected file must change nothing."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from pathlib import Path
 
@@ -16,7 +18,7 @@ import pytest
 from darl_core import readers
 from darl_core.errors import ImportFileError
 from db.services import imports
-from db.services.exports import export_frame
+from db.services.exports import export_frame, to_bytes, write_export
 from db.services.imports import import_file
 from db.services.projects import get_project
 from db.session import session_scope
@@ -181,3 +183,25 @@ def test_parquet_changed_between_the_passes_is_refused(database: str, tmp_path: 
     with pytest.raises(ImportFileError, match="changed while it was being imported"), session_scope(database) as s:
         import_file(s, path, "p", create=True)
     assert counts(database)["pairs"] == 0
+
+
+@pytest.mark.parametrize("start", ["=", "+", "-", "@", "\t", "\r"], ids=["eq", "plus", "minus", "at", "tab", "cr"])
+def test_csv_export_escapes_each_formula_start_and_jsonl_parquet_stay_raw(database: str, tmp_path: Path,
+                                                                          start: str) -> None:
+    body = f"{start}HYPERLINK(\"http://x\")"
+    rows = [{"query": "q", "title": "T", "text": body}, {"query": "q", "title": "U", "text": f"'{start}already"},
+            {"query": "q", "title": "V", "text": "'90s lamp"}]
+    with session_scope(database) as s:
+        import_file(s, _file(tmp_path, "in.jsonl", _jsonl(rows)), "p", create=True)
+        frame = export_frame(s, get_project(s, "p"))
+    cells = list(csv.DictReader(io.StringIO(to_bytes(frame, "csv").decode("utf-8"), newline="")))
+    assert cells[0]["text"] == "'" + body
+    assert cells[1]["text"] == f"''{start}already"  # an escaped-looking cell is escaped too: undo is exact
+    assert cells[2]["text"] == "'90s lamp"
+    assert json.loads(to_bytes(frame, "jsonl").decode("utf-8").splitlines()[0])["text"] == body
+    assert pd.read_parquet(io.BytesIO(to_bytes(frame, "parquet")))["text"].tolist()[0] == body
+    write_export(frame, tmp_path / "out.csv")
+    with session_scope(database) as s:
+        import_file(s, tmp_path / "out.csv", "back", create=True, undo_export_escaping=True)
+        back = export_frame(s, get_project(s, "back"))
+    assert back["text"].tolist() == [body, f"'{start}already", "'90s lamp"]
