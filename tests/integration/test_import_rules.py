@@ -7,6 +7,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +24,7 @@ from db.services.exports import export_frame, to_bytes, write_export
 from db.services.imports import import_file
 from db.services.projects import get_project
 from db.session import session_scope
-from tests.integration.test_import_export import counts
+from tests.integration.test_import_export import ROOT, counts
 
 OK = "query,title,grade\ndrill,DeWalt Drill,strong\n"
 
@@ -95,6 +97,21 @@ def test_error_message_quotes_at_most_200_characters_of_a_huge_cell(database: st
     assert "unknown grade 'xxx" in str(err.value) and "(10,000,000 characters)" in str(err.value)
     assert len(str(err.value)) < 400
     assert counts(database)["pairs"] == 0
+
+
+def test_cli_prints_a_short_message_for_a_huge_cell_and_takes_the_undo_option(sqlite_database: str,
+                                                                             tmp_path: Path) -> None:
+    def cli(path: Path, *extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "darl_core", "import", str(path), "--project", "p", "--create",
+                               *extra], cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+    bad = cli(_file(tmp_path, "big.jsonl", _jsonl([{"query": "a", "title": "b", "grade": "x" * 10_000_000}])))
+    assert bad.returncode == 2 and "row 1, column 'grade': unknown grade 'xxx" in bad.stderr
+    assert len(bad.stderr) < 2_000 and counts(sqlite_database)["pairs"] == 0
+    good = cli(_file(tmp_path, "e.csv", "query,title\n'=1 lamp,Lamp\n"), "--undo-export-escaping")
+    assert good.returncode == 0, good.stderr[-2000:]
+    with session_scope(sqlite_database) as s:
+        assert export_frame(s, get_project(s, "p")).loc[0, "query"] == "=1 lamp"
 
 
 @pytest.mark.parametrize(("column", "limit"), [("query", 1_000), ("title", 2_000), ("segment", 100), ("split", 32),
