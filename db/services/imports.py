@@ -6,7 +6,7 @@ Guarantees:
 - idempotent: queries, items and pairs are keyed (sha1) and inserted with ON CONFLICT DO NOTHING, and an
   imported grade is appended only when it differs from the pair's latest imported grade (the old event
   stays: a changed grade is a new event that supersedes it, reported as ``labels_changed``);
-- bounded memory and disk: both passes stream chunks of at most ``chunk_rows`` rows and about 4 MB of
+- bounded memory and disk: both passes stream chunks of at most ``chunk_rows`` rows and about 2 MB of
   text (Parquet read by batches smaller than a row group); pass 2 moves each chunk through a temporary
   staging table and lets the database join keys to ids. Pass 1 spools the normalised chunks of a CSV or
   JSONL file (about the file's size) so pass 2 need not parse it again; a Parquet file is compressed, its
