@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -109,3 +111,11 @@ def test_chunks_are_bounded_in_bytes_as_well_as_rows(tmp_path, monkeypatch: pyte
     chunks = list(read_pairs(_csv(tmp_path, "query,title\n" + rows), SCALE, chunk_rows=5_000))
     assert len(chunks) == 8 and max(map(len, chunks)) == 128  # cut at the first 64-row look past 100 kB
     assert [r for c in chunks for r in c["row"]] == list(range(1, 1_001))
+
+
+@pytest.mark.parametrize(("bad", "message"), [('b,"B\n', "the file ends inside a quoted field"),
+                                              ("b,B\rC\n", "a line break (a bare carriage return, CR)")])
+def test_csv_error_far_into_the_file_names_its_row(tmp_path, bad: str, message: str) -> None:  # type: ignore[no-untyped-def]
+    good = "".join(f"q{i},t{i}\n" + ("\n" if i % 7 == 0 else "") for i in range(150))  # blank lines do not count
+    with pytest.raises(ImportFileError, match=f"^row 151: {re.escape(message)}"):
+        list(read_pairs(_csv(tmp_path, "query,title\n" + good + bad), SCALE, chunk_rows=40))
