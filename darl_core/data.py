@@ -5,17 +5,24 @@ qkey, ikey`` (``grade`` a 0-based index into the scale or -1 for unlabelled). An
 ``ImportFileError`` naming the row (1-based, header excluded) and the reason; callers validate the
 whole file before writing anything.
 
-Grade rule (README, "Importing"): a grade cell may be
-- a grade name of the project's scale (case-insensitive), e.g. ``weak``;
-- an integer rating, 1 = lowest grade (``grade_base=1``, the default) or 0 = lowest (``grade_base=0``);
-- a float mean of ratings, rounded half up to the nearest rating (2.5 -> 3, 2.33 -> 2), then as above;
-- empty: the pair is unlabelled and joins the pool.
+Import rules (README, "Importing"):
+- CSV: every row has exactly the header's fields; a bare CR inside an unquoted field, a quote never
+  closed (a file cut short) or text after a closing quote is refused (see ``darl_core.readers``);
+- text fields: no control characters but tab, LF and CR; within the length limits below; JSON objects
+  or lists (JSONL, Parquet) are refused, not turned into text; a leading apostrophe is data, unless the
+  import is asked to undo the CSV export's formula escaping (``undo_export_escaping``);
+- a grade cell may be a grade name of the project's scale (case-insensitive), e.g. ``weak``;
+  an integer rating, 1 = lowest grade (``grade_base=1``, the default) or 0 = lowest (``grade_base=0``);
+  a mean of ratings between the lowest and the highest rating, rounded half up (2.5 -> 3, 2.33 -> 2);
+  ratings are written with ASCII digits (full-width or other digits are refused, like any unknown grade);
+  empty, null, NaN (a float NaN or the text "NaN", any case): the pair is unlabelled and joins the pool.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from darl_core.errors import ImportFileError
+from darl_core.readers import raw_chunks
 
 FORMATS = ("csv", "jsonl", "parquet")
 MAX_QUERY = 1_000
@@ -32,9 +40,10 @@ MAX_TEXT = 50_000
 MAX_SEGMENT = 100
 MAX_SPLIT = 32
 MAX_ITEM_ID = 200
-CSV_ESCAPED = ("'=", "'+", "'-", "'@")  # how the exporter neutralises formula cells
-
-
+QUOTE_LIMIT = 200  # an error message shows at most this many characters of a cell
+# C0 controls but tab, LF and CR, and DEL: never text (PostgreSQL cannot even store NUL). C1 controls
+# (U+0080-U+009F) stay allowed: real catalogues carry them (the Home Depot titles have U+0095).
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 @dataclass(frozen=True)
 class ColumnMap:
     query: str = "query"
@@ -61,50 +70,13 @@ def detect_format(path: Path, fmt: str | None = None) -> str:
     return guessed
 
 
-def _raw_chunks(path: Path, fmt: str, chunk_rows: int) -> Iterator[pd.DataFrame]:
-    if not path.is_file():
-        raise ImportFileError(f"file not found: {path}")
-    try:
-        if fmt == "csv":
-            yield from pd.read_csv(path, chunksize=chunk_rows, dtype=object, keep_default_na=False,
-                                   encoding="utf-8", encoding_errors="surrogateescape",
-                                   sep="\t" if path.suffix.lower() == ".tsv" else ",")
-        elif fmt == "jsonl":
-            with path.open("rb") as fh:
-                yield from _jsonl_chunks(fh, chunk_rows)
-        else:
-            import pyarrow.parquet as pq
-
-            for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows):
-                yield batch.to_pandas().astype(object)
-    except ImportFileError:
-        raise
-    except (ValueError, OSError, pd.errors.ParserError) as exc:
-        raise ImportFileError(f"cannot read '{path.name}' as {fmt}: {str(exc).splitlines()[0][:300]}") from exc
-
-
-def _jsonl_chunks(fh, chunk_rows: int) -> Iterator[pd.DataFrame]:  # type: ignore[no-untyped-def]
-    import json
-
-    rows: list[dict] = []
-    for lineno, raw in enumerate(fh, start=1):
-        if not raw.strip():
-            continue
-        try:
-            obj = json.loads(raw.decode("utf-8"))
-        except UnicodeDecodeError as exc:
-            raise ImportFileError("text is not valid UTF-8", row=lineno) from exc
-        except json.JSONDecodeError as exc:
-            raise ImportFileError(f"not a JSON object ({exc.msg})", row=lineno) from exc
-        if not isinstance(obj, dict):
-            raise ImportFileError("each line must be a JSON object", row=lineno)
-        obj["__row__"] = lineno
-        rows.append(obj)
-        if len(rows) >= chunk_rows:
-            yield pd.DataFrame(rows, dtype=object)
-            rows = []
-    if rows:
-        yield pd.DataFrame(rows, dtype=object)
+def quote(value: object, limit: int = QUOTE_LIMIT) -> str:
+    """``repr`` of a cell for an error message, cut to ``limit`` characters (a 10 MB cell stays out of logs)."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    size = f"{len(value):,} characters" if isinstance(value, str | bytes | list | dict) else "cut"
+    return f"{text[:limit]}... ({size})"
 
 
 def sha1_keys(values: list[str]) -> list[str]:
@@ -112,66 +84,74 @@ def sha1_keys(values: list[str]) -> list[str]:
 
 
 def parse_grade(value: object, scale: list[str], grade_base: int = 1) -> int:
-    """A grade cell -> 0-based index, -1 when empty. Raises ValueError with the reason."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return -1
+    """A grade cell -> 0-based index, -1 when empty (see the module docstring). Raises ValueError."""
+    low, high = grade_base, grade_base + len(scale) - 1
+    unknown = f"unknown grade {quote(value)}; the scale is {', '.join(scale)} (or ratings {low}..{high})"
     if isinstance(value, str):
         text = value.strip()
-        if not text:
+        lowered = text.lower()
+        if not text or lowered == "nan":  # the text "NaN" means what a float NaN means: no grade
             return -1
-        lowered = [g.lower() for g in scale]
-        if text.lower() in lowered:
-            return lowered.index(text.lower())
+        names = [g.lower() for g in scale]
+        if lowered in names:
+            return names.index(lowered)
+        if not text.isascii():  # float() would take full-width and other scripts' digits: refuse them all
+            raise ValueError(unknown + "; write ratings with the digits 0-9")
         try:
             number = float(text)
         except ValueError:
-            raise ValueError(f"unknown grade {value!r}; the scale is {', '.join(scale)} "
-                             f"(or ratings {grade_base}..{grade_base + len(scale) - 1})") from None
-    elif isinstance(value, bool):
-        raise ValueError(f"unknown grade {value!r}")
-    elif isinstance(value, int | float | np.integer | np.floating):
+            raise ValueError(unknown) from None
+    elif value is None:
+        return -1
+    elif isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool):
         number = float(value)
-    else:
-        raise ValueError(f"unknown grade {value!r}")
+    else:  # bool (True is not rating 1), objects, lists
+        raise ValueError(unknown)
+    if math.isnan(number):
+        return -1
     if not math.isfinite(number):
-        raise ValueError(f"grade {value!r} is not a finite number")
-    rating = math.floor(number + 0.5)  # round half up: 2.5 -> 3, 2.33 -> 2
-    index = rating - grade_base
-    if not 0 <= index < len(scale):
-        raise ValueError(f"grade {value!r} is outside the ratings {grade_base}..{grade_base + len(scale) - 1} "
-                         f"of the scale {', '.join(scale)}")
-    return index
+        raise ValueError(f"grade {quote(value)} is not a finite number")
+    if not low <= number <= high:  # before rounding: 0.5 is no rating of 1..3, not a rounded 1
+        raise ValueError(f"grade {quote(value)} is outside the ratings {low}..{high} of the scale {', '.join(scale)}")
+    return math.floor(number + 0.5) - grade_base  # round half up: 2.5 -> 3, 2.33 -> 2
 
 
-def _cell_text(value: object) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+def _text_cells(values: list[object], rows: list[int], column: str) -> list[str]:
+    """Cells of a text column as strings; empty for None/NaN. A JSON object or list is refused, not str()-ed."""
+    if set(map(type, values)) <= {str}:  # the common case, at C speed
+        return values  # type: ignore[return-value]
+    return [v if type(v) is str else _cell_text(v, row, column) for v, row in zip(values, rows, strict=True)]
+
+
+def _cell_text(value: object, row: int, column: str) -> str:
+    if value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float | np.floating) and math.isnan(value)):
         return ""
-    return value if isinstance(value, str) else str(value)
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict | list | tuple | set | np.ndarray):
+        raise ImportFileError(f"a JSON {'object' if isinstance(value, dict) else 'list'} where text is expected "
+                              f"({quote(value)}); write the text itself", row=row, column=column)
+    if isinstance(value, bytes | bytearray):
+        raise ImportFileError("a binary value where text is expected; store the column as text (UTF-8 strings)",
+                              row=row, column=column)
+    return str(value)
 
 
-def _unescape(text: str) -> str:
-    return text[1:] if text.startswith(CSV_ESCAPED) else text
-
-
-def normalise_chunk(raw: pd.DataFrame, columns: ColumnMap, scale: list[str], first_row: int, fmt: str,
-                    grade_base: int = 1) -> pd.DataFrame:
-    """Validate one raw chunk and return its normalised rows. ``first_row`` numbers the chunk's rows."""
+def normalise_chunk(raw: pd.DataFrame, columns: ColumnMap, scale: list[str], grade_base: int = 1) -> pd.DataFrame:
+    """Validate one raw chunk (from ``darl_core.readers``) and return its normalised rows."""
     missing = [c for c in (columns.query, columns.title) if c not in raw.columns]
     if missing:
-        found = ", ".join(str(c) for c in raw.columns if c != "__row__") or "none"
-        raise ImportFileError(f"missing required column(s) {', '.join(missing)} (found: {found}); map yours with "
-                              f"--query-column/--title-column")
+        found = ", ".join(quote(str(c), 60) for c in raw.columns if c != "__row__") or "none"
+        raise ImportFileError(f"missing required column(s) {', '.join(missing)} (found: {found[:1000]}); map "
+                              f"yours with --query-column/--title-column")
     for extra in columns.attributes:
         if extra not in raw.columns:
-            raise ImportFileError(f"missing attribute column '{extra}'")
+            raise ImportFileError(f"missing attribute column {quote(extra)}")
     n = len(raw)
-    rows = raw["__row__"].tolist() if "__row__" in raw.columns else list(range(first_row, first_row + n))
+    rows = raw["__row__"].tolist()
 
     def col(name: str) -> list[str]:
-        if name not in raw.columns:
-            return [""] * n
-        values = [_cell_text(v) for v in raw[name].tolist()]
-        return [_unescape(v) for v in values] if fmt == "csv" else values
+        return _text_cells(raw[name].tolist(), rows, name) if name in raw.columns else [""] * n
 
     query, title, text = col(columns.query), col(columns.title), col(columns.text)
     segment, split, ids = col(columns.segment), col(columns.split), col(columns.item_id)
@@ -181,11 +161,13 @@ def normalise_chunk(raw: pd.DataFrame, columns: ColumnMap, scale: list[str], fir
                                 (columns.split, split, MAX_SPLIT), (columns.item_id, ids, MAX_ITEM_ID)):
         if n and max(map(len, values)) > limit:
             i = next(i for i, v in enumerate(values) if len(v) > limit)
-            raise ImportFileError(f"field is {len(values[i]):,} characters; the limit is {limit:,}", row=rows[i],
-                                  column=name)
-        if _has_surrogates("".join(values)):
-            i = next(i for i, v in enumerate(values) if _has_surrogates(v))
-            raise ImportFileError("text is not valid UTF-8 (undecodable bytes)", row=rows[i], column=name)
+            raise ImportFileError(f"field is {len(values[i]):,} characters; the limit is {limit:,} (shorten it)",
+                                  row=rows[i], column=name)
+        _check_text(values, rows, name)
+    for name in columns.attributes:
+        cells = raw[name].tolist()
+        _check_text([v for v in cells if isinstance(v, str)], [r for v, r in zip(cells, rows, strict=True)
+                                                                if isinstance(v, str)], name)
     query = [v.strip() for v in query]
     title = [v.strip() for v in title]
     for name, values, what in ((columns.query, query, "query"), (columns.title, title, "item title")):
@@ -219,6 +201,19 @@ def normalise_chunk(raw: pd.DataFrame, columns: ColumnMap, scale: list[str], fir
     return out
 
 
+def _check_text(values: list[str], rows: list[int], column: str) -> None:
+    """Undecodable bytes or a control character (but tab, LF, CR) in a column: the first offending row."""
+    joined = "\n".join(values)
+    if _has_surrogates(joined):
+        i = next(i for i, v in enumerate(values) if _has_surrogates(v))
+        raise ImportFileError("text is not valid UTF-8 (undecodable bytes)", row=rows[i], column=column)
+    if _CONTROL.search(joined):
+        i, hit = next((i, m) for i, v in enumerate(values) if (m := _CONTROL.search(v)))
+        raise ImportFileError(f"control character U+{ord(hit.group()):04X} at character {hit.start() + 1}; remove "
+                              "it (tab and line breaks are the only control characters allowed in text)",
+                              row=rows[i], column=column)
+
+
 def _has_surrogates(value: str) -> bool:
     try:
         value.encode("utf-8")
@@ -228,18 +223,21 @@ def _has_surrogates(value: str) -> bool:
 
 
 def read_pairs(path: Path, scale: list[str], columns: ColumnMap | None = None, fmt: str | None = None,
-               chunk_rows: int = 50_000, grade_base: int = 1) -> Iterator[pd.DataFrame]:
-    """Yield validated, normalised chunks of a pair file (see the module docstring)."""
+               chunk_rows: int = 50_000, grade_base: int = 1,
+               undo_export_escaping: bool = False) -> Iterator[pd.DataFrame]:
+    """Yield validated, normalised chunks of a pair file (see the module docstring).
+
+    ``undo_export_escaping`` (CSV only) drops the apostrophe DaRL's CSV export puts before a cell that
+    starts with ``= + - @``, TAB or CR; without it a leading apostrophe is kept as data.
+    """
     path = Path(path)
     fmt = detect_format(path, fmt)
     columns = columns or ColumnMap()
     if grade_base not in (0, 1):
         raise ImportFileError(f"grade_base must be 0 or 1, got {grade_base}")
-    first = 1
     seen_any = False
-    for raw in _raw_chunks(path, fmt, chunk_rows):
+    for raw in raw_chunks(path, fmt, chunk_rows, undo_escaping=undo_export_escaping):
         seen_any = seen_any or len(raw) > 0
-        yield normalise_chunk(raw, columns, scale, first, fmt, grade_base)
-        first += len(raw)
+        yield normalise_chunk(raw, columns, scale, grade_base)
     if not seen_any:
         raise ImportFileError(f"'{path.name}' has no rows")

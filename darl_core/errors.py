@@ -12,7 +12,8 @@ class ConfigError(DarlError, ValueError):
 
 
 class ImportFileError(DarlError):
-    """An import file is invalid; nothing was written. ``row`` is 1-based (header = row 1 for CSV)."""
+    """An import file is invalid; nothing was written. ``row`` is 1-based: CSV data rows after the header
+    (blank lines not counted), JSONL line numbers, Parquet rows."""
 
     def __init__(self, message: str, *, row: int | None = None, column: str | None = None) -> None:
         self.row = row

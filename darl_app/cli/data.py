@@ -29,6 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.add_argument(f"--{name}-column", default=name.replace("-", "_"),
                        help=f"column holding the {name} (default: {name.replace('-', '_')})")
     p.add_argument("--attribute-columns", default="", help="comma-separated columns kept as item attributes")
+    p.add_argument("--undo-export-escaping", action="store_true",
+                   help="CSV from our export: drop the apostrophe it puts before cells starting with = + - @, "
+                        "TAB or CR (otherwise a leading apostrophe is kept as data)")
     p.add_argument("--chunk-rows", type=int, default=50_000)
     p.set_defaults(func=cmd_import)
 
@@ -87,7 +90,7 @@ def cmd_import(args: argparse.Namespace) -> int:
             summary = import_file(session, args.path, args.project, create=args.create, grades=args.grades,
                                   guidelines=guidelines, columns=columns, fmt=args.format,
                                   grade_base=args.grade_base, chunk_rows=args.chunk_rows, progress=progress,
-                                  actor=SYSTEM)
+                                  undo_export_escaping=args.undo_export_escaping, actor=SYSTEM)
     finally:
         for bar in bars.values():
             bar.close()

@@ -3,7 +3,9 @@ and the current model version's prediction.
 
 The CLI (`python -m darl_core export`) and the Export page call the same two functions:
 ``export_frame`` builds the table, ``write_export`` / ``to_bytes`` serialise it. CSV cells that start
-with ``= + - @`` get a leading apostrophe (formula injection); the importer strips it again.
+with ``= + - @``, TAB or CR (OWASP's formula-injection list) get a leading apostrophe, and so does a cell
+that already looks escaped (``'=`` -> ``''=``), so that an import with ``undo_export_escaping`` gives back exactly
+the original text. JSONL and Parquet are written raw.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from sqlalchemy.orm import Session, aliased
 
 from darl_core.data import detect_format
 from darl_core.errors import ImportFileError
+from darl_core.readers import needs_formula_escape
 from db.models import Item, LabelEvent, LabelKind, Pair, PairScore, Project, Query, RoundItem, User
 from db.services.labels import final_labels
 
@@ -28,7 +31,6 @@ COLUMNS = [
     "votes", "vote_count", "agreement", "flagged", "comments", "first_label_at", "last_label_at", "predicted_grade",
     "predicted_score",
 ]
-_FORMULA_START = ("=", "+", "-", "@")
 _CHUNK = 5_000  # pair ids per IN (...) list
 
 
@@ -134,7 +136,7 @@ def _add_predictions(session: Session, project: Project, frame: pd.DataFrame) ->
 
 
 def _escape_formula(value: object) -> object:
-    if isinstance(value, str) and value.startswith(_FORMULA_START):
+    if isinstance(value, str) and needs_formula_escape(value):
         return "'" + value
     return value
 
@@ -158,7 +160,9 @@ def to_bytes(frame: pd.DataFrame, fmt: str) -> bytes:
     """Serialise an export table to CSV, JSONL or Parquet bytes (for a download button)."""
     out = _serialisable(frame, fmt)
     if fmt == "csv":
-        return out.to_csv(index=False).encode("utf-8")
+        # CRLF rows (RFC 4180): the csv writer quotes a cell holding any character of the line terminator,
+        # so with "\n" alone a bare CR in a cell went out unquoted and split the row for every reader.
+        return out.to_csv(index=False, lineterminator="\r\n").encode("utf-8")
     if fmt == "jsonl":
         return out.to_json(orient="records", lines=True, force_ascii=False).encode("utf-8")
     if fmt == "parquet":

@@ -6,8 +6,12 @@ Guarantees:
 - idempotent: queries, items and pairs are keyed (sha1) and inserted with ON CONFLICT DO NOTHING, and an
   imported grade is appended only when it differs from the pair's latest imported grade (the old event
   stays: a changed grade is a new event that supersedes it, reported as ``labels_changed``);
-- bounded memory: both passes stream chunks; pass 2 moves each chunk through a temporary staging table
-  and lets the database join keys to ids.
+- bounded memory and disk: both passes stream chunks of at most ``chunk_rows`` rows and about 2 MB of
+  text (Parquet read by batches smaller than a row group); pass 2 moves each chunk through a temporary
+  staging table and lets the database join keys to ids. Pass 1 spools the normalised chunks of a CSV or
+  JSONL file (about the file's size) so pass 2 need not parse it again; a Parquet file is compressed, its
+  text can be a thousand times its size on disk, so pass 2 reads it again instead (and refuses to go on
+  if the file changed in between).
 """
 
 from __future__ import annotations
@@ -55,7 +59,8 @@ class ImportSummary:
 
 
 def validate_file(path: Path, scale: list[str], columns: ColumnMap, fmt: str | None, grade_base: int,
-                  chunk_rows: int, progress: Progress | None = None, spool: Path | None = None) -> int:
+                  chunk_rows: int, progress: Progress | None = None, spool: Path | None = None,
+                  undo_export_escaping: bool = False) -> int:
     """Pass 1: read every row; raise ImportFileError on the first bad one or on conflicting duplicates.
 
     With ``spool`` (a directory), each normalised chunk is also written there as a pickle, so the
@@ -65,7 +70,7 @@ def validate_file(path: Path, scale: list[str], columns: ColumnMap, fmt: str | N
     grades: list[np.ndarray] = []
     rows: list[np.ndarray] = []
     total = 0
-    for chunk in read_pairs(path, scale, columns, fmt, chunk_rows, grade_base):
+    for chunk in read_pairs(path, scale, columns, fmt, chunk_rows, grade_base, undo_export_escaping):
         labelled = chunk[chunk["grade"] >= 0]
         if spool is not None:
             chunk.to_pickle(spool / f"{len(rows):06d}.pkl")
@@ -191,8 +196,11 @@ def import_file(session: Session, path: str | Path, project_name: str, *, create
                 grades: str | list[str] | None = None, guidelines: str | None = None,
                 columns: ColumnMap | None = None, fmt: str | None = None, grade_base: int = 1,
                 chunk_rows: int = 50_000, progress: Callable[[str, int], None] | None = None,
-                actor: Actor | None) -> ImportSummary:
+                undo_export_escaping: bool = False, actor: Actor | None) -> ImportSummary:
     """Import a pair file into a project (engineer role). Writes nothing unless every row is valid.
+
+    ``undo_export_escaping`` (CSV only): drop the apostrophe DaRL's CSV export puts before formula-like
+    cells; without it a leading apostrophe is data.
 
     ``progress(phase, rows)`` is called per chunk with phase ``validate`` or ``write``.
     The caller owns the transaction (``session_scope`` commits on success and rolls back on error).
@@ -204,9 +212,15 @@ def import_file(session: Session, path: str | Path, project_name: str, *, create
     project = _resolve_project(session, project_name, create, grades)
     scale = list(project.grades) if project else parse_grades(grades)
     summary = ImportSummary(project=project_name)
+    reread = fmt == "parquet"  # see the module docstring: bounded disk on compressed input
     with tempfile.TemporaryDirectory(prefix="darl-import-") as spool:
+        stamp = _stamp(path) if reread else None
         summary.rows = validate_file(path, scale, columns, fmt, grade_base, chunk_rows,
-                                     (lambda n: progress("validate", n)) if progress else None, Path(spool))
+                                     (lambda n: progress("validate", n)) if progress else None,
+                                     None if reread else Path(spool), undo_export_escaping)
+        if reread and _stamp(path) != stamp:
+            raise ImportFileError(f"'{path.name}' changed while it was being imported; nothing was written, "
+                                  "import it again")
         if project is None:
             project = create_project(session, project_name, grades=scale, guidelines=guidelines or "", actor=actor)
             summary.project_created = True
@@ -214,8 +228,9 @@ def import_file(session: Session, path: str | Path, project_name: str, *, create
             project.guidelines = guidelines
         _create_stage(session)
         try:
-            for chunk_file in sorted(Path(spool).glob("*.pkl")):
-                chunk = pd.read_pickle(chunk_file)
+            chunks = (read_pairs(path, scale, columns, fmt, chunk_rows, grade_base) if reread
+                      else (pd.read_pickle(f) for f in sorted(Path(spool).glob("*.pkl"))))
+            for chunk in chunks:
                 _stage_chunk(session, chunk)
                 _merge_stage(session, project.id, summary)
                 if progress:
@@ -224,6 +239,14 @@ def import_file(session: Session, path: str | Path, project_name: str, *, create
             _drop_stage(session)
     session.flush()
     return summary
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        info = path.stat()
+    except OSError:
+        return None  # validate_file names the missing file
+    return info.st_size, info.st_mtime_ns
 
 
 def _resolve_project(session: Session, name: str, create: bool, grades: str | list[str] | None) -> Project | None:
