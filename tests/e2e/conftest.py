@@ -27,6 +27,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "tests" / "artifacts"
+DOCS_IMG = ROOT / "docs" / "img"  # the README's screenshots: the e2e tests that reach those screens rewrite them
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -167,3 +168,10 @@ def login(page, app_url: str, name: str, password: str, path: str = "") -> None:
     page.get_by_role("textbox", name="Password").fill(password)
     page.get_by_role("button", name="Log in").click()
     expect(page.get_by_text(f"Signed in as {name}")).to_be_visible()
+
+
+def readme_shot(page, name: str) -> None:  # type: ignore[no-untyped-def]
+    """Save what the window shows as the README's ``docs/img/<name>`` (a run that changes a screen changes
+    its picture; commit it with the change)."""
+    DOCS_IMG.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(DOCS_IMG / name))

@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from db.models import Job, JobStatus, ModelVersion, SelectionRound
 from db.session import session_scope
-from tests.e2e.conftest import ARTIFACTS, login
+from tests.e2e.conftest import ARTIFACTS, login, readme_shot
 from tests.integration.tiny_models import make_tiny
 from tests.integration.worker_helpers import start_worker, stop
 
@@ -151,6 +151,7 @@ def test_engineer_trains_a_stage_and_maps_the_pairs(page, app_url: str, app_db_u
     expect(page.get_by_text(re.compile(r"macro-F1 [+-]\d\.\d{3} \(95% interval")).first).to_be_visible()
     expect(page.locator(".js-plotly-plot").nth(1)).to_be_visible()  # the gap over versions, then the comparison
     shot(page, "gap_page.png")
+    readme_shot(page, "gap.png")
 
     # A DASA round from the Selection page: the worker embeds and selects with lp-2, the table lists it.
     page.get_by_role("link", name="Selection").click()

@@ -17,7 +17,7 @@ from sqlalchemy import select, update
 
 from db.models import Item, LabelEvent, LabelKind, Pair, RoundItem
 from db.session import session_scope
-from tests.e2e.conftest import ARTIFACTS, USERS, login
+from tests.e2e.conftest import ARTIFACTS, USERS, login, readme_shot
 from tests.seed import PASSWORD, pair_ids, seed_project, seed_round, seed_user
 
 pytestmark = pytest.mark.e2e
@@ -179,6 +179,7 @@ def test_grading_screen_at_1400x1000(browser, app_url: str) -> None:  # type: ig
         expect(previous).to_contain_text("you graded strong")
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "annotate_1400x1000.png"))
+        readme_shot(page, "annotate.png")
         # The grade table reads in button order, entirely inside its box, without scrolling.
         box = page.locator(".st-key-annotate_guidelines")
         rows = [box.get_by_text(f"{k} · {g}", exact=True) for k, g in (("1", "irrelevant"), ("2", "weak"), ("3", "strong"))]

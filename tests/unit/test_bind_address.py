@@ -18,4 +18,4 @@ def test_streamlit_config_binds_to_loopback() -> None:
 def test_run_script_binds_to_loopback_by_default() -> None:
     script = (ROOT / "scripts" / "run.sh").read_text()
     assert "BIND=${DARL_BIND:-127.0.0.1}" in script
-    assert re.search(r'streamlit run app\.py --server\.address "\$BIND"', script)
+    assert re.search(r'streamlit run scripts/serve\.py --server\.address "\$BIND"', script)
