@@ -145,10 +145,20 @@ class StageConfig:
     calibrate_by: str = "nll"  # the temperature's objective on val: "nll" or "ece" (top-label ECE, what the UI shows)
     zero_shot_blend: bool = False  # blend the pretrained backbone's query-item cosine into the logits (stages.py), first
     decision_offsets: bool = False  # per-grade logit offsets for macro-F1 on val (+ held-out new labels), before calibrate
-    dpo_alphas: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)  # strength picked on val (stages.dpo_strength)
+    dpo_alphas: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)  # strength picked on val (posthoc.py)
     dpo_pairs: str = "over"  # over: only over-predictions are rejected; wrong: every wrong prediction
     dpo_holdout: float = 0.0  # share of the new labels kept out of dpo training: the strength pick checks them too
     dasa_holdout: float = 0.0  # share of the new labels kept out of dasa training and scored after it (same split as dpo's)
+    # The post-hoc steps' guards (posthoc.py): every choice after training (wi alpha, dpo strength, blend,
+    # offsets, temperature) is skipped, with the reason recorded, when validation has fewer than
+    # `posthoc_min_queries` queries or fewer than `posthoc_min_per_grade` pairs of some grade, and is
+    # cross-fitted over `posthoc_folds` query-grouped folds. PROVISIONAL defaults, not measured: 8 queries
+    # is where one fold of 5 still holds 1-2 whole queries and the failing run (5 queries) is refused; 10 pairs
+    # a grade is where one pair moves that grade's F1 by at most ~0.1. bench/robustness.py (issue 26) is to
+    # measure where the guards should lie and replace them.
+    posthoc_min_queries: int = 8
+    posthoc_min_per_grade: int = 10
+    posthoc_folds: int = 5
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
@@ -165,11 +175,15 @@ class StageConfig:
             object.__setattr__(self, "loss", LossConfig(**self.loss))
         for name in ("epochs", "lr", "head_lr", "grad_clip"):
             _positive(name, getattr(self, name))
-        for name in ("batch_size", "max_length", "save_every", "eval_batch_size"):
+        for name in ("batch_size", "max_length", "save_every", "eval_batch_size", "posthoc_min_queries"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"`{name}` must be a positive integer, got {value!r}")
         _non_negative("weight_decay", self.weight_decay)
+        if not isinstance(self.posthoc_min_per_grade, int) or self.posthoc_min_per_grade < 0:
+            raise ConfigError(f"`posthoc_min_per_grade` must be an integer >= 0, got {self.posthoc_min_per_grade!r}")
+        if not isinstance(self.posthoc_folds, int) or self.posthoc_folds < 2:
+            raise ConfigError(f"`posthoc_folds` must be an integer >= 2, got {self.posthoc_folds!r}")
         if not 0 <= self.warmup_ratio < 1:
             raise ConfigError(f"`warmup_ratio` must be in [0, 1), got {self.warmup_ratio!r}")
         if self.train_layers is not None and (not isinstance(self.train_layers, int) or self.train_layers <= 0):

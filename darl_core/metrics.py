@@ -32,9 +32,9 @@ def _check(y_true: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 
 def confusion(y_true: np.ndarray, y_pred: np.ndarray, k: int) -> np.ndarray:
-    m = np.zeros((k, k), dtype=np.int64)
-    np.add.at(m, (y_true, y_pred), 1)
-    return m
+    """Counts [true grade, predicted grade] (bincount: the post-hoc guards call this thousands of times)."""
+    flat = np.asarray(y_true, dtype=np.int64) * k + np.asarray(y_pred, dtype=np.int64)
+    return np.bincount(flat, minlength=k * k).reshape(k, k)
 
 
 def per_grade_prf(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -50,8 +50,12 @@ def per_grade_prf(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, k: int) -> float:
-    """Macro-F1 of hard predictions over ``k`` grades (the mean of ``per_grade_prf``'s F1)."""
-    return float(per_grade_prf(confusion(y_true, y_pred, k))[2].mean())
+    """Macro-F1 of hard predictions over ``k`` grades (the mean of ``per_grade_prf``'s F1, computed as
+    2·tp / (predicted + true), which is the same number and cheap enough for the post-hoc guards' searches)."""
+    cm = confusion(y_true, y_pred, k)
+    denom = (cm.sum(axis=0) + cm.sum(axis=1)).astype(np.float64)
+    tp = np.diag(cm).astype(np.float64)
+    return float(np.divide(2 * tp, denom, out=np.zeros(k), where=denom > 0).mean())
 
 
 def quadratic_kappa(cm: np.ndarray) -> float:
