@@ -33,10 +33,17 @@ STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
     "dpo": {"epochs": 1.0, "head_lr": 1e-4, "loss": DARL_LOSS, "dpo_pairs": "wrong", "dpo_holdout": 0.2,
             "zero_shot_blend": True, "decision_offsets": True, "calibrate": True, "calibrate_by": "ece"},
 }
+# The user's own baseline, `train --stage ce`: class-weighted cross-entropy (inverse grade frequency, no DaRL
+# terms), full fine-tuning of every layer straight from the pretrained backbone, 2 epochs, head lr 1e-3, no
+# post-hoc step: bench/quality.py's `ce` row, the baseline issue 26's targets compare with. It runs as an
+# `ft` stage without a parent (BASELINES maps it); its versions are named ce-N.
+BASELINES = {"ce": "ft"}
+STAGE_DEFAULTS["ce"] = {"tuning": "full", "head_lr": 1e-3,
+                        "loss": {"class_weights": "inverse", "ordinal_weight": 0.0, "occ_weight": 0.0}}
 # The backbone lr when no setting gives one: the tuning's base lr (the benchmark's: full 1e-4; LoRA 5e-4,
 # StageConfig's field default) times the stage's share (dasa and dpo continue from a tuned model).
 TUNING_LR = {"lora": 5e-4, "full": 1e-4, "head": 5e-4}
-STAGE_LR_SHARE = {"ft": 1.0, "dasa": 0.6, "dpo": 0.4}
+STAGE_LR_SHARE = {"ft": 1.0, "ce": 1.0, "dasa": 0.6, "dpo": 0.4}
 OCC_FORMS = ("dca", "entropy")
 
 
@@ -117,6 +124,7 @@ class StageConfig:
     stage: str
     model_dir: str | None = None  # None: settings.default_model_dir(); ignored when a parent is given
     num_grades: int = 3
+    grade_names: tuple[str, ...] | None = None  # the project's, for per-grade metric keys (None: metrics' defaults)
     pooling: str = "auto"
     tuning: str = "lora"
     train_layers: int | None = None  # lora/full: tune only the top N transformer layers (None: all)
@@ -165,6 +173,11 @@ class StageConfig:
             raise ConfigError(f"`stage` must be one of {STAGES}, got {self.stage!r}")
         if not isinstance(self.num_grades, int) or not 2 <= self.num_grades <= 10:
             raise ConfigError(f"`num_grades` must be an integer in 2..10, got {self.num_grades!r}")
+        if self.grade_names is not None:
+            object.__setattr__(self, "grade_names", tuple(str(g) for g in self.grade_names))
+            if len(self.grade_names) != self.num_grades or len(set(self.grade_names)) != self.num_grades:
+                raise ConfigError(f"`grade_names` must name each of the {self.num_grades} grades once, "
+                                  f"got {list(self.grade_names)!r}")
         if self.pooling not in POOLINGS:
             raise ConfigError(f"`pooling` must be one of {POOLINGS}, got {self.pooling!r}")
         if self.tuning not in TUNINGS:
@@ -235,11 +248,11 @@ class StageConfig:
 
 
 def stage_config(stage: str, *layers: dict[str, Any] | None) -> StageConfig:
-    """The config a launched ``stage`` runs with: ``STAGE_DEFAULTS[stage]`` under ``layers`` (settings,
+    """The config a launched ``stage`` (or baseline, ``BASELINES``) runs with: ``STAGE_DEFAULTS[stage]`` under ``layers`` (settings,
     later ones win; ``loss`` and ``lora`` dicts merge field by field, so setting one loss weight keeps the
     recipe's others). Without an ``lr`` in any of them the lr is ``TUNING_LR[tuning]`` times the stage's
     ``STAGE_LR_SHARE``: choosing full tuning alone gives the full-tuning lr."""
-    merged: dict[str, Any] = {"stage": stage}
+    merged: dict[str, Any] = {"stage": BASELINES.get(stage, stage)}
     for layer in (STAGE_DEFAULTS.get(stage, {}), *layers):
         for key, value in (layer or {}).items():
             if key in ("loss", "lora") and isinstance(value, dict) and isinstance(merged.get(key), dict):

@@ -26,7 +26,7 @@ from darl_core import distributed, posthoc, stages
 from darl_core.config import StageConfig
 from darl_core.errors import ConfigError, DarlError
 from darl_core.losses import class_weights_for, darl_loss
-from darl_core.metrics import evaluate
+from darl_core.metrics import evaluate, macro_f1_interval
 from darl_core.model import (
     RelevanceModel,
     add_lora,
@@ -142,9 +142,9 @@ def run_stage(config: StageConfig, train: Examples, val: Examples, out_dir: Path
     post, oof = posthoc.finish(model, val, holdout, config, _emit(progress, config), weights_at, alphas)
     extra.update(post)
     save_weights(model, tuning, out_dir / "model.pt")
-    metrics = {**_metrics_of(val, oof["val"]), **extra}
+    metrics = {**_metrics_of(val, oof["val"], config), **extra}
     if holdout is not None:  # the new labels kept out: mostly shifted pairs, so a second, OOD-leaning val set
-        metrics.update(_metrics_of(holdout, oof["holdout"], prefix="holdout_"), holdout_pairs=len(holdout))
+        metrics.update(_metrics_of(holdout, oof["holdout"], config, prefix="holdout_"), holdout_pairs=len(holdout))
     metrics["wall_s"] = time.perf_counter() - start
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     dist.barrier()
@@ -471,9 +471,13 @@ def _grad(p: torch.Tensor) -> torch.Tensor:
     return p.grad
 
 
-def _metrics_of(data: Examples, probs: np.ndarray, prefix: str = "val_") -> dict:
-    """``evaluate`` of out-of-fold ``probs`` (``posthoc.finish``), every key prefixed."""
-    return {f"{prefix}{k}": v for k, v in evaluate(data.grades, probs, data.queries).items()}
+def _metrics_of(data: Examples, probs: np.ndarray, config: StageConfig, prefix: str = "val_") -> dict:
+    """``evaluate`` of out-of-fold ``probs`` (``posthoc.finish``) plus the number of queries and the
+    macro-F1's query-bootstrap 95% interval (a figure on a few queries is a wide one), every key prefixed."""
+    m = evaluate(data.grades, probs, data.queries, grade_names=config.grade_names)
+    ci = macro_f1_interval(data.grades, probs.argmax(axis=1), data.queries, k=probs.shape[1])
+    m.update(queries=ci["queries"], macro_f1_low=ci["low"], macro_f1_high=ci["high"])
+    return {f"{prefix}{k}": v for k, v in m.items()}
 
 
 def predict(model: RelevanceModel, examples: Examples, *, batch_size: int = 128, max_length: int | None = None):
