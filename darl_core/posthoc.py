@@ -247,7 +247,7 @@ def decide(data: Labelled, rows: np.ndarray, config: StageConfig, scale: float =
             fit = cross_fit_blend(base[rows], data.cos[rows], data.grades[rows], data.queries[rows],
                                   data.held[rows], config.posthoc_folds, config.seed)
             if step("zero_shot_blend", fit["kept"], fit["reason"],
-                    **{k: v for k, v in fit.items() if k not in ("kept", "reason")}):
+                    **{key: v for key, v in fit.items() if key not in ("kept", "reason")}):
                 dec.blend = {k: fit[k] for k in ("scale", "weight", "bias")}
     z = base if dec.blend is None else (dec.blend["scale"] * base + data.cos[:, None] * np.asarray(dec.blend["weight"])
                                         + np.asarray(dec.blend["bias"]))
@@ -260,7 +260,7 @@ def decide(data: Labelled, rows: np.ndarray, config: StageConfig, scale: float =
             fit = cross_fit_offsets(z[rows], data.grades[rows], data.queries[rows], data.held[rows],
                                     config.posthoc_folds, config.seed)
             if step("offsets", fit["kept"], fit["reason"],
-                    **{k: v for k, v in fit.items() if k not in ("kept", "reason")}):
+                    **{key: v for key, v in fit.items() if key not in ("kept", "reason")}):
                 dec.offsets = list(fit["offsets"])
     if dec.offsets is not None:
         z = z + np.asarray(dec.offsets)
