@@ -149,4 +149,4 @@ def test_stored_metrics_use_the_projects_grade_names_for_four_grades(sqlite_data
         keys = set(lp.metrics)
         assert {f"{p}_f1_{g}" for p in ("val", "test_id", "test_ood") for g in GRADES} <= keys
         assert not any(k.endswith(("_g0", "_g1", "_g2", "_g3")) for k in keys)
-        assert lp.config["grade_names"] == GRADES
+        assert list(lp.config["grade_names"]) == GRADES
