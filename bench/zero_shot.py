@@ -4,9 +4,9 @@ adds to finished checkpoints, alone and with decision offsets, paired per seed o
 still lift OOD once every model gets the blend?). (The ``+offsets`` rows replace
 bench/decision_offsets.py, which measured the offsets alone.)
 
-The stage steps run after training in this order: zero-shot blend (``stages.apply_zero_shot_blend``:
+The stage steps run after training in this order: zero-shot blend (``posthoc.decide``:
 scale, per-grade weight on the cosine and bias by NLL, kept when its 5-fold cross-fitted NLL is lower),
-decision offsets (``stages.apply_offsets``), temperature (``stages.calibrate_temperature``, ECE). They do
+decision offsets (the same), temperature (ECE). They do
 not touch the trained weights, so applying them here to a finished checkpoint with exactly those
 functions gives what the stage with the options would save (the blend's free scale absorbs a
 temperature the checkpoint already has), and each row of a seed is the same trained weights with and
@@ -42,7 +42,7 @@ from quality import configs, examples, mean_sd, test_metrics  # noqa: E402
 from bench.common import load_window, save  # noqa: E402
 from darl_core import homedepot  # noqa: E402
 from darl_core.model import load_checkpoint  # noqa: E402
-from darl_core.stages import apply_offsets, apply_zero_shot_blend, calibrate_temperature  # noqa: E402
+from darl_core.posthoc import finish  # noqa: E402
 from darl_core.training import holdout_split  # noqa: E402
 
 KEYS = ("id_macro_f1", "ood_macro_f1", "gap", "id_ece", "ood_ece", "irrelevant_f1", "ood_irrelevant_f1",
@@ -92,12 +92,10 @@ def main() -> int:
             base = runs[-1]
             for steps in STEPS:
                 model = load_checkpoint(d / CKPT.get(name, name))
-                fit = {}
-                if "zs" in steps:
-                    fit.update(apply_zero_shot_blend(model, sets, cfg))
-                if "offsets" in steps:
-                    fit.update(apply_offsets(model, sets, cfg))
-                fit.update(calibrate_temperature(model, val, cfg))
+                # the stage's own post-hoc chain (posthoc.finish: guarded, cross-fitted over query folds)
+                fit, _ = finish(model, val, sets[1] if len(sets) > 1 else None,
+                                cfg.replace(zero_shot_blend="zs" in steps, decision_offsets="offsets" in steps,
+                                            calibrate=True, dpo_alphas=(0.0,)), lambda *a: None)
                 runs.append({"name": f"{name}+{steps}", "seed": seed, **test_metrics(model, tests, args.threads),
                              **{k: v for k, v in fit.items() if k.startswith(("zero_shot", "offsets", "decision"))},
                              "temperature": fit["temperature"]})

@@ -33,10 +33,17 @@ STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
     "dpo": {"epochs": 1.0, "head_lr": 1e-4, "loss": DARL_LOSS, "dpo_pairs": "wrong", "dpo_holdout": 0.2,
             "zero_shot_blend": True, "decision_offsets": True, "calibrate": True, "calibrate_by": "ece"},
 }
+# The user's own baseline, `train --stage ce`: class-weighted cross-entropy (inverse grade frequency, no DaRL
+# terms), full fine-tuning of every layer straight from the pretrained backbone, 2 epochs, head lr 1e-3, no
+# post-hoc step: bench/quality.py's `ce` row, the baseline issue 26's targets compare with. It runs as an
+# `ft` stage without a parent (BASELINES maps it); its versions are named ce-N.
+BASELINES = {"ce": "ft"}
+STAGE_DEFAULTS["ce"] = {"tuning": "full", "head_lr": 1e-3,
+                        "loss": {"class_weights": "inverse", "ordinal_weight": 0.0, "occ_weight": 0.0}}
 # The backbone lr when no setting gives one: the tuning's base lr (the benchmark's: full 1e-4; LoRA 5e-4,
 # StageConfig's field default) times the stage's share (dasa and dpo continue from a tuned model).
 TUNING_LR = {"lora": 5e-4, "full": 1e-4, "head": 5e-4}
-STAGE_LR_SHARE = {"ft": 1.0, "dasa": 0.6, "dpo": 0.4}
+STAGE_LR_SHARE = {"ft": 1.0, "ce": 1.0, "dasa": 0.6, "dpo": 0.4}
 OCC_FORMS = ("dca", "entropy")
 
 
@@ -117,6 +124,7 @@ class StageConfig:
     stage: str
     model_dir: str | None = None  # None: settings.default_model_dir(); ignored when a parent is given
     num_grades: int = 3
+    grade_names: tuple[str, ...] | None = None  # the project's, for per-grade metric keys (None: metrics' defaults)
     pooling: str = "auto"
     tuning: str = "lora"
     train_layers: int | None = None  # lora/full: tune only the top N transformer layers (None: all)
@@ -145,16 +153,31 @@ class StageConfig:
     calibrate_by: str = "nll"  # the temperature's objective on val: "nll" or "ece" (top-label ECE, what the UI shows)
     zero_shot_blend: bool = False  # blend the pretrained backbone's query-item cosine into the logits (stages.py), first
     decision_offsets: bool = False  # per-grade logit offsets for macro-F1 on val (+ held-out new labels), before calibrate
-    dpo_alphas: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)  # strength picked on val (stages.dpo_strength)
+    dpo_alphas: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)  # strength picked on val (posthoc.py)
     dpo_pairs: str = "over"  # over: only over-predictions are rejected; wrong: every wrong prediction
     dpo_holdout: float = 0.0  # share of the new labels kept out of dpo training: the strength pick checks them too
     dasa_holdout: float = 0.0  # share of the new labels kept out of dasa training and scored after it (same split as dpo's)
+    # The post-hoc steps' guards (posthoc.py): every choice after training (wi alpha, dpo strength, blend,
+    # offsets, temperature) is skipped, with the reason recorded, when validation has fewer than
+    # `posthoc_min_queries` queries or fewer than `posthoc_min_per_grade` pairs of some grade, and is
+    # cross-fitted over `posthoc_folds` query-grouped folds. PROVISIONAL defaults, not measured: 8 queries
+    # is where one fold of 5 still holds 1-2 whole queries and the failing run (5 queries) is refused; 10 pairs
+    # a grade is where one pair moves that grade's F1 by at most ~0.1. bench/robustness.py (issue 26) is to
+    # measure where the guards should lie and replace them.
+    posthoc_min_queries: int = 8
+    posthoc_min_per_grade: int = 10
+    posthoc_folds: int = 5
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
             raise ConfigError(f"`stage` must be one of {STAGES}, got {self.stage!r}")
         if not isinstance(self.num_grades, int) or not 2 <= self.num_grades <= 10:
             raise ConfigError(f"`num_grades` must be an integer in 2..10, got {self.num_grades!r}")
+        if self.grade_names is not None:
+            object.__setattr__(self, "grade_names", tuple(str(g) for g in self.grade_names))
+            if len(self.grade_names) != self.num_grades or len(set(self.grade_names)) != self.num_grades:
+                raise ConfigError(f"`grade_names` must name each of the {self.num_grades} grades once, "
+                                  f"got {list(self.grade_names)!r}")
         if self.pooling not in POOLINGS:
             raise ConfigError(f"`pooling` must be one of {POOLINGS}, got {self.pooling!r}")
         if self.tuning not in TUNINGS:
@@ -165,11 +188,15 @@ class StageConfig:
             object.__setattr__(self, "loss", LossConfig(**self.loss))
         for name in ("epochs", "lr", "head_lr", "grad_clip"):
             _positive(name, getattr(self, name))
-        for name in ("batch_size", "max_length", "save_every", "eval_batch_size"):
+        for name in ("batch_size", "max_length", "save_every", "eval_batch_size", "posthoc_min_queries"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"`{name}` must be a positive integer, got {value!r}")
         _non_negative("weight_decay", self.weight_decay)
+        if not isinstance(self.posthoc_min_per_grade, int) or self.posthoc_min_per_grade < 0:
+            raise ConfigError(f"`posthoc_min_per_grade` must be an integer >= 0, got {self.posthoc_min_per_grade!r}")
+        if not isinstance(self.posthoc_folds, int) or self.posthoc_folds < 2:
+            raise ConfigError(f"`posthoc_folds` must be an integer >= 2, got {self.posthoc_folds!r}")
         if not 0 <= self.warmup_ratio < 1:
             raise ConfigError(f"`warmup_ratio` must be in [0, 1), got {self.warmup_ratio!r}")
         if self.train_layers is not None and (not isinstance(self.train_layers, int) or self.train_layers <= 0):
@@ -221,11 +248,11 @@ class StageConfig:
 
 
 def stage_config(stage: str, *layers: dict[str, Any] | None) -> StageConfig:
-    """The config a launched ``stage`` runs with: ``STAGE_DEFAULTS[stage]`` under ``layers`` (settings,
+    """The config a launched ``stage`` (or baseline, ``BASELINES``) runs with: ``STAGE_DEFAULTS[stage]`` under ``layers`` (settings,
     later ones win; ``loss`` and ``lora`` dicts merge field by field, so setting one loss weight keeps the
     recipe's others). Without an ``lr`` in any of them the lr is ``TUNING_LR[tuning]`` times the stage's
     ``STAGE_LR_SHARE``: choosing full tuning alone gives the full-tuning lr."""
-    merged: dict[str, Any] = {"stage": stage}
+    merged: dict[str, Any] = {"stage": BASELINES.get(stage, stage)}
     for layer in (STAGE_DEFAULTS.get(stage, {}), *layers):
         for key, value in (layer or {}).items():
             if key in ("loss", "lora") and isinstance(value, dict) and isinstance(merged.get(key), dict):

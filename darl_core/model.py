@@ -8,7 +8,7 @@ A model may carry a ``ZeroShotBlend`` (the stage option ``zero_shot_blend``): it
 use the cosine similarity of the query and the item under the *pretrained* backbone (each text encoded
 alone, as a sentence-embedding model was trained to), ``scale * head_logits + weight * cos + bias``.
 Fine-tuning the pair encoder on in-distribution labels discards that geometry; kept as a feature it
-carries to departments the labels never covered (see stages.apply_zero_shot_blend).
+carries to departments the labels never covered (see posthoc.decide, the zero-shot blend step).
 """
 
 from __future__ import annotations

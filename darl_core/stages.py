@@ -11,7 +11,7 @@ interpolate linearly. The dpo strength pick interpolates the same way from its r
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -20,17 +20,15 @@ import torch
 from darl_core.config import CALIBRATE_BY, StageConfig
 from darl_core.errors import ConfigError, ModelError
 from darl_core.losses import dpo_loss
-from darl_core.metrics import ece, evaluate, macro_f1
+from darl_core.metrics import ece, macro_f1
 from darl_core.model import (
     RelevanceModel,
-    ZeroShotBlend,
     add_lora,
     model_from_spec,
     model_from_weights,
     saved_tuning,
     score_pairs,
     trainable_state,
-    zero_shot_similarity,
 )
 
 
@@ -55,8 +53,9 @@ def lp_checkpoint_for(config: StageConfig, ft_dir: Path) -> Path:
     return Path(record["parent"])
 
 
-def interpolate(config: StageConfig, val, ft_dir: Path, emit: Callable) -> tuple[RelevanceModel, dict]:
-    """Pick α on ``val`` (best macro-F1, ties to the lower ECE) and return the interpolated model."""
+def wi_endpoints(config: StageConfig, ft_dir: Path) -> tuple[RelevanceModel, Callable[[float], None], dict]:
+    """The model, ``weights_at(α)`` between the lp endpoint and the ft checkpoint (α = 1 is ft), and what
+    the stage records (the lp checkpoint, the tuning). α is picked by ``posthoc.decide``."""
     lp_dir = lp_checkpoint_for(config, ft_dir)
     ft = torch.load(ft_dir / "model.pt", map_location="cpu", weights_only=True)
     lp = torch.load(lp_dir / "model.pt", map_location="cpu", weights_only=True)
@@ -68,17 +67,8 @@ def interpolate(config: StageConfig, val, ft_dir: Path, emit: Callable) -> tuple
         raise ModelError(f"the lp checkpoint {lp_dir} has adapter weights; wi expects a frozen-backbone probe")
     model.base_tuned = ft["tuning"] == "full"
     model.max_length = config.max_length
-    weights_at = blender(model, lp, ft, lp_dir)
-    table = {}
-    for i, alpha in enumerate(config.wi_alphas):
-        weights_at(alpha)
-        table[f"{alpha:g}"] = _val_scores(model, val, config)
-        emit(i + 1, len(config.wi_alphas), 0.0, None,
-             f"alpha {alpha:g}: val macro-F1 {table[f'{alpha:g}']['macro_f1']:.4f}")
-    best = max(config.wi_alphas, key=lambda a: (round(table[f"{a:g}"]["macro_f1"], 4), -table[f"{a:g}"]["ece"]))
-    weights_at(best)
     model.eval()
-    return model, {"alpha": best, "alphas": table, "lp_checkpoint": str(lp_dir), "tuning": ft["tuning"]}
+    return model, blender(model, lp, ft, lp_dir), {"lp_checkpoint": str(lp_dir), "tuning": ft["tuning"]}
 
 
 def blender(model: RelevanceModel, start: dict, end: dict, start_dir: Path) -> Callable[[float], None]:
@@ -127,50 +117,25 @@ def endpoint_backbone(ckpt_dir: Path, like: RelevanceModel) -> dict[str, torch.T
     return state
 
 
-def _val_scores(model: RelevanceModel, val, config: StageConfig) -> dict[str, float]:
-    out = score_pairs(model, val.queries, val.items, batch_size=config.eval_batch_size, max_length=config.max_length)
-    m = evaluate(val.grades, out.probs)
-    return {"macro_f1": m["macro_f1"], "ece": m["ece"], "accuracy": m["accuracy"], "over_recall": m["over_recall"]}
+def dpo_blender(ref_dir: Path, model: RelevanceModel) -> Callable[[float], None]:
+    """``weights_at(α)``: θ(α) = (1 − α)·θ_ref + α·θ_dpo, from the reference in ``ref_dir`` to the weights
+    DPO just trained into ``model``.
 
-
-def dpo_strength(config: StageConfig, val, ref_dir: Path, model: RelevanceModel,
-                 emit: Callable, holdout=None) -> tuple[RelevanceModel, dict]:  # noqa: ANN001
-    """Pick how far to move from the reference towards the DPO-trained weights, on ``val``.
-
-    DPO on a small grade head overshoots easily: it removes the optimistic bias and then keeps
-    pushing predictions down. θ(α) = (1 − α)·θ_ref + α·θ_dpo for α in ``dpo_alphas``; α = 0 is the
-    reference itself. The pick is the lowest over-recall among the α whose val macro-F1 is not below
-    the reference's (ties to the higher macro-F1), so the stage never trades macro-F1 for de-biasing.
-    ``holdout`` (new labels kept out of training, ``dpo_holdout``): its macro-F1 must not fall below the
-    reference's either. val is in-distribution; the new labels are mostly the shifted pairs DASA
-    picked, so this keeps the pick from buying ID macro-F1 with OOD macro-F1.
-    A single value in ``dpo_alphas`` is used as it is.
+    DPO on a small grade head overshoots easily: it removes the optimistic bias and then keeps pushing
+    predictions down. α = 0 is the reference itself; ``posthoc.decide`` picks the lowest over-recall among
+    the α whose macro-F1 is not below the reference's, on validation and on the held-out new labels
+    (``dpo_holdout``: mostly the shifted pairs DASA picked, so the pick cannot buy ID macro-F1 with OOD
+    macro-F1), cross-fitted over query folds. A single value in ``dpo_alphas`` is used as it is.
     """
     ref = torch.load(Path(ref_dir) / "model.pt", map_location="cpu", weights_only=True)
-    weights_at = blender(model, ref, trainable_tensors(model, saved_tuning(model, ref["tuning"])), Path(ref_dir))
-    if len(config.dpo_alphas) == 1:  # an explicit strength: no search
-        weights_at(config.dpo_alphas[0])
-        model.eval()
-        return model, {"dpo_alpha": config.dpo_alphas[0], "dpo_alphas": {}}
-    alphas = sorted(set(config.dpo_alphas) | {0.0})
-    table, held = {}, {}
-    for i, alpha in enumerate(alphas):
-        weights_at(alpha)
-        table[f"{alpha:g}"] = m = _val_scores(model, val, config)
-        note = ""
-        if holdout is not None and len(holdout):
-            held[f"{alpha:g}"] = h = _val_scores(model, holdout, config)
-            note = f"; held-out new labels macro-F1 {h['macro_f1']:.4f}"
-        emit(i + 1, len(alphas), 0.0, None,
-             f"dpo alpha {alpha:g}: val macro-F1 {m['macro_f1']:.4f}, over-recall {m['over_recall']:.4f}{note}")
+    return blender(model, ref, trainable_tensors(model, saved_tuning(model, ref["tuning"])), Path(ref_dir))
 
-    def kept(a: float, scores: dict) -> bool:
-        return not scores or round(scores[f"{a:g}"]["macro_f1"], 4) >= round(scores["0"]["macro_f1"], 4)
-    ok = [a for a in alphas if kept(a, table) and kept(a, held)]
-    best = min(ok, key=lambda a: (round(table[f"{a:g}"]["over_recall"], 4), -table[f"{a:g}"]["macro_f1"]))
-    weights_at(best)
-    model.eval()
-    return model, {"dpo_alpha": best, "dpo_alphas": table, **({"dpo_alphas_holdout": held} if held else {})}
+
+def dpo_candidates(config: StageConfig) -> list[float]:
+    """The strengths scored: the one given, or the grid with 0 (the reference) added."""
+    if len(config.dpo_alphas) == 1:
+        return [config.dpo_alphas[0]]
+    return sorted(set(config.dpo_alphas) | {0.0})
 
 
 def fit_temperature(logits: np.ndarray, grades: np.ndarray, by: str = "nll") -> dict[str, float]:
@@ -184,12 +149,19 @@ def fit_temperature(logits: np.ndarray, grades: np.ndarray, by: str = "nll") -> 
     """
     if by not in CALIBRATE_BY:
         raise ConfigError(f"calibrate_by must be one of {CALIBRATE_BY}, got {by!r}")
-    z = torch.as_tensor(np.asarray(logits), dtype=torch.float64)
-    target = torch.as_tensor(np.asarray(grades), dtype=torch.long)
-    grid = torch.exp(torch.linspace(np.log(0.25), np.log(8.0), 161, dtype=torch.float64))
-    nll = torch.stack([torch.nn.functional.cross_entropy(z / t, target) for t in grid]).numpy()
-    eces = np.array([ece(target.numpy(), torch.softmax(z / t, dim=1).numpy()) for t in grid])
-    at_one, by_nll = int(torch.argmin(torch.abs(grid - 1.0))), int(nll.argmin())
+    # numpy, not torch: the post-hoc guards fit this in every fold, and torch's per-call overhead on small
+    # tensors (milliseconds under thread contention) dominated their cost
+    z = np.asarray(logits, dtype=np.float64)
+    y = np.asarray(grades, dtype=np.int64)
+    grid = np.exp(np.linspace(np.log(0.25), np.log(8.0), 161))
+    nll, eces = np.empty(len(grid)), np.empty(len(grid))
+    for i, t in enumerate(grid):
+        zt = z / t
+        zt = zt - zt.max(axis=1, keepdims=True)
+        logp = zt - np.log(np.exp(zt).sum(axis=1, keepdims=True))
+        nll[i] = -logp[np.arange(len(y)), y].mean()
+        eces[i] = ece(y, np.exp(logp))
+    at_one, by_nll = int(np.argmin(np.abs(grid - 1.0))), int(nll.argmin())
     pick = by_nll
     if by == "ece":  # the ECE both are reported with; the pick among ECE ties is the one nearest the NLL T
         ties = np.flatnonzero(eces <= eces.min() + 1e-12)
@@ -197,13 +169,6 @@ def fit_temperature(logits: np.ndarray, grades: np.ndarray, by: str = "nll") -> 
     return {"temperature": float(grid[pick]), "calibrate_by": by,
             "val_nll_before": float(nll[at_one]), "val_nll_after": float(nll[pick]),
             "val_ece_before": float(eces[at_one]), "val_ece_after": float(eces[pick])}
-
-
-def fold_splits(n: int, parts: int, seed) -> Iterator[tuple[np.ndarray, np.ndarray]]:  # noqa: ANN001
-    """(held-out rows, the other rows) for each of ``parts`` folds of a seeded permutation of ``n`` rows:
-    the cross-fitting guards of the blend and the decision offsets."""
-    for part in np.array_split(np.random.default_rng(seed).permutation(n), parts):
-        yield part, np.setdiff1d(np.arange(n), part)
 
 
 def fit_blend(logits: np.ndarray, cos: np.ndarray, grades: np.ndarray, l2: float = 1e-3) -> dict:
@@ -234,56 +199,6 @@ def blend_nll(logits: np.ndarray, cos: np.ndarray, grades: np.ndarray, fit: dict
     z = z - z.max(axis=1, keepdims=True)
     logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
     return float(-logp[np.arange(len(grades)), grades].mean())
-
-
-def cross_fit_blend(logits: np.ndarray, cos: np.ndarray, grades: np.ndarray, folds: int = 5, seed: int = 0) -> dict:
-    """``fit_blend`` on all rows, kept only when its out-of-fold NLL (each fold scored by a blend fitted on
-    the others) beats the plain logits' NLL; else the identity (``kept`` False)."""
-    y = np.asarray(grades)
-    k = np.asarray(logits).shape[1]
-    identity = {"scale": 1.0, "weight": [0.0] * k, "bias": [0.0] * k}
-    before = blend_nll(logits, cos, y, identity)
-    total = 0.0
-    for part, rest in fold_splits(len(y), min(folds, len(y)), seed):
-        total += blend_nll(logits[part], cos[part], y[part], fit_blend(logits[rest], cos[rest], y[rest])) * len(part)
-    cv = total / len(y)
-    full = fit_blend(logits, cos, y)
-    keep = cv < before
-    return {**(full if keep else identity), "kept": bool(keep), "nll_before": before, "cv_nll": cv,
-            "nll_after": blend_nll(logits, cos, y, full) if keep else before}
-
-
-def apply_zero_shot_blend(model: RelevanceModel, sets: list, config: StageConfig) -> dict:
-    """Fit the zero-shot blend on the labelled ``sets`` (val, and the held-out new labels when there are
-    any) and attach it to ``model``, when the cross-fitted NLL says the pretrained similarity helps.
-
-    Why: the stages fine-tune a pair encoder on in-distribution labels, and the pretrained backbone's
-    own query-item similarity (a sentence-embedding model's purpose) is lost on the way; on Home Depot
-    that similarity alone ranks ``irrelevant`` pairs of the unseen departments better (AUROC 0.80) than
-    the fine-tuned models do (0.70-0.78). Kept as a feature, it is the part of the prediction that did
-    not learn the training departments (cf. WiSE-FT's output ensemble with the zero-shot model)."""
-    model.blend = model.output = None
-    logits, cos, grades = [], [], []
-    for data in sets:
-        if data is None or not len(data):
-            continue
-        logits.append(score_pairs(model, data.queries, data.items, batch_size=config.eval_batch_size,
-                                  max_length=config.max_length).logits)
-        cos.append(zero_shot_similarity(model, data.queries, data.items, batch_size=config.eval_batch_size,
-                                        max_length=config.max_length))
-        grades.append(np.asarray(data.grades))
-    fit = cross_fit_blend(np.concatenate(logits), np.concatenate(cos), np.concatenate(grades), seed=config.seed)
-    if fit["kept"]:
-        blend = ZeroShotBlend(model.num_grades).to(model.device)
-        with torch.no_grad():
-            blend.scale.fill_(fit["scale"])
-            blend.weight.copy_(torch.as_tensor(fit["weight"]))
-            blend.bias.copy_(torch.as_tensor(fit["bias"]))
-        model.blend = blend
-    return {"zero_shot_kept": fit["kept"], "zero_shot_scale": fit["scale"], "zero_shot_weight": fit["weight"],
-            "zero_shot_bias": fit["bias"], "zero_shot_nll_before": fit["nll_before"],
-            "zero_shot_nll_after": fit["nll_after"], "zero_shot_cv_nll": fit["cv_nll"],
-            "zero_shot_pairs": int(sum(len(g) for g in grades))}
 
 
 def fit_offsets(logits: np.ndarray, grades: np.ndarray, *, levels: int = 400, sweeps: int = 3,
@@ -330,56 +245,6 @@ def fit_offsets(logits: np.ndarray, grades: np.ndarray, *, levels: int = 400, sw
         if not moved:
             break
     return {"offsets": [float(v) for v in offsets], "macro_f1_before": before, "macro_f1_after": best}
-
-
-def cross_fit_offsets(logits: np.ndarray, grades: np.ndarray, folds: int = 5, seed: int = 0) -> dict:
-    """``fit_offsets`` with a guard: the rule is kept only if it also wins on pairs it was not fitted on.
-
-    The fit's own macro-F1 gain is optimistic (it is measured where it was chosen). Here each of ``folds``
-    parts is predicted with offsets fitted on the others; if the macro-F1 of those cross-fitted
-    predictions does not beat argmax's, the offsets are all 0 (argmax kept), else the fit on all pairs.
-    """
-    z = np.asarray(logits, dtype=np.float64)
-    y = np.asarray(grades, dtype=np.int64)
-    k = z.shape[1]
-    full = fit_offsets(z, y)
-    pred = z.argmax(axis=1)
-    for part, rest in fold_splits(len(y), max(2, folds), [seed, 17]):
-        pred[part] = (z[part] + np.asarray(fit_offsets(z[rest], y[rest])["offsets"])).argmax(axis=1)
-    cv = macro_f1(y, pred, k)
-    keep = cv > full["macro_f1_before"]
-    return {**full, "offsets": full["offsets"] if keep else [0.0] * k,
-            "macro_f1_after": full["macro_f1_after"] if keep else full["macro_f1_before"],
-            "cv_macro_f1": cv, "kept": bool(keep)}
-
-
-def apply_offsets(model: RelevanceModel, sets: list, config: StageConfig) -> dict:
-    """``cross_fit_offsets`` on the labelled ``sets`` together (val, and the held-out new labels when there
-    are any), folded into the output bias (the zero-shot blend's, or the ``OutputLayer``'s): argmax of the stored model
-    is then the macro-F1 rule, or stays argmax when the rule did not win out of fold (``offsets_kept`` False)."""
-    logits, grades = [], []
-    for data in sets:
-        if data is None or not len(data):
-            continue
-        logits.append(score_pairs(model, data.queries, data.items, batch_size=config.eval_batch_size,
-                                  max_length=config.max_length).logits)
-        grades.append(np.asarray(data.grades))
-    fit = cross_fit_offsets(np.concatenate(logits), np.concatenate(grades), seed=config.seed)
-    model.shift_logits(fit["offsets"])
-    return {"decision_offsets": fit["offsets"], "offsets_kept": fit["kept"],
-            "offsets_macro_f1_before": fit["macro_f1_before"], "offsets_macro_f1_after": fit["macro_f1_after"],
-            "offsets_cv_macro_f1": fit["cv_macro_f1"], "offsets_pairs": int(sum(len(g) for g in grades))}
-
-
-def calibrate_temperature(model: RelevanceModel, val, config: StageConfig) -> dict[str, float]:
-    """Temperature scaling on ``val`` (``fit_temperature`` by ``config.calibrate_by``), folded into the
-    output layer (the ``OutputLayer``'s scale and bias, or the blend's scale, weight and bias when there is one): predictions (argmax)
-    stay the same and only the confidence changes."""
-    logits = score_pairs(model, val.queries, val.items, batch_size=config.eval_batch_size,
-                         max_length=config.max_length).logits
-    fit = fit_temperature(logits, val.grades, config.calibrate_by)
-    model.divide_logits(fit["temperature"])
-    return fit
 
 
 def dpo_pairs(model: RelevanceModel, data, config: StageConfig, out_dir: Path) -> dict[str, torch.Tensor]:

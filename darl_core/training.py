@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from darl_core import distributed, stages
+from darl_core import distributed, posthoc, stages
 from darl_core.config import StageConfig
 from darl_core.errors import ConfigError, DarlError
 from darl_core.losses import class_weights_for, darl_loss
-from darl_core.metrics import evaluate
+from darl_core.metrics import evaluate, macro_f1_interval
 from darl_core.model import (
     RelevanceModel,
     add_lora,
@@ -126,28 +126,25 @@ def run_stage(config: StageConfig, train: Examples, val: Examples, out_dir: Path
         dist.barrier()  # rank 0 picks, calibrates, saves and scores meanwhile
         return StageResult(config.stage, out_dir, json.loads((out_dir / "metrics.json").read_text()))
     start = time.perf_counter()
-    holdout = None
+    holdout, weights_at, alphas = None, None, [None]
     if config.stage == "wi":
-        model, extra = stages.interpolate(config, val, Path(parent), _emit(progress, config))
+        model, weights_at, extra = stages.wi_endpoints(config, Path(parent))
         tuning = extra.pop("tuning")
+        alphas = list(config.wi_alphas)
     else:
         new_labels, holdout = holdout_split(config, new_labels)
         model, extra = _train_loop(config, train, val, out_dir, parent, new_labels, progress, should_stop)
         tuning = config.tuning
-        if config.stage == "dpo":  # how far towards the DPO weights: picked on val, never below the reference
+        if config.stage == "dpo":  # how far towards the DPO weights: picked by posthoc.decide
             save_weights(model, tuning, out_dir / "model_dpo_full.pt")  # the unblended DPO weights, kept
-            model, picked = stages.dpo_strength(config, val, Path(parent), model, _emit(progress, config), holdout)
-            extra.update(picked)
-    if config.zero_shot_blend:  # the pretrained similarity as a feature; offsets and temperature fold into it
-        extra.update(stages.apply_zero_shot_blend(model, [val, holdout], config))
-    if config.decision_offsets:  # the macro-F1 decision rule, folded into the output layer; the temperature follows
-        extra.update(stages.apply_offsets(model, [val, holdout], config))
-    if config.calibrate:
-        extra.update(stages.calibrate_temperature(model, val, config))
+            weights_at, alphas = stages.dpo_blender(Path(parent), model), stages.dpo_candidates(config)
+    # The post-hoc choices (alpha, blend, offsets, temperature), each guarded; the figures are out of fold.
+    post, oof = posthoc.finish(model, val, holdout, config, _emit(progress, config), weights_at, alphas)
+    extra.update(post)
     save_weights(model, tuning, out_dir / "model.pt")
-    metrics = {**_val_metrics(model, val, config), **extra}
+    metrics = {**_metrics_of(val, oof["val"], config), **extra}
     if holdout is not None:  # the new labels kept out: mostly shifted pairs, so a second, OOD-leaning val set
-        metrics.update(_val_metrics(model, holdout, config, prefix="holdout_"), holdout_pairs=len(holdout))
+        metrics.update(_metrics_of(holdout, oof["holdout"], config, prefix="holdout_"), holdout_pairs=len(holdout))
     metrics["wall_s"] = time.perf_counter() - start
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     dist.barrier()
@@ -474,10 +471,13 @@ def _grad(p: torch.Tensor) -> torch.Tensor:
     return p.grad
 
 
-def _val_metrics(model: RelevanceModel, val: Examples, config: StageConfig, prefix: str = "val_") -> dict:
-    out = score_pairs(model, val.queries, val.items, batch_size=config.eval_batch_size,
-                      max_length=config.max_length)
-    return {f"{prefix}{k}": v for k, v in evaluate(val.grades, out.probs, val.queries).items()}
+def _metrics_of(data: Examples, probs: np.ndarray, config: StageConfig, prefix: str = "val_") -> dict:
+    """``evaluate`` of out-of-fold ``probs`` (``posthoc.finish``) plus the number of queries and the
+    macro-F1's query-bootstrap 95% interval (a figure on a few queries is a wide one), every key prefixed."""
+    m = evaluate(data.grades, probs, data.queries, grade_names=config.grade_names)
+    ci = macro_f1_interval(data.grades, probs.argmax(axis=1), data.queries, k=probs.shape[1])
+    m.update(queries=ci["queries"], macro_f1_low=ci["low"], macro_f1_high=ci["high"])
+    return {f"{prefix}{k}": v for k, v in m.items()}
 
 
 def predict(model: RelevanceModel, examples: Examples, *, batch_size: int = 128, max_length: int | None = None):

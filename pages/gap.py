@@ -13,7 +13,7 @@ import streamlit as st
 from db.models import Role
 from db.services import evaluation
 from pages._shared import db, require_role, selected_project
-from pages._text import frame, plain, safe_figure
+from pages._text import frame, md, plain, safe_figure
 
 user = require_role(Role.engineer)
 project = selected_project()
@@ -31,6 +31,14 @@ def metric(ev: dict, split: str, name: str) -> float | None:
     return ((ev["splits"].get(split) or {}).get("metrics") or {}).get(name)
 
 
+def interval(ev: dict, split: str) -> dict:
+    return (ev["splits"].get(split) or {}).get("interval") or {}
+
+
+def span(ci: dict) -> str | None:
+    return f"{ci['low']:.3f} … {ci['high']:.3f}" if ci.get("low") is not None and ci.get("high") is not None else None
+
+
 rows = []
 for h in history:
     ev = h["evaluation"]
@@ -40,8 +48,16 @@ for h in history:
                  "gap": id_f1 - ood_f1 if id_f1 is not None and ood_f1 is not None else None,
                  "ID ECE": metric(ev, "id", "ece"), "OOD ECE": metric(ev, "ood", "ece"),
                  "ID over-recall": metric(ev, "id", "over_recall"), "OOD over-recall": metric(ev, "ood", "over_recall"),
-                 "ID n": metric(ev, "id", "n"), "OOD n": metric(ev, "ood", "n")})
+                 "ID n": metric(ev, "id", "n"), "OOD n": metric(ev, "ood", "n"),
+                 "ID queries": interval(ev, "id").get("queries"), "OOD queries": interval(ev, "ood").get("queries"),
+                 "ID 95% interval": span(interval(ev, "id")), "OOD 95% interval": span(interval(ev, "ood")),
+                 "few queries": "; ".join(h["few_queries"])})
 table = pd.DataFrame(rows)
+flagged = [h for h in history if h["few_queries"]]
+if flagged:
+    st.warning("Some figures rest on few test queries; their 95% intervals (resampling whole queries) are wide, "
+               "so a difference inside them is not a difference: "
+               + md("; ".join(f"{h['name']}: {', '.join(h['few_queries'])}" for h in flagged)))
 
 fig = go.Figure()
 for col, dash in (("ID macro-F1", "solid"), ("OOD macro-F1", "solid"), ("gap", "dot")):
@@ -53,7 +69,8 @@ fig.update_layout(height=320, margin=dict(l=10, r=10, t=30, b=10), yaxis_title="
 st.plotly_chart(safe_figure(fig), key="gap_chart")
 st.dataframe(frame(table), key="gap_table", hide_index=True, width="stretch",
              column_config={c: st.column_config.NumberColumn(format="%.3f") for c in table.columns
-                            if c not in ("version", "stage", "evaluated", "ID n", "OOD n")})
+                            if c not in ("version", "stage", "evaluated", "ID n", "OOD n", "ID queries", "OOD queries",
+                                         "ID 95% interval", "OOD 95% interval", "few queries")})
 
 st.subheader("Did it help? Compare two versions")
 st.caption("Macro-F1 of B minus A on the test pairs both versions scored, with a 95% interval from resampling "

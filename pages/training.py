@@ -71,7 +71,10 @@ st.dataframe(frame(table), key="versions_table", width="stretch",
                             "holdout_macro_f1": st.column_config.NumberColumn(
                                 "holdout macro-F1", format="%.3f",
                                 help="dasa/dpo: macro-F1 on the share of the new labels kept out of training "
-                                     "(dasa_holdout / dpo_holdout), mostly the shifted pairs DASA picked")})
+                                     "(dasa_holdout / dpo_holdout), mostly the shifted pairs DASA picked"),
+                            "few_queries": st.column_config.TextColumn(
+                                "few queries", help="figures computed on fewer queries than the product trusts, "
+                                                    "with their 95% interval from resampling whole queries")})
 names = {f"{r['name']} ({r['stage']})": r["id"] for r in rows}
 picked = st.selectbox("Version", list(names), index=len(names) - 1, key="version_pick", format_func=plain)
 vid = names[picked]

@@ -1,6 +1,6 @@
 """``train``: one fine-tuning stage for a project; ``score``: batch-score pairs with a model version.
 
-    python -m darl_core train --project NAME --stage lp|ft|wi|dasa|dpo [--from VERSION] [--set key=value ...]
+    python -m darl_core train --project NAME --stage lp|ft|wi|dasa|dpo|ce [--from VERSION] [--set key=value ...]
     python -m darl_core score --version V --in pairs.csv --out scored.csv [--project NAME]
 
 ``score`` reads CSV or JSONL with ``query`` and ``title`` (optional ``text``) columns; ``--version`` is a
@@ -20,9 +20,13 @@ FLAGS = {"epochs": float, "lr": float, "batch_size": int, "tuning": str, "max_le
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train one stage (lp, ft, wi, dasa, dpo) on the project's labels")
+    p = sub.add_parser("train", help="train one stage (lp, ft, wi, dasa, dpo) or the ce baseline on the project's "
+                                     "labels, then evaluate it on the test pairs (as a job from the app does)")
     p.add_argument("--project", required=True)
-    p.add_argument("--stage", required=True, choices=["lp", "ft", "wi", "dasa", "dpo"])
+    p.add_argument("--stage", required=True, choices=["lp", "ft", "wi", "dasa", "dpo", "ce"],
+                   help="ce: your own baseline, class-weighted CE full fine-tuning from the pretrained backbone")
+    p.add_argument("--no-evaluate", dest="evaluate", action="store_false",
+                   help="skip scoring the new version on the labelled test_id / test_ood pairs")
     p.add_argument("--from", dest="from_version", help="parent version name or id (default: by stage)")
     for flag, kind in FLAGS.items():
         p.add_argument(f"--{flag.replace('_', '-')}", dest=flag, type=kind)
@@ -71,10 +75,25 @@ def cmd_train(args: argparse.Namespace) -> int:
                               overrides=parse_overrides(args), progress=progress, actor=SYSTEM)
         if version is None:  # a helper process: rank 0 reports
             return 0
-        m = version.metrics
-        print(f"version {version.id} ({version.name}): val macro-F1 {m.get('val_macro_f1', float('nan')):.4f}, "
-              f"ECE {m.get('val_ece', float('nan')):.4f} -> {version.artifact_path}")
+        m, vid, name = version.metrics, version.id, version.name
+        tested = any(k.startswith("test_") for k in m)
+        print(f"version {vid} ({name}): {validation_line(m)} -> {version.artifact_path}")
+    if args.evaluate and tested:  # stored like the app's evaluation job: the Gap page and `evaluate` read it
+        from darl_app.cli.versions import print_evaluation
+        from db.services.evaluation import evaluate_version_job
+
+        evaluate_version_job(vid, progress=lambda f, msg=None: msg and progress(f, msg), actor=SYSTEM)
+        print_evaluation(vid)
     return 0
+
+
+def validation_line(m: dict) -> str:
+    """'val macro-F1 0.4120 [0.3010, 0.5330] on 5 queries (out of fold), ECE 0.0880'."""
+    nan = float("nan")
+    text = f"val macro-F1 {m.get('val_macro_f1', nan):.4f}"
+    if m.get("val_macro_f1_low") is not None:
+        text += f" [{m['val_macro_f1_low']:.4f}, {m['val_macro_f1_high']:.4f}] on {m.get('val_queries')} queries"
+    return text + f" (out of fold), ECE {m.get('val_ece', nan):.4f}"
 
 
 def read_pairs(path: Path) -> tuple[list[str], list[str]]:

@@ -77,15 +77,19 @@ def reliability(y: np.ndarray, probs: np.ndarray, bins: int = RELIABILITY_BINS) 
 
 def summarise(sets: dict[str, TestSet], probs: dict[str, np.ndarray], grades: list[str]) -> dict[str, Any]:
     """Metrics per split, confusion matrices, reliability bins and the ID - OOD report."""
-    from darl_core.metrics import confusion, evaluate, id_ood_report
+    from darl_core.metrics import confusion, evaluate, id_ood_report, macro_f1_interval
 
     splits: dict[str, Any] = {}
     for name, ts in sets.items():
         p = probs[name]
         m = evaluate(ts.grades, p, ts.queries, grade_names=grades)
+        ci = macro_f1_interval(ts.grades, p.argmax(axis=1), ts.queries, k=len(grades))
         splits[name] = {"metrics": {k: _json_float(v) for k, v in m.items()},
                         "confusion": confusion(ts.grades, p.argmax(axis=1), len(grades)).tolist(),
-                        "reliability": reliability(ts.grades, p)}
+                        "reliability": reliability(ts.grades, p),
+                        # a query-bootstrap 95% interval: on a few test queries the macro-F1 moves a lot
+                        "interval": {"low": _json_float(ci["low"]), "high": _json_float(ci["high"]),
+                                     "queries": ci["queries"], "level": 0.95}}
     report = {}
     if "id" in splits and "ood" in splits:
         report = {k: _json_float(v) for k, v in id_ood_report(splits["id"]["metrics"], splits["ood"]["metrics"]).items()}
@@ -167,7 +171,7 @@ def gap_history(session: Session, project_id: int) -> list[dict[str, Any]]:
         ev = (mv.metrics or {}).get("evaluation")
         if ev:
             out.append({"id": mv.id, "name": mv.name, "stage": mv.stage, "created": mv.created_at,
-                        "evaluation": ev})
+                        "evaluation": ev, "few_queries": versions.flags({"evaluation": ev})})
     return out
 
 

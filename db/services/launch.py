@@ -51,13 +51,15 @@ _HELP = {"lr": "the backbone's learning rate. Left as shown it follows the tunin
                "0.6 in dasa and 0.4 in dpo (the benchmark's recipe)",
          "zero_shot_blend": "after the stage, also use the pretrained backbone's own query-item similarity (each "
                             "text embedded alone) in the grade logits, fitted on the validation pairs; kept only if "
-                            "it lowers the log-loss on folds it was not fitted on. Scoring then runs the "
+                            "it lowers the log-loss on query folds it was not fitted on. Scoring then runs the "
                             "pretrained backbone too (for a fully tuned model, a second copy in memory)",
          "decision_offsets": "after the stage, shift each grade's logit so that the predicted grade maximises "
                              "macro-F1 on the validation pairs (and the held-out new labels); kept only if it also "
-                             "wins on validation folds it was not fitted on, else argmax stays",
+                             "wins on query folds it was not fitted on, else argmax stays",
          "calibrate": "temperature scaling on the validation pairs after the stage: confidence only, "
-                      "predictions unchanged",
+                      "predictions unchanged; a sharpening temperature (< 1) must win on query folds. Every "
+                      "step after training is skipped, with the reason in the log, when validation has fewer "
+                      "than 8 queries or 10 pairs of a grade",
          "calibrate_by": "what the temperature minimises on the validation pairs: nll (the whole grade "
                          "distribution) or ece (the confidence of the predicted grade, as the pages show it)",
          "dpo_alphas": "comma-separated strengths tried on validation; one value is used as it is",

@@ -2,8 +2,8 @@
 
 ``train_stage`` is the whole job (CLI ``train`` and the background worker call it). Labels are the
 final grade per pair (label service). Pairs in test splits never train; the validation part is the
-pairs whose split is ``val``/``val_id``, topped up (when fewer than ``MIN_VAL``) with every pair whose
-query falls in bucket 0 of ``sha1(query) % 10`` — deterministic and by query, so no query is in both.
+pairs whose split is ``val``/``val_id``, topped up by whole training queries when it is small
+(``draw_validation``: deterministic and by query, so no query is in both; the stage log says so).
 For ``dasa`` the new labels are the pairs first labelled after the parent version's label snapshot.
 The checkpoint directory is keyed by stage, parent, label snapshot and overrides, so a retried job
 resumes the interrupted run instead of starting over.
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -21,7 +22,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from darl_core import distributed
-from darl_core.config import STAGES, stage_config
+from darl_core.config import BASELINES, STAGES, stage_config
 from darl_core.errors import ConfigError, NotFoundError
 from darl_core.metrics import evaluate
 from darl_core.model import item_text, load_checkpoint, score_pairs
@@ -37,16 +38,44 @@ from db.session import is_sqlite
 Progress = Callable[[float, str], None]
 VAL_SPLITS = ("val", "val_id")
 TEST_SPLITS = ("test", "test_id", "test_ood")
+# The validation set the product trusts (draw_validation): a val split with fewer pairs or queries than
+# this is topped up by query from the training pairs. PROVISIONAL: VAL_MIN_QUERIES matches the post-hoc
+# guards' posthoc_min_queries (8), VAL_SHARE the 10% of queries the old hash bucket drew; neither is
+# measured yet (bench/robustness.py, issue 26).
 MIN_VAL = 50
+VAL_MIN_QUERIES = 8
+VAL_SHARE = 0.1
 DEFAULT_PARENT = {"ft": ("lp",), "wi": ("ft",), "dasa": ("dpo", "dasa", "wi", "ft"), "dpo": ("dasa", "wi", "ft")}
 
 
-def _query_bucket(text: str) -> int:
-    return int(hashlib.sha1(text.encode("utf-8")).hexdigest(), 16) % 10
+def _query_key(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
+def draw_validation(train: Examples, val: Examples) -> tuple[Examples, Examples, str | None]:
+    """(train, val, a note for the stage log): when the val split has fewer than ``MIN_VAL`` pairs or
+    ``VAL_MIN_QUERIES`` queries, whole training queries join it: ``VAL_SHARE`` of them, at least enough for
+    ``VAL_MIN_QUERIES`` in all, at most half. Drawn in sha1 order of the query text (deterministic, and by
+    query, so no query is on both sides); the note says what was drawn."""
+    have = set(val.queries)
+    if (len(val) >= MIN_VAL and len(have) >= VAL_MIN_QUERIES) or not len(train):
+        return train, val, None
+    candidates = sorted({q for q in train.queries if q not in have}, key=_query_key)
+    wanted = max(math.ceil(VAL_SHARE * len(candidates)), VAL_MIN_QUERIES - len(have))
+    drawn = set(candidates[:min(wanted, len(candidates) // 2)])
+    if not drawn:
+        return train, val, (f"validation: the val split has {len(val)} pairs of {len(have)} queries and too few "
+                            "training queries to draw more; its figures are unreliable")
+    rows = np.array([q in drawn for q in train.queries])
+    moved = train.subset(np.flatnonzero(rows))
+    note = (f"validation: the val split has {len(val)} pairs of {len(have)} queries (fewer than {MIN_VAL} pairs or "
+            f"{VAL_MIN_QUERIES} queries), so {len(drawn)} training queries ({len(moved)} pairs; "
+            f"{VAL_SHARE:.0%} of them, at least {VAL_MIN_QUERIES} queries in all) were drawn into it")
+    return train.subset(np.flatnonzero(~rows)), (val.concat(moved) if len(val) else moved), note
 
 
 def _default_parent(session: Session, project, stage: str) -> ModelVersion | None:
-    if stage == "lp":
+    if stage == "lp" or stage in BASELINES:
         return None
     if stage in ("dasa", "dpo") and project.current_version_id:
         current = session.get(ModelVersion, project.current_version_id)
@@ -87,11 +116,7 @@ def collect_examples(session: Session, project_id: int, since_event_id: int = 0)
     out = {name: Examples(q, i, np.array(g, dtype=np.int64)) for name, (q, i, g) in parts.items()}
     train = out.get("train", Examples([], [], np.zeros(0, dtype=np.int64)))
     val = out.get("val", Examples([], [], np.zeros(0, dtype=np.int64)))
-    if len(val) < MIN_VAL and len(train):
-        rows = np.array([_query_bucket(q) == 0 for q in train.queries])
-        val = val.concat(train.subset(np.flatnonzero(rows))) if len(val) else train.subset(np.flatnonzero(rows))
-        train = train.subset(np.flatnonzero(~rows))
-    out["train"], out["val"] = train, val
+    out["train"], out["val"], out["val_note"] = draw_validation(train, val)
     out["last_event_id"] = int(session.scalar(select(func.max(LabelEvent.id)).join(Pair, Pair.id == LabelEvent.pair_id)
                                               .where(Pair.project_id == project_id)) or 0)
     return out
@@ -101,12 +126,17 @@ def train_stage(session: Session, project_name: str, stage: str, *, from_version
                 overrides: dict[str, Any] | None = None, progress: Progress | None = None,
                 should_stop: Callable[[], bool] | None = None, actor: Actor | None) -> ModelVersion | None:
     """Train one stage on the project's labels and register the result as a new ModelVersion (engineer role).
+    ``stage`` may also be a baseline (``BASELINES``: ``ce``, the class-weighted CE fine-tune from the
+    pretrained backbone that the benchmark compares the pipeline with).
 
     Under ``accelerate launch`` every process trains its share and only rank 0 returns the version
     (the others return None)."""
     require_role(actor, Role.engineer)
-    if stage not in STAGES:
-        raise ConfigError(f"stage must be one of {STAGES}, got {stage!r}")
+    if stage not in STAGES + tuple(BASELINES):
+        raise ConfigError(f"stage must be one of {STAGES + tuple(BASELINES)}, got {stage!r}")
+    if stage in BASELINES and from_version is not None:
+        raise ConfigError(f"stage {stage!r} is the baseline fine-tune straight from the pretrained backbone; "
+                          "drop --from (train ft --from VERSION to continue from a version)")
     project = get_project(session, project_name)
     parent = resolve_version(session, project.id, from_version, actor=actor) if from_version is not None \
         else _default_parent(session, project, stage)
@@ -115,7 +145,8 @@ def train_stage(session: Session, project_name: str, stage: str, *, from_version
         if parent is not None:
             raise ConfigError(f"version {parent.name!r} is the untrained backbone; stage {stage!r} needs a trained parent")
     settings = dict(project.settings or {})
-    base = {"model_dir": settings.get("model_dir"), "num_grades": len(project.grades)}
+    base = {"model_dir": settings.get("model_dir"), "num_grades": len(project.grades),
+            "grade_names": list(project.grades)}
     config = stage_config(stage, base, overrides)
     since = int((parent.label_snapshot or {}).get("last_event_id", 0)) if parent is not None else 0
     split_new = stage == "dasa"
@@ -146,6 +177,11 @@ def train_stage(session: Session, project_name: str, stage: str, *, from_version
             frac = ev.step / ev.total_steps if ev.total_steps > 0 else (1.0 if ev.message == "done" else 0.0)
             progress(max(0.0, min(1.0, frac)), f"{ev.stage}: {ev.message}")
 
+    notes = [n for n in (data.get("val_note"), _reference_note(stage, parent)) if n]
+    for note in notes:  # the stage log (a job's log lines; the CLI's stderr)
+        if progress is not None:
+            progress(0.0, f"{stage}: {note}")
+
     if is_sqlite(session) and session.in_transaction():
         # Only read so far. Every SQLite transaction holds the write lock (BEGIN IMMEDIATE): end this one
         # so minutes of training lock out neither the app nor the other processes of a multi-process launch.
@@ -160,8 +196,10 @@ def train_stage(session: Session, project_name: str, stage: str, *, from_version
         model = load_checkpoint(result.checkpoint)
         for split, ex in tests.items():
             out = score_pairs(model, ex.queries, ex.items, max_length=config.max_length)
-            m = evaluate(ex.grades, out.probs, ex.queries)
+            m = evaluate(ex.grades, out.probs, ex.queries, grade_names=list(project.grades))
             metrics.update({f"{split}_{k}": v for k, v in m.items()})
+    if notes:
+        metrics["notes"] = notes
     count = session.scalar(select(func.count(ModelVersion.id)).where(ModelVersion.project_id == project.id,
                                                                       ModelVersion.stage == stage)) or 0
     version = ModelVersion(project_id=project.id, name=f"{stage}-{count + 1}", stage=stage,
@@ -172,6 +210,14 @@ def train_stage(session: Session, project_name: str, stage: str, *, from_version
     session.add(version)
     session.flush()
     return version
+
+
+def _reference_note(stage: str, parent: ModelVersion | None) -> str | None:
+    """dpo de-biases against a frozen reference, meant to be the dasa model; any other parent is named."""
+    if stage != "dpo" or parent is None or parent.stage == "dasa":
+        return None
+    return (f"reference: {parent.name} (a {parent.stage} version, not a dasa one: the current version, else the "
+            "latest dasa, wi or ft, or --from); dpo de-biases its predictions, and alpha 0 returns it")
 
 
 def _path(version: ModelVersion | None):

@@ -11,6 +11,11 @@ from darl_core.errors import ConflictError, NotFoundError
 from db.models import ModelVersion, Project, Role
 from db.services.users import Actor, require_role
 
+# A figure computed on fewer queries than this is flagged (versions table, Gap page) with its query-bootstrap
+# interval. PROVISIONAL, not measured: at the 25-26 test queries a side of issue 26's run the macro-F1
+# intervals were about +-7 points, too wide to rank versions that differ by a few.
+FEW_QUERIES = 30
+
 
 def get_version(session: Session, version_id: int) -> ModelVersion:
     mv = session.get(ModelVersion, version_id)
@@ -73,6 +78,7 @@ def version_rows(session: Session, project_id: int) -> list[dict[str, Any]]:
         ev = (v.metrics or {}).get("evaluation") or {}
         gap = ev.get("id_ood") or {}
         snap = v.label_snapshot or {}
+        fig = figures(v.metrics or {})
         rows.append({
             "id": v.id, "name": v.name, "stage": v.stage, "current": project is not None
             and project.current_version_id == v.id, "parent": names.get(v.parent_id, "") if v.parent_id else "",
@@ -82,9 +88,40 @@ def version_rows(session: Session, project_id: int) -> list[dict[str, Any]]:
             "gap_macro_f1": gap.get("gap_macro_f1"), "id_ece": gap.get("id_ece"), "ood_ece": gap.get("ood_ece"),
             # dasa/dpo with a holdout: macro-F1 on the new (mostly shifted) labels the stage did not train on
             "holdout_macro_f1": _first(v.metrics or {}, "holdout_macro_f1"),
+            "val_queries": _first(v.metrics or {}, "val_queries"),
+            **{f"{name}_interval": _interval(fig[name]) if name in fig else None for name in ("val", "id", "ood")},
+            "few_queries": "; ".join(flags(v.metrics or {})),
             "job": v.job_id, "created": v.created_at,
         })
     return rows
+
+
+def figures(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each stored macro-F1 with its query count and interval: val and holdout (the stage's, out of fold)
+    and the evaluated test splits (id, ood). Figures stored before intervals existed are left out."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in ("val", "holdout"):
+        if isinstance(metrics.get(f"{name}_queries"), int | float):
+            out[name] = {"macro_f1": metrics.get(f"{name}_macro_f1"), "queries": int(metrics[f"{name}_queries"]),
+                         "low": metrics.get(f"{name}_macro_f1_low"), "high": metrics.get(f"{name}_macro_f1_high")}
+    for split, data in ((metrics.get("evaluation") or {}).get("splits") or {}).items():
+        if data.get("interval"):
+            out[split] = {"macro_f1": (data.get("metrics") or {}).get("macro_f1"), **data["interval"]}
+    return out
+
+
+def flags(metrics: dict[str, Any]) -> list[str]:
+    """'val: 5 queries < 30, macro-F1 0.412 [0.301, 0.533]' for each figure on fewer than FEW_QUERIES queries."""
+    return [f"{name}: {f['queries']} queries < {FEW_QUERIES}, macro-F1 {_num(f['macro_f1'])} {_interval(f)}"
+            for name, f in figures(metrics).items() if f["queries"] < FEW_QUERIES]
+
+
+def _num(v: Any) -> str:
+    return f"{v:.3f}" if isinstance(v, int | float) and v == v else "n/a"
+
+
+def _interval(f: dict[str, Any]) -> str:
+    return f"[{_num(f.get('low'))}, {_num(f.get('high'))}]"
 
 
 def _snapshot_labels(snap: dict[str, Any]) -> int | None:

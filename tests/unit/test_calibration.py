@@ -8,7 +8,8 @@ import pytest
 
 from darl_core.errors import ConfigError
 from darl_core.metrics import ece
-from darl_core.stages import cross_fit_offsets, fit_offsets, fit_temperature
+from darl_core.posthoc import cross_fit_offsets
+from darl_core.stages import fit_offsets, fit_temperature
 
 
 def sample(n: int, true_t: float, seed: int, shift: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -127,7 +128,8 @@ def blend_sample(n: int, seed: int, signal: float) -> tuple[np.ndarray, np.ndarr
 
 
 def test_blend_recovers_a_cosine_that_carries_the_grade_and_lowers_held_out_nll() -> None:
-    from darl_core.stages import blend_nll, cross_fit_blend, fit_blend
+    from darl_core.posthoc import cross_fit_blend
+    from darl_core.stages import blend_nll, fit_blend
 
     z, cos, y = blend_sample(3000, 0, signal=1.5)
     fit = cross_fit_blend(z, cos, y)
@@ -143,7 +145,7 @@ def test_blend_recovers_a_cosine_that_carries_the_grade_and_lowers_held_out_nll(
 
 
 def test_blend_is_dropped_when_it_does_not_win_out_of_fold() -> None:
-    from darl_core.stages import cross_fit_blend
+    from darl_core.posthoc import cross_fit_blend
 
     # Perfectly calibrated logits and a noise cosine, few pairs: nothing to learn, the identity stays.
     rng = np.random.default_rng(3)
