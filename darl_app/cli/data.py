@@ -32,6 +32,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--undo-export-escaping", action="store_true",
                    help="CSV from our export: drop the apostrophe it puts before cells starting with = + - @, "
                         "TAB or CR (otherwise a leading apostrophe is kept as data)")
+    p.add_argument("--on-conflict", choices=("error", "votes"), default="error",
+                   help="rows of one query and item with different grades: error = refuse the file (default); "
+                        "votes = keep each row as a separate vote, the majority decides and a tie goes to the "
+                        "lower grade")
     p.add_argument("--chunk-rows", type=int, default=50_000)
     p.set_defaults(func=cmd_import)
 
@@ -90,7 +94,8 @@ def cmd_import(args: argparse.Namespace) -> int:
             summary = import_file(session, args.path, args.project, create=args.create, grades=args.grades,
                                   guidelines=guidelines, columns=columns, fmt=args.format,
                                   grade_base=args.grade_base, chunk_rows=args.chunk_rows, progress=progress,
-                                  undo_export_escaping=args.undo_export_escaping, actor=SYSTEM)
+                                  undo_export_escaping=args.undo_export_escaping, on_conflict=args.on_conflict,
+                                  actor=SYSTEM)
     finally:
         for bar in bars.values():
             bar.close()

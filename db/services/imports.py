@@ -3,15 +3,25 @@
 Guarantees:
 - all-or-nothing: pass 1 validates every row (and in-file conflicts) without touching the database;
   pass 2 writes inside one transaction, so any failure rolls everything back;
-- idempotent: queries, items and pairs are keyed (sha1) and inserted with ON CONFLICT DO NOTHING, and an
-  imported grade is appended only when it differs from the pair's latest imported grade (the old event
-  stays: a changed grade is a new event that supersedes it, reported as ``labels_changed``);
+- idempotent: queries, items and pairs are keyed (sha1) and inserted with ON CONFLICT DO NOTHING; a pair's
+  imported grades are appended only when the file's multiset of grades for it differs from the pair's
+  standing imported votes (imported events no later event supersedes);
+- append-only: a changed pair gets new ``imported`` events, the k-th superseding the pair's k-th standing
+  imported vote; a standing vote left over (the file now has fewer rows for the pair) is withdrawn by an
+  ``undo`` event, so every old standing imported vote is superseded exactly once (the unique
+  ``supersedes_id`` makes a concurrent double import fail rather than double-count);
+- duplicates with different grades (``on_conflict``): ``error`` refuses the file naming the row (the file's
+  grades for a pair are then one grade, whatever the number of rows); ``votes`` keeps every labelled row
+  as a separate imported vote, so the final-grade rule of ``darl_core.labels`` decides (majority, a tie
+  to the lower grade, an adjudication over all);
 - bounded memory and disk: both passes stream chunks of at most ``chunk_rows`` rows and about 2 MB of
   text (Parquet read by batches smaller than a row group); pass 2 moves each chunk through a temporary
   staging table and lets the database join keys to ids. Pass 1 spools the normalised chunks of a CSV or
   JSONL file (about the file's size) so pass 2 need not parse it again; a Parquet file is compressed, its
   text can be a thousand times its size on disk, so pass 2 reads it again instead (and refuses to go on
-  if the file changed in between).
+  if the file changed in between). A pair's rows may lie in different chunks, so each chunk only adds its
+  graded rows, as (pair id, grade, row), to a staging table; the votes are compared and written by a few
+  set-based statements once the last chunk is in.
 """
 
 from __future__ import annotations
@@ -36,6 +46,7 @@ from db.services.users import Actor, require_role
 from db.session import is_sqlite
 
 Progress = Callable[[int], None]
+ON_CONFLICT = ("error", "votes")
 
 
 @dataclass
@@ -48,6 +59,7 @@ class ImportSummary:
     labelled_rows: int = 0
     labels_new: int = 0
     labels_changed: int = 0
+    labels_withdrawn: int = 0
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -55,13 +67,15 @@ class ImportSummary:
     def __str__(self) -> str:
         return (f"{self.rows:,} rows -> {self.pairs_new:,} new pairs ({self.pairs_existing:,} already there), "
                 f"{self.labels_new:,} new grades, {self.labels_changed:,} changed grades"
+                + (f", {self.labels_withdrawn:,} imported votes withdrawn" if self.labels_withdrawn else "")
                 + (f"; project '{self.project}' created" if self.project_created else ""))
 
 
 def validate_file(path: Path, scale: list[str], columns: ColumnMap, fmt: str | None, grade_base: int,
                   chunk_rows: int, progress: Progress | None = None, spool: Path | None = None,
-                  undo_export_escaping: bool = False) -> int:
-    """Pass 1: read every row; raise ImportFileError on the first bad one or on conflicting duplicates.
+                  undo_export_escaping: bool = False, on_conflict: str = "error") -> int:
+    """Pass 1: read every row; raise ImportFileError on the first bad one or (``on_conflict="error"``) on
+    conflicting duplicates.
 
     With ``spool`` (a directory), each normalised chunk is also written there as a pickle, so the
     write pass reads them back instead of parsing and validating the file a second time.
@@ -82,7 +96,7 @@ def validate_file(path: Path, scale: list[str], columns: ColumnMap, fmt: str | N
         total += len(chunk)
         if progress:
             progress(len(chunk))
-    if hashes:
+    if hashes and on_conflict == "error":
         _check_conflicts(np.concatenate(hashes), np.concatenate(grades), np.concatenate(rows), scale)
     return total
 
@@ -99,13 +113,14 @@ def _check_conflicts(keys: np.ndarray, grades: np.ndarray, rows: np.ndarray, sca
         i = int(hits[np.argmin(r[hits + 1])])  # report the earliest offending row, deterministically
         raise ImportFileError(
             f"the same query and item appear again with a different grade ({scale[g[i + 1]]!r} here, "
-            f"{scale[g[i]]!r} at row {r[i]}); keep one grade per pair", row=int(r[i + 1]))
+            f"{scale[g[i]]!r} at row {r[i]}); keep one grade per pair, or import with --on-conflict votes to keep "
+            "each row as a separate vote", row=int(r[i + 1]))
 
 
 _STAGE_COLUMNS = "row_no, qkey, query, ikey, ext_id, title, body, segment, split, grade, attributes"
 
 
-_TEMP_TABLES = ("import_stage", "import_resolved", "import_graded")
+_TEMP_TABLES = ("import_stage", "import_resolved", "import_votes", "import_want", "import_old", "import_changed")
 
 
 def _create_stage(session: Session) -> None:
@@ -118,7 +133,12 @@ def _create_stage(session: Session) -> None:
         f"ext_id VARCHAR(200), title TEXT, body TEXT, segment VARCHAR(100), split VARCHAR(32), grade INTEGER, attributes TEXT){suffix}"))
     session.execute(text("CREATE TEMP TABLE import_resolved (row_no INTEGER, query_id INTEGER, item_id INTEGER, "
                          f"segment VARCHAR(100), split VARCHAR(32), grade INTEGER){suffix}"))
-    session.execute(text(f"CREATE TEMP TABLE import_graded (pair_id INTEGER, grade INTEGER, last_id INTEGER){suffix}"))
+    # The whole file's graded rows, then the votes it wants, the standing imported votes, the changed pairs.
+    session.execute(text(f"CREATE TEMP TABLE import_votes (pair_id INTEGER, grade INTEGER, row_no INTEGER){suffix}"))
+    session.execute(text(f"CREATE TEMP TABLE import_want (pair_id INTEGER, grade INTEGER, rnk INTEGER){suffix}"))
+    session.execute(text("CREATE TEMP TABLE import_old (pair_id INTEGER, event_id INTEGER, grade INTEGER, "
+                         f"rnk INTEGER){suffix}"))
+    session.execute(text(f"CREATE TEMP TABLE import_changed (pair_id INTEGER PRIMARY KEY){suffix}"))
 
 
 def _drop_stage(session: Session) -> None:
@@ -176,36 +196,74 @@ def _merge_stage(session: Session, project_id: int, summary: ImportSummary) -> N
         "ORDER BY MIN(r.row_no) ON CONFLICT (project_id, query_id, item_id) DO NOTHING"), p).rowcount
     summary.pairs_new += new
     summary.pairs_existing += int(distinct_pairs) - new
-    session.execute(text("DELETE FROM import_graded"))
     session.execute(text(
-        "INSERT INTO import_graded (pair_id, grade, last_id) SELECT p.id, MAX(r.grade), "
-        "(SELECT MAX(e.id) FROM label_events e WHERE e.pair_id = p.id AND e.kind = 'imported') "
-        "FROM import_resolved r JOIN pairs p ON p.project_id = :pid AND p.query_id = r.query_id "
-        "AND p.item_id = r.item_id WHERE r.grade IS NOT NULL GROUP BY p.id"), p)
-    insert = ("INSERT INTO label_events (pair_id, kind, grade, supersedes_id, flagged, created_at) "
-              "SELECT g.pair_id, 'imported', g.grade, g.last_id, false, :now FROM import_graded g ")
-    summary.labels_new += session.execute(text(insert + "WHERE g.last_id IS NULL ORDER BY g.pair_id"), p).rowcount
-    summary.labels_changed += session.execute(text(
-        insert + "JOIN label_events last ON last.id = g.last_id WHERE last.grade <> g.grade ORDER BY g.pair_id"),
-        p).rowcount
+        "INSERT INTO import_votes (pair_id, grade, row_no) SELECT p.id, r.grade, r.row_no FROM import_resolved r "
+        "JOIN pairs p ON p.project_id = :pid AND p.query_id = r.query_id AND p.item_id = r.item_id "
+        "WHERE r.grade IS NOT NULL"), p)
     summary.labelled_rows += int(session.execute(
         text("SELECT COUNT(*) FROM import_stage WHERE grade IS NOT NULL")).scalar_one())
+
+
+def _merge_votes(session: Session, on_conflict: str, summary: ImportSummary) -> None:
+    """Compare the file's multiset of grades per pair with the pair's standing imported votes; for each pair
+    where they differ, supersede every standing imported vote and append the file's (see the docstring)."""
+    now = {"now": utcnow()}
+    session.execute(text("CREATE INDEX ix_import_votes ON import_votes (pair_id)"))
+    if on_conflict == "votes":  # every labelled row is a vote
+        session.execute(text(
+            "INSERT INTO import_want (pair_id, grade, rnk) SELECT pair_id, grade, "
+            "ROW_NUMBER() OVER (PARTITION BY pair_id ORDER BY grade, row_no) FROM import_votes"))
+    else:  # pass 1 made sure a pair has one grade, however many rows repeat it
+        session.execute(text("INSERT INTO import_want (pair_id, grade, rnk) SELECT pair_id, MIN(grade), 1 "
+                             "FROM import_votes GROUP BY pair_id"))
+    session.execute(text(
+        "INSERT INTO import_old (pair_id, event_id, grade, rnk) SELECT e.pair_id, e.id, e.grade, "
+        "ROW_NUMBER() OVER (PARTITION BY e.pair_id ORDER BY e.id) FROM label_events e "
+        "WHERE e.pair_id IN (SELECT DISTINCT pair_id FROM import_want) AND e.kind = 'imported' "
+        "AND NOT EXISTS (SELECT 1 FROM label_events later WHERE later.supersedes_id = e.id)"))
+    session.execute(text("CREATE INDEX ix_import_want ON import_want (pair_id, rnk)"))
+    session.execute(text("CREATE INDEX ix_import_old ON import_old (pair_id, rnk)"))
+    want = "SELECT pair_id, grade, COUNT(*) AS n FROM import_want GROUP BY pair_id, grade"
+    old = "SELECT pair_id, grade, COUNT(*) AS n FROM import_old GROUP BY pair_id, grade"
+    session.execute(text(
+        f"INSERT INTO import_changed (pair_id) SELECT a.pair_id FROM ({want} EXCEPT {old}) a "
+        f"UNION SELECT b.pair_id FROM ({old} EXCEPT {want}) b"))
+    insert = ("INSERT INTO label_events (pair_id, kind, grade, supersedes_id, flagged, created_at) "
+              "SELECT w.pair_id, 'imported', w.grade, o.event_id, false, :now FROM import_want w "
+              "JOIN import_changed c ON c.pair_id = w.pair_id "
+              "LEFT JOIN import_old o ON o.pair_id = w.pair_id AND o.rnk = w.rnk "
+              "WHERE {} EXISTS (SELECT 1 FROM import_old x WHERE x.pair_id = w.pair_id) ORDER BY w.pair_id, w.rnk")
+    summary.labels_new += session.execute(text(insert.format("NOT")), now).rowcount
+    summary.labels_changed += session.execute(text(insert.format("")), now).rowcount
+    summary.labels_withdrawn += session.execute(text(
+        "INSERT INTO label_events (pair_id, kind, grade, supersedes_id, flagged, created_at) "
+        "SELECT o.pair_id, 'undo', NULL, o.event_id, false, :now FROM import_old o "
+        "JOIN import_changed c ON c.pair_id = o.pair_id "
+        "WHERE NOT EXISTS (SELECT 1 FROM import_want w WHERE w.pair_id = o.pair_id AND w.rnk = o.rnk) "
+        "ORDER BY o.pair_id, o.rnk"), now).rowcount
 
 
 def import_file(session: Session, path: str | Path, project_name: str, *, create: bool = False,
                 grades: str | list[str] | None = None, guidelines: str | None = None,
                 columns: ColumnMap | None = None, fmt: str | None = None, grade_base: int = 1,
                 chunk_rows: int = 50_000, progress: Callable[[str, int], None] | None = None,
-                undo_export_escaping: bool = False, actor: Actor | None) -> ImportSummary:
+                undo_export_escaping: bool = False, on_conflict: str = "error",
+                actor: Actor | None) -> ImportSummary:
     """Import a pair file into a project (engineer role). Writes nothing unless every row is valid.
 
     ``undo_export_escaping`` (CSV only): drop the apostrophe DaRL's CSV export puts before formula-like
     cells; without it a leading apostrophe is data.
 
+    ``on_conflict``: what rows of one pair with different grades mean: ``error`` (the default) refuses the
+    file naming the row; ``votes`` keeps each row as a separate imported vote (the majority decides, a tie
+    goes to the lower grade). Re-importing the same file adds nothing either way.
+
     ``progress(phase, rows)`` is called per chunk with phase ``validate`` or ``write``.
     The caller owns the transaction (``session_scope`` commits on success and rolls back on error).
     """
     require_role(actor, Role.engineer)
+    if on_conflict not in ON_CONFLICT:
+        raise ConfigError(f"on_conflict must be one of {', '.join(ON_CONFLICT)}, got {on_conflict!r}")
     path = Path(path)
     fmt = detect_format(path, fmt)
     columns = columns or ColumnMap()
@@ -217,7 +275,7 @@ def import_file(session: Session, path: str | Path, project_name: str, *, create
         stamp = _stamp(path) if reread else None
         summary.rows = validate_file(path, scale, columns, fmt, grade_base, chunk_rows,
                                      (lambda n: progress("validate", n)) if progress else None,
-                                     None if reread else Path(spool), undo_export_escaping)
+                                     None if reread else Path(spool), undo_export_escaping, on_conflict)
         if reread and _stamp(path) != stamp:
             raise ImportFileError(f"'{path.name}' changed while it was being imported; nothing was written, "
                                   "import it again")
@@ -235,6 +293,7 @@ def import_file(session: Session, path: str | Path, project_name: str, *, create
                 _merge_stage(session, project.id, summary)
                 if progress:
                     progress("write", len(chunk))
+            _merge_votes(session, on_conflict, summary)
         finally:
             _drop_stage(session)
     session.flush()
