@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pandas as pd
 import streamlit as st
 
@@ -12,6 +14,24 @@ from db.services import versions as version_service
 from pages._jobs_ui import job_panel
 from pages._shared import db, require_role, selected_project
 from pages._text import frame, md, plain
+
+
+def _widget(f: launch.FormField, key: str) -> Any:
+    """One form field in words: its label, its one-line help, the stage recipe's value as the default."""
+    help_ = f.help or None
+    if f.kind == "choice":
+        return st.selectbox(f.label, f.choices, index=f.choices.index(f.default), key=key, help=help_)
+    if f.kind == "bool":
+        return st.checkbox(f.label, value=bool(f.default), help=help_, key=key)
+    if f.kind == "text":
+        return st.text_input(f.label, value=f.default, help=help_, key=key)
+    if f.kind == "int":
+        return st.number_input(f.label, value=int(f.default), step=1, key=key, help=help_,
+                               min_value=int(f.min) if f.min is not None else None,
+                               max_value=int(f.max) if f.max is not None else None)
+    return st.number_input(f.label, value=float(f.default), key=key, format="%g", help=help_,
+                           min_value=f.min, max_value=f.max)
+
 
 user = require_role(Role.engineer)
 project = selected_project()
@@ -30,26 +50,20 @@ with left:
                               "selected labels with replay; dpo: de-bias over-predictions")
     parents = {"default for this stage": None} | {f"{r['name']} ({r['stage']})": r["id"] for r in trained}
     parent_label = st.selectbox("Start from version", list(parents), key="train_parent", format_func=plain)
+    with db() as session:
+        missing = launch.missing_prerequisite(session, project, stage, parents[parent_label])
+    if missing:
+        st.warning(md(missing), icon=":material/block:")
     with st.form("train_form"):
         values = {}
-        for f in launch.stage_form(stage):
-            wkey = f"train_{stage}_{f.name}"
-            if f.kind == "choice":
-                values[f.name] = st.selectbox(f.name, f.choices, index=f.choices.index(f.default), key=wkey,
-                                              help=f.help or None)
-            elif f.kind == "bool":
-                values[f.name] = st.checkbox(f.name, value=bool(f.default), help=f.help, key=wkey)
-            elif f.kind == "text":
-                values[f.name] = st.text_input(f.name, value=f.default, help=f.help, key=wkey)
-            elif f.kind == "int":
-                values[f.name] = st.number_input(f.name, value=int(f.default), step=1, key=wkey,
-                                                 help=f.help or None,
-                                                 min_value=int(f.min) if f.min is not None else None,
-                                                 max_value=int(f.max) if f.max is not None else None)
-            else:
-                values[f.name] = st.number_input(f.name, value=float(f.default), key=wkey, format="%g",
-                                                 help=f.help or None,
-                                                 min_value=f.min, max_value=f.max)
+        for group, title in launch.GROUPS.items():
+            fields = [f for f in launch.stage_form(stage) if f.group == group]
+            if not fields:
+                continue
+            box = st.container() if group == "basics" else st.expander(title, expanded=False)
+            with box:
+                for f in fields:
+                    values[f.name] = _widget(f, f"train_{stage}_{f.name}")
         launched = st.form_submit_button("Launch", type="primary", icon=":material/rocket_launch:")
     if launched:
         with db() as session:

@@ -28,17 +28,16 @@ from darl_core.model import item_text, load_checkpoint, score_pairs
 from darl_core.settings import darl_home
 from darl_core.training import Examples, ProgressEvent, run_stage
 from db.models import LabelEvent, ModelVersion, Pair, Role
-from db.services.labels import final_labels
+from db.services import versions
+from db.services.labels import TEST_SPLITS, VAL_SPLITS, final_labels
 from db.services.projects import get_project
 from db.services.rounds import resolve_version
 from db.services.users import Actor, require_role
+from db.services.versions import DEFAULT_PARENT
 from db.session import is_sqlite
 
 Progress = Callable[[float, str], None]
-VAL_SPLITS = ("val", "val_id")
-TEST_SPLITS = ("test", "test_id", "test_ood")
 MIN_VAL = 50
-DEFAULT_PARENT = {"ft": ("lp",), "wi": ("ft",), "dasa": ("dpo", "dasa", "wi", "ft"), "dpo": ("dasa", "wi", "ft")}
 
 
 def _query_bucket(text: str) -> int:
@@ -48,18 +47,12 @@ def _query_bucket(text: str) -> int:
 def _default_parent(session: Session, project, stage: str) -> ModelVersion | None:
     if stage == "lp":
         return None
-    if stage in ("dasa", "dpo") and project.current_version_id:
-        current = session.get(ModelVersion, project.current_version_id)
-        if current is not None and current.artifact_path:
-            return current
-    for wanted in DEFAULT_PARENT[stage]:
-        found = session.scalar(select(ModelVersion).where(ModelVersion.project_id == project.id,
-                                                          ModelVersion.stage == wanted)
-                               .order_by(ModelVersion.id.desc()).limit(1))
-        if found is not None:
-            return found
-    raise NotFoundError(f"stage {stage!r} starts from a {' or '.join(DEFAULT_PARENT[stage])} version and this "
-                        f"project has none: train {DEFAULT_PARENT[stage][-1]!r} first or pass --from")
+    found = versions.default_parent(session, project, stage)
+    if found is None:
+        raise NotFoundError(f"Stage {stage!r} starts from a {' or '.join(DEFAULT_PARENT[stage])} version and this "
+                            f"project has none: train an {DEFAULT_PARENT[stage][-1]} stage first, or pick the "
+                            "version to start from.")
+    return found
 
 
 def collect_examples(session: Session, project_id: int, since_event_id: int = 0) -> dict[str, Any]:

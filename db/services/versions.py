@@ -25,6 +25,28 @@ def list_versions(session: Session, project_id: int) -> list[ModelVersion]:
                                 .order_by(ModelVersion.id)))
 
 
+# The version a stage starts from when none is picked: the newest of these stages (dasa and dpo first try the
+# project's current version).
+DEFAULT_PARENT = {"ft": ("lp",), "wi": ("ft",), "dasa": ("dpo", "dasa", "wi", "ft"), "dpo": ("dasa", "wi", "ft")}
+
+
+def default_parent(session: Session, project: Project, stage: str) -> ModelVersion | None:
+    """The version ``stage`` starts from when none is picked; None for lp, or when the project has none."""
+    if stage not in DEFAULT_PARENT:
+        return None
+    if stage in ("dasa", "dpo") and project.current_version_id:
+        current = session.get(ModelVersion, project.current_version_id)
+        if current is not None and current.artifact_path:
+            return current
+    for wanted in DEFAULT_PARENT[stage]:  # in order of preference, the newest of each
+        found = session.scalar(select(ModelVersion).where(ModelVersion.project_id == project.id,
+                                                          ModelVersion.stage == wanted)
+                               .order_by(ModelVersion.id.desc()).limit(1))
+        if found is not None:
+            return found
+    return None
+
+
 def lineage(session: Session, version_id: int) -> list[ModelVersion]:
     """The version and its ancestors, newest first (stops on a cycle, which the schema cannot forbid)."""
     chain: list[ModelVersion] = []

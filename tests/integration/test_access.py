@@ -95,7 +95,7 @@ READ_ONLY = {
     "jobs.get_job", "jobs.heartbeat_s", "jobs.install_dispatcher", "jobs.list_jobs", "jobs.queued_ids", "jobs.redispatch_s", "jobs.stale_s",
     "labels.final_labels", "labels.iter_final_labels", "labels.label_event_count", "labels.last_event_id",
     "labels.standing_pair_ids",
-    "launch.overrides_from_form", "launch.stage_form", "launch.training_overview",
+    "launch.missing_prerequisite", "launch.overrides_from_form", "launch.stage_form", "launch.training_overview",
     "limits.check_comment", "limits.check_name", "limits.quote",
     "maps.cluster_summary", "maps.map_choices", "maps.map_key", "maps.map_view",
     "projects.get_project", "projects.list_projects", "projects.parse_grades", "projects.project_settings",
@@ -104,7 +104,8 @@ READ_ONLY = {
     "stats.project_overview", "stats.user_count",
     "training.collect_examples",
     "users.admin_exists", "users.authenticate", "users.get_user", "users.list_users", "users.require_role",
-    "versions.get_version", "versions.lineage", "versions.list_versions", "versions.version_rows",
+    "versions.default_parent", "versions.get_version", "versions.lineage", "versions.list_versions",
+    "versions.version_rows",
     "annotation.needed_votes", "cards.card", "cards.previous",
 }
 
