@@ -36,8 +36,9 @@ with db() as session:
     choices = maps.map_choices(session, project.id)
 labels = {f"{c['name']} ({c['stage']})" + (" · current" if c["current"] else "")
           + ("" if c["has_map"] else " · no map yet"): c for c in choices}
-default = next((i for i, c in enumerate(choices) if c["current"] and c["has_map"]),
-               next((i for i, c in enumerate(choices) if c["has_map"]), 0))
+default = next((i for i, c in enumerate(choices) if c["name"] == st.query_params.get("version")),  # a job's link
+               next((i for i, c in enumerate(choices) if c["current"] and c["has_map"]),
+                    next((i for i, c in enumerate(choices) if c["has_map"]), 0)))
 
 left, right = st.columns([3, 2])
 with left:

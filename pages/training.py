@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pandas as pd
 import streamlit as st
 
 from darl_core.config import STAGES
@@ -14,6 +13,7 @@ from db.services import versions as version_service
 from pages._jobs_ui import job_panel
 from pages._shared import db, require_role, selected_project
 from pages._text import frame, md, plain
+from pages._versions_ui import VERSION_COLUMNS, versions_table
 
 
 def _widget(f: launch.FormField, key: str) -> Any:
@@ -79,15 +79,21 @@ st.subheader("Model versions")
 if not rows:
     st.info("No model version yet: launch an lp stage above.")
     st.stop()
-table = pd.DataFrame(rows).set_index("id")
-st.dataframe(frame(table), key="versions_table", width="stretch",
-             column_config={"current": st.column_config.CheckboxColumn("current"),
-                            "holdout_macro_f1": st.column_config.NumberColumn(
-                                "holdout macro-F1", format="%.3f",
-                                help="dasa/dpo: macro-F1 on the share of the new labels kept out of training "
-                                     "(dasa_holdout / dpo_holdout), mostly the shifted pairs DASA picked")})
+current = next((r["name"] for r in rows if r["current"]), None)
+if current is None:
+    st.caption("No current version: selection and scoring use the pretrained backbone. Make one current below.")
+elif (project.settings or {}).get(version_service.AUTO_CURRENT):
+    st.info(f"**{md(current)}** became the current version on its own: it was the first trained one. "
+            "Selection and scoring use it; pick another below and press Make current to change that.",
+            icon=":material/star:")
+else:
+    st.caption(f"Current version: **{md(current)}** (used for selection and scoring).")
+st.dataframe(frame(versions_table(rows)), key="versions_table", width="stretch", hide_index=True,
+             column_order=list(VERSION_COLUMNS), column_config=VERSION_COLUMNS)
 names = {f"{r['name']} ({r['stage']})": r["id"] for r in rows}
-picked = st.selectbox("Version", list(names), index=len(names) - 1, key="version_pick", format_func=plain)
+linked = [i for i, r in enumerate(rows) if r["name"] == st.query_params.get("version")]  # a job's link
+picked = st.selectbox("Version", list(names), index=linked[0] if linked else len(names) - 1, key="version_pick",
+                      format_func=plain)
 vid = names[picked]
 with db() as session:
     chain = version_service.lineage(session, vid)

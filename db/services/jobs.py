@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import event, select, update
+from sqlalchemy import event, func, select, update
 from sqlalchemy.orm import Session
 
 from darl_core.errors import ConfigError, ConflictError, NotFoundError
@@ -122,17 +122,28 @@ def get_job(session: Session, job_id: int) -> Job:
     return job
 
 
-def list_jobs(session: Session, project_id: int | None = None, kinds: Sequence[str] | None = None,
-              statuses: Sequence[JobStatus] | None = None, limit: int = 50) -> list[Job]:
-    """Newest first."""
-    stmt = select(Job).order_by(Job.id.desc()).limit(limit)
+def _filtered(stmt, project_id: int | None, kinds: Sequence[str] | None,  # type: ignore[no-untyped-def]
+              statuses: Sequence[JobStatus] | None):
     if project_id is not None:
         stmt = stmt.where(Job.project_id == project_id)
     if kinds:
         stmt = stmt.where(Job.kind.in_(list(kinds)))
     if statuses:
         stmt = stmt.where(Job.status.in_(list(statuses)))
+    return stmt
+
+
+def list_jobs(session: Session, project_id: int | None = None, kinds: Sequence[str] | None = None,
+              statuses: Sequence[JobStatus] | None = None, limit: int = 50, offset: int = 0) -> list[Job]:
+    """Newest first; ``offset`` skips that many (a page of the full list)."""
+    stmt = _filtered(select(Job).order_by(Job.id.desc()).limit(limit).offset(offset), project_id, kinds, statuses)
     return list(session.scalars(stmt))
+
+
+def count_jobs(session: Session, project_id: int | None = None, kinds: Sequence[str] | None = None,
+               statuses: Sequence[JobStatus] | None = None) -> int:
+    """How many jobs ``list_jobs`` would page through with these filters."""
+    return int(session.scalar(_filtered(select(func.count(Job.id)), project_id, kinds, statuses)) or 0)
 
 
 def request_cancel(session: Session, job_id: int, actor: Actor | None) -> Job:

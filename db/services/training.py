@@ -27,7 +27,7 @@ from darl_core.metrics import evaluate
 from darl_core.model import item_text, load_checkpoint, score_pairs
 from darl_core.settings import darl_home
 from darl_core.training import Examples, ProgressEvent, run_stage
-from db.models import LabelEvent, ModelVersion, Pair, Role
+from db.models import LabelEvent, ModelVersion, Pair, Project, Role
 from db.services import versions
 from db.services.labels import TEST_SPLITS, VAL_SPLITS, final_labels
 from db.services.projects import get_project
@@ -164,7 +164,17 @@ def train_stage(session: Session, project_name: str, stage: str, *, from_version
                                            "val": len(val), "new": len(new) if new is not None else 0})
     session.add(version)
     session.flush()
+    _adopt_first(session, project, version)
     return version
+
+
+def _adopt_first(session: Session, project: Project, version: ModelVersion) -> None:
+    """No current version yet: the first trained one becomes current (selection and scoring then use a
+    trained model without a further click), marked as chosen on its own so the Training page says so."""
+    if project.current_version_id is None and version.artifact_path:
+        project.current_version_id = version.id
+        project.settings = {**(project.settings or {}), versions.AUTO_CURRENT: True}
+        session.flush()
 
 
 def _path(version: ModelVersion | None):

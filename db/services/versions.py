@@ -36,8 +36,8 @@ def default_parent(session: Session, project: Project, stage: str) -> ModelVersi
         return None
     if stage in ("dasa", "dpo") and project.current_version_id:
         current = session.get(ModelVersion, project.current_version_id)
-        if current is not None and current.artifact_path:
-            return current
+        if current is not None and current.artifact_path and current.stage in DEFAULT_PARENT[stage]:
+            return current  # a fine-tuned current version; an lp one (the first, made current on its own) is not
     for wanted in DEFAULT_PARENT[stage]:  # in order of preference, the newest of each
         found = session.scalar(select(ModelVersion).where(ModelVersion.project_id == project.id,
                                                           ModelVersion.stage == wanted)
@@ -71,8 +71,19 @@ def make_current(session: Session, project_id: int, version_id: int, actor: Acto
     if project is None:
         raise NotFoundError(f"No project with id {project_id}.")
     project.current_version_id = mv.id
+    project.settings = {k: v for k, v in (project.settings or {}).items() if k != AUTO_CURRENT}
     session.flush()
     return project
+
+
+# A project setting: True while the current version is the one training picked on its own (the page says so).
+AUTO_CURRENT = "current_auto"
+
+
+def version_names(session: Session, project_id: int) -> dict[int, str]:
+    """Version id -> name, the one name a version goes by on every page."""
+    return dict(session.execute(select(ModelVersion.id, ModelVersion.name)
+                                .where(ModelVersion.project_id == project_id)).all())
 
 
 def store_evaluation(session: Session, version_id: int, evaluation: dict[str, Any], *,

@@ -132,7 +132,7 @@ def test_versions_table_lineage_and_make_current(people: dict[str, int], sqlite_
     assert not at.exception
     table = at.dataframe[0].value
     assert table["name"].tolist() == ["lp-1", "ft-1"] and table.loc[ft, "parent"] == "lp-1"
-    assert table.loc[ft, "labels"] == 95 and table.loc[ft, "last_event"] == 96  # labels: train + val + new
+    assert table.loc[ft, "labels"] == "95" and table.loc[ft, "last_event"] == "96"  # labels: train + val + new
     assert "**ft-1** (labels up to event 96) ← **lp-1**" in at.caption[-1].value
     at.button(key="make_current").click().run()
     assert not at.exception

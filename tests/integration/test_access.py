@@ -92,7 +92,7 @@ READ_ONLY = {
     "evaluation.summarise",
     "exports.export_frame", "exports.to_bytes", "exports.write_export",  # write_export: a file the CLI names
     "imports.validate_file",
-    "jobs.get_job", "jobs.heartbeat_s", "jobs.install_dispatcher", "jobs.list_jobs", "jobs.queued_ids", "jobs.redispatch_s", "jobs.stale_s",
+    "jobs.count_jobs", "jobs.get_job", "jobs.heartbeat_s", "jobs.install_dispatcher", "jobs.list_jobs", "jobs.queued_ids", "jobs.redispatch_s", "jobs.stale_s",
     "labels.final_labels", "labels.iter_final_labels", "labels.label_event_count", "labels.last_event_id",
     "labels.standing_pair_ids",
     "launch.missing_prerequisite", "launch.overrides_from_form", "launch.stage_form", "launch.training_overview",
@@ -105,7 +105,7 @@ READ_ONLY = {
     "training.collect_examples",
     "users.admin_exists", "users.authenticate", "users.get_user", "users.list_users", "users.require_role",
     "versions.default_parent", "versions.get_version", "versions.lineage", "versions.list_versions",
-    "versions.version_rows",
+    "versions.version_names", "versions.version_rows",
     "annotation.needed_votes", "cards.card", "cards.previous",
 }
 

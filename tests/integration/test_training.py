@@ -310,6 +310,7 @@ def test_inputs_are_checked_up_front(bert, data, chain, tmp_path):
 
 
 def test_train_stage_registers_versions_with_parents(sqlite_database, bert):
+    from db.services.projects import get_project
     from db.services.training import train_stage
     from db.session import session_scope
 
@@ -320,6 +321,8 @@ def test_train_stage_registers_versions_with_parents(sqlite_database, bert):
         lp = train_stage(session, "tiny", "lp", overrides=fast, progress=lambda f, m: fractions.append(f), actor=SYSTEM)
         ft = train_stage(session, "tiny", "ft", overrides={**fast, "tuning": "lora"}, actor=SYSTEM)
         assert (lp.name, ft.name, ft.parent_id, ft.stage) == ("lp-1", "ft-1", lp.id, "ft")
+        project = get_project(session, "tiny")  # the first trained version became current on its own
+        assert project.current_version_id == lp.id and project.settings["current_auto"] is True
         snap = ft.label_snapshot  # 15 val-split pairs, topped up by query hash (MIN_VAL)
         assert snap["train"] + snap["val"] == 60 and snap["val"] > 15
         assert "val_macro_f1" in ft.metrics and Path(ft.artifact_path, "model.pt").is_file()
