@@ -35,6 +35,7 @@ from darl_core.model import (
     save_weights,
     score_pairs,
 )
+from darl_core.progress import ProgressEvent, stage_fraction
 
 
 @dataclass
@@ -67,16 +68,6 @@ class Examples:
             raise ConfigError("only labelled Examples can be concatenated")
         return Examples(self.queries + other.queries, self.items + other.items,
                         np.concatenate([self.grades, other.grades]))
-
-
-@dataclass(frozen=True)
-class ProgressEvent:
-    stage: str
-    step: int
-    total_steps: int
-    epoch: float
-    loss: float | None
-    message: str
 
 
 @dataclass(frozen=True)
@@ -128,7 +119,7 @@ def run_stage(config: StageConfig, train: Examples, val: Examples, out_dir: Path
     start = time.perf_counter()
     holdout = None
     if config.stage == "wi":
-        model, extra = stages.interpolate(config, val, Path(parent), _emit(progress, config))
+        model, extra = stages.interpolate(config, val, Path(parent), _emit(progress, config, "interpolation"))
         tuning = extra.pop("tuning")
     else:
         new_labels, holdout = holdout_split(config, new_labels)
@@ -136,8 +127,10 @@ def run_stage(config: StageConfig, train: Examples, val: Examples, out_dir: Path
         tuning = config.tuning
         if config.stage == "dpo":  # how far towards the DPO weights: picked on val, never below the reference
             save_weights(model, tuning, out_dir / "model_dpo_full.pt")  # the unblended DPO weights, kept
-            model, picked = stages.dpo_strength(config, val, Path(parent), model, _emit(progress, config), holdout)
+            model, picked = stages.dpo_strength(config, val, Path(parent), model,
+                                                _emit(progress, config, "strength pick"), holdout)
             extra.update(picked)
+    _emit(progress, config, "evaluation")(0, 0, 0.0, None, f"scoring {len(val)} validation pairs")
     if config.zero_shot_blend:  # the pretrained similarity as a feature; offsets and temperature fold into it
         extra.update(stages.apply_zero_shot_blend(model, [val, holdout], config))
     if config.decision_offsets:  # the macro-F1 decision rule, folded into the output layer; the temperature follows
@@ -151,7 +144,7 @@ def run_stage(config: StageConfig, train: Examples, val: Examples, out_dir: Path
     metrics["wall_s"] = time.perf_counter() - start
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     dist.barrier()
-    _emit(progress, config)(-1, -1, float("nan"), None, "done")
+    _emit(progress, config, "done")(-1, -1, float("nan"), None, "done")
     return StageResult(config.stage, out_dir, metrics)
 
 
@@ -189,10 +182,12 @@ def _validate(config: StageConfig, train: Examples, val: Examples, parent: Path 
         raise ConfigError("stage 'dasa' needs new_labels: the labelled pairs picked by selection")
 
 
-def _emit(progress: Progress | None, config: StageConfig):
+def _emit(progress: Progress | None, config: StageConfig, phase: str = "training"):
+    """An ``emit(step, total, epoch, loss, message)`` for one phase: the event carries the stage-wide fraction."""
     def emit(step: int, total: int, epoch: float, loss: float | None, message: str) -> None:
         if progress is not None:
-            progress(ProgressEvent(config.stage, step, total, epoch, loss, message))
+            progress(ProgressEvent(config.stage, step, total, epoch, loss, message, phase,
+                                   stage_fraction(config.stage, phase, step, total)))
     return emit
 
 
@@ -295,10 +290,12 @@ def _train_loop(config: StageConfig, train: Examples, val: Examples, out_dir: Pa
     if config.stage == "lp":
         cache = out_dir / "features.npy"
         if not cache.is_file():  # every process checks before any writes it (a barrier comes first)
-            emit(0, 0, 0.0, None, f"pooling {len(data)} training pairs")
+            pooling = _emit(progress, config, "pooling")
+            pooling(0, len(data), 0.0, None, f"pooling {len(data)} training pairs")
             mine = dist.shard(np.arange(len(data)))  # under a launch each process pools its slice
             out = score_pairs(model, [data.queries[i] for i in mine], [data.items[i] for i in mine],
-                              batch_size=config.eval_batch_size, max_length=config.max_length)
+                              batch_size=config.eval_batch_size, max_length=config.max_length,
+                              progress=lambda done, n: pooling(done, n, 0.0, None, ""))  # a bar move, no log line
             if not dist.active:
                 np.save(cache, out.embeddings)
             else:
@@ -315,6 +312,7 @@ def _train_loop(config: StageConfig, train: Examples, val: Examples, out_dir: Pa
         features = torch.from_numpy(np.load(cache))
         enc, lengths = None, np.ones(len(data), dtype=np.int64)
     else:
+        _emit(progress, config, "preparing")(0, 0, 0.0, None, f"tokenizing {len(data)} training pairs")
         enc = model.tokenize(data.queries, data.items, config.max_length)
         lengths = np.array([len(x) for x in enc["input_ids"]])
 
@@ -325,7 +323,8 @@ def _train_loop(config: StageConfig, train: Examples, val: Examples, out_dir: Pa
             stages.dpo_pairs(model, data, config, out_dir)  # computes and caches the reference logits
         dist.barrier()
         pairs = stages.dpo_pairs(model, data, config, out_dir)
-        emit(0, 0, 0.0, None, f"dpo: {int((pairs['rejected'] >= 0).sum())} preference pairs")
+        _emit(progress, config, "preparing")(1, 1, 0.0, None,
+                                             f"dpo: {int((pairs['rejected'] >= 0).sum())} preference pairs")
 
     # dasa: every epoch = all new labels + replay_ratio x as many replayed training pairs.
     n_train = len(train)

@@ -198,8 +198,10 @@ def heartbeat(session: Session, job_id: int, token: str) -> bool:
 
 
 def report(session: Session, job_id: int, token: str, *, progress: float | None = None,
-           message: str | None = None, points: Sequence[tuple[float, float]] = ()) -> str:
-    """Record progress, a log line and loss-curve points (step, loss). Returns "ok", "cancel" or "lost"."""
+           message: str | None = None, points: Sequence[tuple[float, float]] = (), phase: str | None = None,
+           eta_s: float | None = None) -> str:
+    """Record progress, a log line and loss-curve points (step, loss); with a ``phase``, it and the estimated
+    seconds left (``result["phase"]``, ``result["eta_s"]``, for the job panel). Returns "ok", "cancel" or "lost"."""
     job = session.get(Job, job_id, populate_existing=True)
     if job is None or job.worker != token or job.status != JobStatus.running:
         return "lost"
@@ -209,10 +211,13 @@ def report(session: Session, job_id: int, token: str, *, progress: float | None 
         values["progress"] = float(min(max(progress, 0.0), 1.0))
     if message:
         values["log"] = _tail(job.log + _line(now, message))
-    if points:
+    if points or phase is not None:
         result = dict(job.result or {})
-        curve = list(result.get("curve", [])) + [[float(x), float(y)] for x, y in points]
-        result["curve"] = curve[-CURVE_KEEP:]
+        if points:
+            curve = list(result.get("curve", [])) + [[float(x), float(y)] for x, y in points]
+            result["curve"] = curve[-CURVE_KEEP:]
+        if phase is not None:
+            result.update(phase=phase, eta_s=None if eta_s is None else round(float(eta_s), 1))
         values["result"] = result
     if len(values) > 1 and session.execute(_owned(job_id, token).values(**values)).rowcount != 1:
         return "lost"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -38,6 +39,16 @@ from db.session import is_sqlite
 
 Progress = Callable[[float, str], None]
 MIN_VAL = 50
+
+
+# "lp · pooling: pooling 512 training pairs": the stage, its phase, then what happened (may be empty: the
+# bar moved, nothing to log). The job handler reads the phase back (``PHASE_MESSAGE``) for the job panel.
+PHASE_MESSAGE = re.compile(r"^(?P<stage>\w+) · (?P<phase>[a-z ]+): (?P<text>.*)$", re.S)
+
+
+def phase_message(stage: str, phase: str, text: str) -> str:
+    """A progress message that carries the stage's phase (``PHASE_MESSAGE`` reads it back)."""
+    return f"{stage} · {phase}: {text}" if phase else f"{stage}: {text}"
 
 
 def _query_bucket(text: str) -> int:
@@ -136,8 +147,9 @@ def train_stage(session: Session, project_name: str, stage: str, *, from_version
 
     def relay(ev: ProgressEvent) -> None:
         if progress is not None:
-            frac = ev.step / ev.total_steps if ev.total_steps > 0 else (1.0 if ev.message == "done" else 0.0)
-            progress(max(0.0, min(1.0, frac)), f"{ev.stage}: {ev.message}")
+            frac = ev.fraction if ev.fraction is not None else \
+                (ev.step / ev.total_steps if ev.total_steps > 0 else (1.0 if ev.message == "done" else 0.0))
+            progress(max(0.0, min(1.0, frac)), phase_message(ev.stage, ev.phase, ev.message))
 
     if is_sqlite(session) and session.in_transaction():
         # Only read so far. Every SQLite transaction holds the write lock (BEGIN IMMEDIATE): end this one

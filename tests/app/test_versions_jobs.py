@@ -132,3 +132,12 @@ def test_a_version_link_opens_that_version(eng: dict[str, int]) -> None:
     at.query_params["version"] = "lp-1"  # what "New version: lp-1" links to
     at.run()
     assert not at.exception and at.selectbox(key="version_pick").value == "lp-1 (lp)"
+
+
+def test_a_running_job_shows_its_phase_and_time_left(eng: dict[str, int], sqlite_database: str) -> None:
+    job_id = _job(sqlite_database, eng["project"], "train", {"project": "demo", "stage": "lp"}, JobStatus.running,
+                  {"phase": "pooling", "eta_s": 125.0})
+    with session_scope(sqlite_database) as s:
+        s.execute(update(Job).where(Job.id == job_id).values(progress=0.3))
+    at = page("training", eng["eng"]).run()
+    assert at.get("progress")[0].proto.text == "30% · pooling · about 2 min left"

@@ -591,3 +591,58 @@ def test_a_child_stage_starts_from_the_head_not_the_parents_offsets_and_temperat
     assert child.output is None and child.blend is None
     np.testing.assert_allclose(score_pairs(child, val.queries, val.items, max_length=24).logits, head,
                                rtol=1e-5, atol=1e-5)
+
+
+def _phases_in_order(events) -> list[str]:  # noqa: ANN001
+    seen: list[str] = []
+    for e in events:
+        if not seen or seen[-1] != e.phase:
+            seen.append(e.phase)
+    return seen
+
+
+@pytest.mark.parametrize("stage", ["lp", "ft"])
+def test_progress_moves_through_every_phase(bert, data, tmp_path, chain, stage):
+    train, val = data
+    events = []
+    parent = chain["lp"].checkpoint if stage == "ft" else None
+    run_stage(cfg(stage, bert if stage == "lp" else None, eval_batch_size=8), train, val, tmp_path / stage,
+              parent=parent, progress=events.append)
+    fractions = [e.fraction for e in events]
+    assert all(f is not None for f in fractions) and fractions == sorted(fractions) and fractions[-1] == 1.0
+    if stage == "lp":  # pooling was most of the run and the bar sat at 0%: now it moves batch by batch
+        assert _phases_in_order(events) == ["pooling", "training", "evaluation", "done"]
+        pooling = [e.fraction for e in events if e.phase == "pooling"]
+        assert len({f for f in pooling if 0 < f < 0.6}) >= 3 and max(pooling) == pytest.approx(0.6)
+    else:
+        assert _phases_in_order(events) == ["preparing", "training", "evaluation", "done"]
+
+
+def test_progress_of_a_train_job_carries_the_phase_and_an_eta(sqlite_database, bert, tmp_path):
+    from darl_app.job_kinds import JobContext, train_job
+    from db.services import jobs
+    from db.session import session_scope
+
+    with session_scope(sqlite_database) as session:
+        seed_tiny_project(session, bert)
+        job_id = jobs.enqueue(session, "train", {}, actor=SYSTEM).id  # the version row names its job
+    reports = []
+
+    def report(**kw):  # noqa: ANN003, ANN202 - the worker's report, recorded
+        reports.append(kw)
+        return "ok"
+
+    ctx = JobContext(job_id=job_id, kind="train", project_id=None, attempt=1, workdir=tmp_path, report=report,
+                     params={"project": "tiny", "stage": "lp", "evaluate": False,
+                             "overrides": {"epochs": 1, "batch_size": 16, "max_length": 24, "eval_batch_size": 8}},
+                     min_interval_s=0.0)
+    assert train_job(ctx)["version"] == "lp-1"
+    phased = [r for r in reports if "phase" in r]
+    progress = [r["progress"] for r in phased]
+    assert progress == sorted(progress)
+    assert [r["phase"] for r in phased if 0 < r["progress"] < 0.6] and all(
+        r["phase"] == "pooling" for r in phased if r["progress"] < 0.6)
+    assert {"pooling", "training", "evaluation"} <= {r["phase"] for r in phased}
+    assert not any(r.get("message") == "lp · pooling: " for r in reports)  # a bar move is not a log line
+    ctx._started = (0.0, 0.0)
+    assert ctx.eta_s(0.25, now=10.0) == pytest.approx(30.0) and ctx.eta_s(0.005, now=10.0) is None
