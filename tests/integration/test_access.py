@@ -61,6 +61,7 @@ NEEDS_ROLE: dict[str, Role] = {
     "review.adjudicate_and_list": Role.reviewer,
     "review.agreement_report": Role.reviewer,
     "review.review_queue": Role.reviewer,
+    "round_pairs.round_pairs": Role.engineer,
     "rounds.create_round": Role.engineer,
     "rounds.resolve_version": Role.engineer,  # creates the backbone's version row on first use
     "rounds.run_selection": Role.engineer,
@@ -100,7 +101,7 @@ READ_ONLY = {
     "maps.cluster_summary", "maps.map_choices", "maps.map_key", "maps.map_view",
     "projects.get_project", "projects.list_projects", "projects.parse_grades", "projects.project_settings",
     "rounds.default_version", "rounds.embedding_key", "rounds.get_round", "rounds.round_items", "rounds.round_queue",
-    "rounds.round_rows",
+    "rounds.round_rows", "round_pairs.round_csv",
     "stats.project_overview", "stats.user_count",
     "training.collect_examples", "training.phase_message",
     "users.admin_exists", "users.authenticate", "users.get_user", "users.list_users", "users.require_role",
