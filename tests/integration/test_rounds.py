@@ -10,7 +10,17 @@ from sqlalchemy import func, select
 from darl_core.errors import ConfigError, NotFoundError, PoolError
 from darl_core.selection import Selected, SelectionConfig
 from db.models import Item as ItemRow
-from db.models import LabelEvent, LabelKind, ModelVersion, Pair, PairScore, Project, Query, Role, SelectionRound
+from db.models import (
+    LabelEvent,
+    LabelKind,
+    ModelVersion,
+    Pair,
+    PairScore,
+    Project,
+    Query,
+    Role,
+    SelectionRound,
+)
 from db.services.rounds import (
     create_round,
     default_version,
