@@ -63,7 +63,7 @@ def _link(page: str, label: str, icon: str, query: dict[str, str]) -> None:
         st.caption(f"{label} →")
 
 
-def result_link(job: Job, names: dict[int, str], key: str) -> None:
+def result_link(job: Job, names: dict[int, str]) -> None:
     """A finished job's link to what it made: its version (Training), evaluation (Gap), round or map."""
     r = job.result or {}
     if job.status != JobStatus.succeeded:
@@ -73,7 +73,7 @@ def result_link(job: Job, names: dict[int, str], key: str) -> None:
         _link("pages/training.py", f"New version: {plain(label)}", ":material/model_training:", {"version": label})
     elif job.kind == "evaluate" and "version_id" in r and int(r["version_id"]) in names:
         label = names[int(r["version_id"])]
-        _link("pages/gap.py", f"Evaluation of {plain(label)} on the Gap page", ":material/compare_arrows:",
+        _link("pages/gap.py", f"{plain(label)}: ID and OOD results", ":material/compare_arrows:",
               {"version": label})
     elif job.kind == "select" and "round_id" in r:
         _link("pages/selection.py", f"Round {int(r['round_id'])}: its pairs", ":material/travel_explore:",
@@ -102,7 +102,7 @@ def render_job(job: Job, user: User, key: str, names: dict[int, str] | None = No
         fig = _curve(job)
         if fig is not None:
             st.plotly_chart(safe_figure(fig), key=f"{key}_curve_{job.id}")
-        result_link(job, names, key)
+        result_link(job, names)
         with st.expander("Log", expanded=job.status in ACTIVE):
             st.code(plain("\n".join(job.log.splitlines()[-15:])) or "(empty)", language=None)
 

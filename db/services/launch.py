@@ -1,8 +1,9 @@
 """Launching the engineer's background jobs: checked up front, then queued (the worker runs them).
 
 Each ``launch_*`` validates what it can before queueing (a stage config that would be refused, a
-version of another project), so a mistake is a message on the page, not a failed job minutes later.
-``stage_form`` gives the training form its fields, defaults and bounds from ``StageConfig``.
+version of another project, a stage whose prerequisite is missing: ``missing_prerequisite``), so a
+mistake is a message on the page, not a failed job minutes later. ``stage_form`` gives the training
+form its fields, defaults and bounds from ``StageConfig``, each with a label, a one-line help and a group.
 """
 
 from __future__ import annotations
