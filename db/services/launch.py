@@ -51,42 +51,20 @@ _AFTER = ("zero_shot_blend", "decision_offsets", "calibrate", "calibrate_by")  #
 # What each stage uses: lp trains the head alone (no backbone lr), wi trains nothing (it scores val at
 # max_length for each alpha).
 _STAGE_FIELDS = {"lp": tuple(f for f in _TRAINING if f != "lr") + _AFTER, "wi": ("max_length",) + _AFTER}
-_HELP = {"lr": "the backbone's learning rate. Left as shown it follows the tuning: LoRA 5e-4, full 1e-4, times "
-               "0.6 in dasa and 0.4 in dpo (the benchmark's recipe)",
-         "zero_shot_blend": "after the stage, also use the pretrained backbone's own query-item similarity (each "
-                            "text embedded alone) in the grade logits, fitted on the validation pairs; kept only if "
-                            "it lowers the log-loss on folds it was not fitted on. Scoring then runs the "
-                            "pretrained backbone too (for a fully tuned model, a second copy in memory)",
-         "decision_offsets": "after the stage, shift each grade's logit so that the predicted grade maximises "
-                             "macro-F1 on the validation pairs (and the held-out new labels); kept only if it also "
-                             "wins on validation folds it was not fitted on, else argmax stays",
-         "calibrate": "temperature scaling on the validation pairs after the stage: confidence only, "
-                      "predictions unchanged",
-         "calibrate_by": "what the temperature minimises on the validation pairs: nll (the whole grade "
-                         "distribution) or ece (the confidence of the predicted grade, as the pages show it)",
-         "dpo_alphas": "comma-separated strengths tried on validation; one value is used as it is",
-         "dpo_holdout": "share of the newly labelled (DASA) pairs kept out of training: the strength pick must not "
-                        "lower their macro-F1 either",
-         "layer_lr_decay": "each lower transformer layer learns at this factor of the one above (1: one lr for "
-                           "all); lower layers then keep more of the pretrained features",
-         "average_tail": "share of the last training steps whose weights are averaged into the result "
-                         "(stochastic weight averaging over the tail; 0: the last weights)",
-         "dasa_holdout": "share of the newly labelled pairs kept out of training and scored after it (holdout "
-                         "macro-F1: quality on the shifted pairs); the same rows a following dpo at the same share "
-                         "and seed holds out. Costs labels: 0.2 lowered dpo val macro-F1 on Home Depot"}
-# The form's words: field -> (label, group, one-line help where _HELP has none). Every field the form can
-# show has an entry (tests/app/test_engineer_pages.py checks that no raw field name reaches the page).
+# The form's words: field -> (label, group, one-line help). Every field the form can show has an entry
+# (tests/app/test_training_form.py checks that no raw field name reaches the page and each help is one line).
 GROUPS = {"basics": "Basics", "loss": "Loss", "calibration": "Calibration", "advanced": "Advanced"}
 _WORDS: dict[str, tuple[str, str, str]] = {
     "epochs": ("Epochs", "basics", "passes over the training labels; fractions allowed"),
     "batch_size": ("Batch size", "basics", "pairs per training step"),
-    "lr": ("Backbone learning rate", "basics", ""),
+    # Left as shown, the backbone lr follows the tuning: LoRA 5e-4, full 1e-4, times 0.6 in dasa and 0.4 in dpo.
+    "lr": ("Backbone learning rate", "basics", "learning rate of the backbone; as shown it follows the tuning "
+                                               "and the stage (the benchmark's recipe)"),
     "head_lr": ("Head learning rate", "basics", "learning rate of the grade head on top of the backbone"),
     "tuning": ("What to tune", "basics", "lora: small adapters on the backbone; full: every weight; head: the "
                                         "grade head only"),
     "wi_alphas": ("Interpolation weights to try", "basics",
-                  "comma-separated shares of the ft weights (0: the lp model, 1: the ft model); the best on "
-                  "validation is kept"),
+                  "comma-separated shares of the ft weights (0: lp, 1: ft); the best on validation is kept"),
     "replay_ratio": ("Replay ratio", "basics", "earlier training pairs replayed per new label in each epoch"),
     "dpo_pairs": ("Rejected predictions", "basics", "over: only over-predictions are rejected; wrong: every wrong "
                                                     "prediction"),
@@ -98,19 +76,30 @@ _WORDS: dict[str, tuple[str, str, str]] = {
                                                                "actually reaches"),
     "dpo_sft_weight": ("Cross-entropy anchor", "loss", "weight of the plain grading loss kept next to the "
                                                        "preference loss"),
-    "zero_shot_blend": ("Blend in zero-shot similarity", "calibration", ""),
-    "decision_offsets": ("Tune decision offsets for macro-F1", "calibration", ""),
-    "calibrate": ("Calibrate confidence", "calibration", ""),
-    "calibrate_by": ("Calibration objective", "calibration", ""),
+    # Each step after training keeps itself only when it wins on validation folds it was not fitted on.
+    "zero_shot_blend": ("Blend in zero-shot similarity", "calibration",
+                        "add the pretrained backbone's query-item similarity to the grade logits, if it helps"),
+    "decision_offsets": ("Tune decision offsets for macro-F1", "calibration",
+                         "shift each grade's logit so the predicted grade maximises validation macro-F1"),
+    "calibrate": ("Calibrate confidence", "calibration",
+                  "temperature scaling on the validation pairs: confidence changes, predictions do not"),
+    "calibrate_by": ("Calibration objective", "calibration",
+                     "nll: the whole grade distribution; ece: the predicted grade's confidence, as the pages show it"),
     "max_length": ("Max tokens per pair", "advanced", "query and item text are cut to this many tokens"),
     "seed": ("Random seed", "advanced", "same seed, same labels, same settings: the same model"),
     "save_every": ("Checkpoint every (steps)", "advanced", "steps between resumable checkpoints"),
     "lora.r": ("LoRA rank", "advanced", "size of the adapters (tuning: lora)"),
-    "layer_lr_decay": ("Layer-wise learning-rate decay", "advanced", ""),
-    "average_tail": ("Averaged tail of training (share)", "advanced", ""),
-    "dasa_holdout": ("Held-out share of the new labels", "advanced", ""),
-    "dpo_alphas": ("Preference strengths to try", "advanced", ""),
-    "dpo_holdout": ("Held-out share for the strength pick", "advanced", ""),
+    "layer_lr_decay": ("Layer-wise learning-rate decay", "advanced",
+                       "each lower layer learns at this factor of the one above (1: one rate for all)"),
+    "average_tail": ("Averaged tail of training (share)", "advanced",
+                     "share of the last steps whose weights are averaged (stochastic weight averaging; 0: off)"),
+    # 0.2 lowered dpo val macro-F1 on Home Depot: held-out labels are labels not trained on.
+    "dasa_holdout": ("Held-out share of the new labels", "advanced",
+                     "kept out of training and scored after it: quality on the shifted pairs (costs labels)"),
+    "dpo_alphas": ("Preference strengths to try", "advanced",
+                   "comma-separated; the best on validation is kept, one value is used as it is"),
+    "dpo_holdout": ("Held-out share for the strength pick", "advanced",
+                    "new labels kept out of training; the pick must not lower their macro-F1"),
 }
 _PER_STAGE = {"lp": (), "ft": ("tuning", "lora.r", "layer_lr_decay", "average_tail"), "wi": ("wi_alphas",),
               "dasa": ("tuning", "lora.r", "layer_lr_decay", "average_tail", "replay_ratio", "dasa_holdout"),
@@ -131,7 +120,7 @@ def stage_form(stage: str) -> list[FormField]:
         obj, attr = (sub[name.split(".")[0]], name.split(".")[1]) if "." in name else (defaults, name)
         value = getattr(obj, attr)
         label, group, line = _WORDS[name]
-        words = {"help": _HELP.get(name) or line, "label": label, "group": group}
+        words = {"help": line, "label": label, "group": group}
         if name in _CHOICES:
             out.append(FormField(name, value, "choice", choices=_CHOICES[name], **words))
         elif isinstance(value, bool):

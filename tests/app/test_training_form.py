@@ -38,7 +38,7 @@ def test_every_field_has_words_and_a_group(eng: dict[str, int], stage: str) -> N
     assert fields
     for w in fields:
         assert not RAW_NAME.match(w.label) and "_" not in w.label, f"{w.key} is labelled {w.label!r}"
-        assert w.help, f"{w.key} has no help"
+        assert w.help and "\n" not in w.help and len(w.help) <= 120, f"{w.key}: help {w.help!r} is not one line"
     boxes = {e.label: e for e in at.expander if e.label in ("Loss", "Calibration", "Advanced")}
     assert boxes and all(not e.proto.expanded for e in boxes.values())  # collapsed until opened
     grouped = {w.key for e in boxes.values() for w in _inputs(e)}
