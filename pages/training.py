@@ -64,7 +64,8 @@ with left:
             with box:
                 for f in fields:
                     values[f.name] = _widget(f, f"train_{stage}_{f.name}")
-        launched = st.form_submit_button("Launch", type="primary", icon=":material/rocket_launch:")
+        launched = st.form_submit_button("Launch", type="primary", icon=":material/rocket_launch:",
+                                         disabled=bool(missing))
     if launched:
         with db() as session:
             job = launch.launch_training(session, project, stage, from_version=parents[parent_label],

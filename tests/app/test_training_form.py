@@ -8,7 +8,9 @@ import pytest
 from sqlalchemy import func, select
 
 from darl_core.config import STAGES
-from db.models import Job, LabelEvent, LabelKind, ModelVersion, Pair, User
+from darl_core.errors import ConflictError
+from db.models import Job, LabelEvent, LabelKind, ModelVersion, Pair, Project, User
+from db.services import launch
 from db.session import session_scope
 from tests.app.pagetest import page
 from tests.integration.engineer_seed import seed_project
@@ -58,9 +60,11 @@ def test_wi_without_ft_is_refused_on_the_form(eng: dict[str, int], sqlite_databa
     at.selectbox(key="train_stage").set_value("wi").run()
     assert not at.exception
     assert any("Train an ft stage first" in w.value for w in at.warning)
-    at.button[0].click().run()  # the form's Launch: refused, nothing queued
-    assert not at.exception and not at.success
-    assert any("Train an ft stage first" in e.value for e in at.error)
+    assert at.button[0].disabled  # the form's Launch
+    with session_scope(sqlite_database) as s:  # and the service refuses it too, queueing nothing
+        with pytest.raises(ConflictError, match="Train an ft stage first"):
+            launch.launch_training(s, s.get(Project, eng["project"]), "wi", from_version=None, overrides={},
+                                   actor=s.get(User, eng["eng"]))
     with session_scope(sqlite_database) as s:
         assert s.scalar(select(func.count(Job.id))) == 0
 
@@ -74,14 +78,13 @@ def test_dasa_without_new_labels_is_refused(eng: dict[str, int], sqlite_database
     at.selectbox(key="train_stage").set_value("dasa").run()
     warning = " ".join(w.value for w in at.warning)
     assert "No new labels since ft-1" in warning and "Selection" in warning
-    at.button[0].click().run()
-    assert not at.success
+    assert at.button[0].disabled
     with session_scope(sqlite_database) as s:
         assert s.scalar(select(func.count(Job.id))) == 0
         pool = s.scalars(select(Pair.id).where(Pair.split == "pool").limit(1)).one()
         s.add(LabelEvent(pair_id=pool, kind=LabelKind.label, grade=1, user_id=eng["eng"]))
     at = page("training", eng["eng"]).run()  # one new label: allowed
     at.selectbox(key="train_stage").set_value("dasa").run()
-    assert not at.warning
+    assert not at.warning and not at.button[0].disabled
     at.button[0].click().run()
     assert not at.exception and "queued: dasa" in at.success[0].value
