@@ -141,3 +141,19 @@ def test_a_running_job_shows_its_phase_and_time_left(eng: dict[str, int], sqlite
         s.execute(update(Job).where(Job.id == job_id).values(progress=0.3))
     at = page("training", eng["eng"]).run()
     assert at.get("progress")[0].proto.text == "30% · pooling · about 2 min left"
+
+
+def test_links_open_their_version_on_gap_and_maps(eng: dict[str, int], sqlite_database: str) -> None:
+    from tests.app.test_engineer_pages import _evaluation
+
+    with session_scope(sqlite_database) as s:
+        for vid in (eng["lp"], eng["ft"]):
+            s.get(ModelVersion, vid).metrics = {"evaluation": _evaluation(0.9, 0.6)}
+    gap = page("gap", eng["eng"])
+    gap.query_params["version"] = "lp-1"  # "lp-1: ID and OOD results"
+    gap.run()
+    assert not gap.exception and gap.selectbox(key="gap_version").value == "lp-1"
+    maps = page("maps", eng["eng"])
+    maps.query_params["version"] = "ft-1"  # "Map of ft-1"
+    maps.run()
+    assert not maps.exception and maps.selectbox(key="map_version").value.startswith("ft-1 (ft)")
