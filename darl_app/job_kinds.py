@@ -70,19 +70,36 @@ class JobContext:
     _last_write: float = 0.0
     _last_check: float = 0.0
     _pending_points: list[tuple[float, float]] = field(default_factory=list)
+    _started: tuple[float, float] | None = None  # (monotonic time, fraction) of the first report
     _parent_pid: int = field(default_factory=os.getppid)
 
     def progress(self, fraction: float, message: str | None = None, *, loss: float | None = None,
-                 step: float | None = None, force: bool = False) -> None:
-        """Record progress (0..1), optionally a log line and a loss-curve point (step, loss)."""
+                 step: float | None = None, force: bool = False, phase: str | None = None) -> None:
+        """Record progress (0..1), optionally a log line and a loss-curve point (step, loss). With a
+        ``phase`` (pooling, training, ...) the job also shows it and an estimate of the time left."""
         if loss is not None and step is not None and loss == loss:  # NaN != NaN
             self._pending_points.append((float(step), float(loss)))
         now = time.monotonic()
+        if self._started is None:
+            self._started = (now, fraction)  # a resumed attempt starts part way: time the rest only
         if not (force or message or now - self._last_write >= self.min_interval_s):
             return
-        self._note(self.report(progress=fraction, message=message, points=self._pending_points))
+        extra: dict[str, Any] = {}
+        if phase is not None:
+            extra = {"phase": phase, "eta_s": self.eta_s(fraction, now)}
+        self._note(self.report(progress=fraction, message=message, points=self._pending_points, **extra))
         self._pending_points = []
         self._last_write = now
+
+    def eta_s(self, fraction: float, now: float | None = None) -> float | None:
+        """Seconds left at the pace so far this attempt; None until there is a pace to go by."""
+        if self._started is None:
+            return None
+        t0, f0 = self._started
+        elapsed, done = (time.monotonic() if now is None else now) - t0, fraction - f0
+        if done < 0.01 or elapsed < 1.0:
+            return None
+        return max(elapsed * (1.0 - fraction) / done, 0.0)
 
     def log(self, message: str) -> None:
         self._note(self.report(message=message))
@@ -149,6 +166,7 @@ def _service_session(ctx: JobContext) -> Iterator[tuple[Any, Callable[[float, st
     the service's session first (it has only read at that point: the services write at the end),
     which releases the lock; its next statement starts a new transaction.
     """
+    from db.services.training import PHASE_MESSAGE
     from db.session import is_sqlite, session_scope
 
     with session_scope() as session:
@@ -160,11 +178,15 @@ def _service_session(ctx: JobContext) -> Iterator[tuple[Any, Callable[[float, st
 
         def progress(fraction: float, message: str = "") -> None:
             release()
+            phased = PHASE_MESSAGE.match(message or "")  # "lp · pooling: ...": the panel shows the phase
+            phase = phased["phase"] if phased else None
             m = _STEP.search(message or "")
             if m:  # "stage: step 10/200 loss 0.8123": a loss-curve point, not a log line
-                ctx.progress(fraction, None, loss=float(m[3]), step=int(m[1]))
+                ctx.progress(fraction, None, loss=float(m[3]), step=int(m[1]), phase=phase)
+            elif phased and not phased["text"].strip():  # the bar moved within a phase: nothing to log
+                ctx.progress(fraction, None, phase=phase)
             else:
-                ctx.progress(fraction, message or None)
+                ctx.progress(fraction, message or None, phase=phase)
 
         def should_stop() -> bool:
             release()

@@ -35,6 +35,7 @@ from darl_core.model import (
     save_weights,
     score_pairs,
 )
+from darl_core.progress import ProgressEvent, stage_fraction
 
 
 @dataclass
@@ -67,16 +68,6 @@ class Examples:
             raise ConfigError("only labelled Examples can be concatenated")
         return Examples(self.queries + other.queries, self.items + other.items,
                         np.concatenate([self.grades, other.grades]))
-
-
-@dataclass(frozen=True)
-class ProgressEvent:
-    stage: str
-    step: int
-    total_steps: int
-    epoch: float
-    loss: float | None
-    message: str
 
 
 @dataclass(frozen=True)
@@ -139,7 +130,13 @@ def run_stage(config: StageConfig, train: Examples, val: Examples, out_dir: Path
             save_weights(model, tuning, out_dir / "model_dpo_full.pt")  # the unblended DPO weights, kept
             weights_at, alphas = stages.dpo_blender(Path(parent), model), stages.dpo_candidates(config)
     # The post-hoc choices (alpha, blend, offsets, temperature), each guarded; the figures are out of fold.
-    post, oof = posthoc.finish(model, val, holdout, config, _emit(progress, config), weights_at, alphas)
+    # wi's alpha and dpo's strength are their own phases of the bar; every other step is part of evaluation.
+    phase = {"wi": "interpolation", "dpo": "strength pick"}.get(config.stage, "evaluation")
+    if phase == "evaluation":
+        _emit(progress, config, "evaluation")(0, 0, 0.0, None, f"scoring {len(val)} validation pairs")
+    post, oof = posthoc.finish(model, val, holdout, config, _emit(progress, config, phase), weights_at, alphas)
+    if phase != "evaluation":
+        _emit(progress, config, "evaluation")(0, 0, 0.0, None, f"{phase}: decided on {len(val)} validation pairs")
     extra.update(post)
     save_weights(model, tuning, out_dir / "model.pt")
     metrics = {**_metrics_of(val, oof["val"], config), **extra}
@@ -148,7 +145,7 @@ def run_stage(config: StageConfig, train: Examples, val: Examples, out_dir: Path
     metrics["wall_s"] = time.perf_counter() - start
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     dist.barrier()
-    _emit(progress, config)(-1, -1, float("nan"), None, "done")
+    _emit(progress, config, "done")(-1, -1, float("nan"), None, "done")
     return StageResult(config.stage, out_dir, metrics)
 
 
@@ -186,10 +183,12 @@ def _validate(config: StageConfig, train: Examples, val: Examples, parent: Path 
         raise ConfigError("stage 'dasa' needs new_labels: the labelled pairs picked by selection")
 
 
-def _emit(progress: Progress | None, config: StageConfig):
+def _emit(progress: Progress | None, config: StageConfig, phase: str = "training"):
+    """An ``emit(step, total, epoch, loss, message)`` for one phase: the event carries the stage-wide fraction."""
     def emit(step: int, total: int, epoch: float, loss: float | None, message: str) -> None:
         if progress is not None:
-            progress(ProgressEvent(config.stage, step, total, epoch, loss, message))
+            progress(ProgressEvent(config.stage, step, total, epoch, loss, message, phase,
+                                   stage_fraction(config.stage, phase, step, total)))
     return emit
 
 
@@ -292,10 +291,12 @@ def _train_loop(config: StageConfig, train: Examples, val: Examples, out_dir: Pa
     if config.stage == "lp":
         cache = out_dir / "features.npy"
         if not cache.is_file():  # every process checks before any writes it (a barrier comes first)
-            emit(0, 0, 0.0, None, f"pooling {len(data)} training pairs")
+            pooling = _emit(progress, config, "pooling")
+            pooling(0, len(data), 0.0, None, f"pooling {len(data)} training pairs")
             mine = dist.shard(np.arange(len(data)))  # under a launch each process pools its slice
             out = score_pairs(model, [data.queries[i] for i in mine], [data.items[i] for i in mine],
-                              batch_size=config.eval_batch_size, max_length=config.max_length)
+                              batch_size=config.eval_batch_size, max_length=config.max_length,
+                              progress=lambda done, n: pooling(done, n, 0.0, None, ""))  # a bar move, no log line
             if not dist.active:
                 np.save(cache, out.embeddings)
             else:
@@ -312,6 +313,7 @@ def _train_loop(config: StageConfig, train: Examples, val: Examples, out_dir: Pa
         features = torch.from_numpy(np.load(cache))
         enc, lengths = None, np.ones(len(data), dtype=np.int64)
     else:
+        _emit(progress, config, "preparing")(0, 0, 0.0, None, f"tokenizing {len(data)} training pairs")
         enc = model.tokenize(data.queries, data.items, config.max_length)
         lengths = np.array([len(x) for x in enc["input_ids"]])
 
@@ -322,7 +324,8 @@ def _train_loop(config: StageConfig, train: Examples, val: Examples, out_dir: Pa
             stages.dpo_pairs(model, data, config, out_dir)  # computes and caches the reference logits
         dist.barrier()
         pairs = stages.dpo_pairs(model, data, config, out_dir)
-        emit(0, 0, 0.0, None, f"dpo: {int((pairs['rejected'] >= 0).sum())} preference pairs")
+        _emit(progress, config, "preparing")(1, 1, 0.0, None,
+                                             f"dpo: {int((pairs['rejected'] >= 0).sum())} preference pairs")
 
     # dasa: every epoch = all new labels + replay_ratio x as many replayed training pairs.
     n_train = len(train)

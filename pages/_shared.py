@@ -65,8 +65,8 @@ def selected_project() -> Project:
         for p in projects:
             session.expunge(p)
     if not projects:
-        st.info("No project yet. Import one: `python -m darl_core import FILE --project NAME --create`, "
-                "or, on an empty database, `make run` loads the demo project.")
+        st.info("No project yet. An administrator imports one with the command line's import command (see the "
+                "README), or, on an empty database, `make run` loads the demo project.")
         st.stop()
     names = [p.name for p in projects]
     default = st.session_state.get("project_name")

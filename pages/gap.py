@@ -115,8 +115,9 @@ else:
             st.plotly_chart(safe_figure(dfig), key="gap_compare_chart")
 
 st.subheader("Calibration and errors of one version")
-picked = st.selectbox("Version", list(table["version"]), index=len(table) - 1, key="gap_version",
-                      format_func=plain)
+linked = [i for i, v in enumerate(table["version"]) if v == st.query_params.get("version")]  # a job's link
+picked = st.selectbox("Version", list(table["version"]), index=linked[0] if linked else len(table) - 1,
+                      key="gap_version", format_func=plain)
 ev = next(h["evaluation"] for h in history if h["name"] == picked)
 grades = ev.get("grades") or list(project.grades)
 cols = st.columns(len(ev["splits"]))

@@ -24,6 +24,8 @@ ROLE_COLOURS = {"pool": "#c7ccd4", "train": "#9aa5b1", "ID test": "#1f77b4", "OO
                 "labelled": "#2ca02c", "selected": "#ff7f0e"}
 # Grades are ordinal: spread K of these red-to-green steps over the scale (3 grades: red, yellow, green).
 GRADE_STEPS = ["#d62728", "#f46d43", "#fdae61", "#e6c229", "#a6d96a", "#66bd63", "#1a9850"]
+LABELLED_CLUSTERS = 12  # clusters named on the map; the rest in the hover text
+LABEL_GAP = 0.06  # two labels closer than this share of the map's width and height would overlap
 COLOUR_BY = ("role", "OOD score", "predicted grade")
 HOVER = ("<b>%{customdata[0]}</b><br>%{customdata[1]}<br>%{customdata[2]} · cluster %{customdata[3]}"
          " · OOD %{customdata[4]}<extra></extra>")
@@ -36,8 +38,9 @@ with db() as session:
     choices = maps.map_choices(session, project.id)
 labels = {f"{c['name']} ({c['stage']})" + (" · current" if c["current"] else "")
           + ("" if c["has_map"] else " · no map yet"): c for c in choices}
-default = next((i for i, c in enumerate(choices) if c["current"] and c["has_map"]),
-               next((i for i, c in enumerate(choices) if c["has_map"]), 0))
+default = next((i for i, c in enumerate(choices) if c["name"] == st.query_params.get("version")),  # a job's link
+               next((i for i, c in enumerate(choices) if c["current"] and c["has_map"]),
+                    next((i for i, c in enumerate(choices) if c["has_map"]), 0)))
 
 left, right = st.columns([3, 2])
 with left:
@@ -70,14 +73,18 @@ def hover_data(df: pd.DataFrame) -> np.ndarray:
                      df["cluster"].astype(str), ood], axis=1)
 
 
-def scatter(df: pd.DataFrame, name: str, size: float, **marker: object) -> go.Scattergl:
-    return go.Scattergl(x=df["x"], y=df["y"], mode="markers", name=f"{name} ({len(df):,})",
-                        customdata=hover_data(df), hovertemplate=HOVER, marker=dict(size=size, **marker))
-
-
-def figure(view: pd.DataFrame, colour: str, grades: list[str]) -> go.Figure:
+def figure(view: pd.DataFrame, colour: str, grades: list[str]) -> tuple[go.Figure, list[pd.DataFrame]]:
+    """The map and, per trace in drawing order, the rows it plots (a box or lasso selection names points by
+    trace and index: ``cluster_of_selection`` maps them back)."""
     size = 7.0 if len(view) < 2_000 else 4.0 if len(view) < 20_000 else 2.5
     fig = go.Figure()
+    parts: list[pd.DataFrame] = []
+
+    def scatter(df: pd.DataFrame, name: str, size: float, **marker: object) -> go.Scattergl:
+        parts.append(df)
+        return go.Scattergl(x=df["x"], y=df["y"], mode="markers", name=f"{name} ({len(df):,})",
+                            customdata=hover_data(df), hovertemplate=HOVER, marker=dict(size=size, **marker))
+
     if colour == "role":
         for role, hex_colour in ROLE_COLOURS.items():
             part = view[view["role"] == role]
@@ -99,13 +106,40 @@ def figure(view: pd.DataFrame, colour: str, grades: list[str]) -> go.Figure:
             part = view[pred == g]
             if len(part):
                 fig.add_trace(scatter(part, name, size, color=GRADE_STEPS[steps[min(g, len(steps) - 1)]]))
-    # Cluster names on a light label, so they stay readable over dense points.
-    for c, (x, y) in view.groupby("cluster")[["x", "y"]].median().iterrows():
+    # Cluster names on a light label, so they stay readable over dense points: the largest clusters only,
+    # none on top of another; every point's cluster is in its hover text.
+    for c, (x, y) in label_positions(view).items():
         fig.add_annotation(x=x, y=y, text=f"C{c}", showarrow=False, font=dict(size=10, color="#222"),
                            bgcolor="rgba(255,255,255,0.75)", borderpad=1)
     fig.update_layout(height=640, margin=dict(l=10, r=10, t=10, b=10), legend=dict(orientation="h", y=1.02, x=0),
-                      xaxis=dict(visible=False), yaxis=dict(visible=False), plot_bgcolor="white")
-    return fig
+                      xaxis=dict(visible=False), yaxis=dict(visible=False), plot_bgcolor="white",
+                      dragmode="lasso")
+    return fig, parts
+
+
+def label_positions(view: pd.DataFrame, most: int = LABELLED_CLUSTERS) -> dict[int, tuple[float, float]]:
+    """Cluster -> label position (its median point) for the ``most`` largest clusters, largest first, leaving
+    out a label closer than ``LABEL_GAP`` of the map's extent (both axes) to one already placed."""
+    centres = view.groupby("cluster")[["x", "y"]].median()
+    span_x = float(np.ptp(view["x"])) or 1.0
+    span_y = float(np.ptp(view["y"])) or 1.0
+    placed: dict[int, tuple[float, float]] = {}
+    for c in view["cluster"].value_counts(sort=True).index[:most]:
+        x, y = (float(v) for v in centres.loc[c])
+        if all(abs(x - px) > LABEL_GAP * span_x or abs(y - py) > LABEL_GAP * span_y for px, py in placed.values()):
+            placed[int(c)] = (x, y)
+    return dict(sorted(placed.items()))
+
+
+def cluster_of_selection(state: object, parts: list[pd.DataFrame]) -> int | None:
+    """The cluster most of the box- or lasso-selected points belong to (None: nothing selected)."""
+    points = ((state or {}).get("selection") or {}).get("points") or []  # type: ignore[union-attr]
+    found = []
+    for p in points:
+        trace, row = p.get("curve_number"), p.get("point_index", p.get("point_number"))
+        if isinstance(trace, int) and isinstance(row, int) and 0 <= trace < len(parts) and 0 <= row < len(parts[trace]):
+            found.append(int(parts[trace]["cluster"].iloc[row]))
+    return max(set(found), key=found.count) if found else None
 
 
 meta = view.attrs.get("meta") or {}
@@ -116,7 +150,14 @@ if colour == "OOD score" and view["ood_score"].isna().all():
     st.caption("No OOD scores for this version yet: a DASA selection round with it scores the pool.")
 if colour == "predicted grade" and view["predicted_grade"].isna().all():
     st.caption("No predictions for this version yet: a DASA selection round with it stores them.")
-st.plotly_chart(safe_figure(figure(view, colour, list(project.grades))), key="map_chart", width="stretch")
+fig, parts = figure(view, colour, list(project.grades))
+chosen = st.plotly_chart(safe_figure(fig), key="map_chart", width="stretch", on_select="rerun",
+                         selection_mode=("box", "lasso", "points"))
+st.caption("Draw a lasso or a box around points (or click one) to open their cluster below.")
+from_map = cluster_of_selection(chosen, parts)
+if from_map is not None and st.session_state.get("map_selection_seen") != repr(chosen):
+    st.session_state["map_cluster"] = from_map  # a new selection on the map picks the cluster; the list still can
+    st.session_state["map_selection_seen"] = repr(chosen)
 
 st.subheader("Clusters")
 summary = maps.cluster_summary(view)

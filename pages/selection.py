@@ -7,11 +7,13 @@ for the annotators, the model's least sure first. The rounds table shows how far
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 import streamlit as st
 
 from db.models import Role
-from db.services import annotation, launch, rounds, versions
+from db.services import annotation, launch, round_pairs, rounds, versions
 from db.services.projects import project_settings
 from pages._jobs_ui import job_panel
 from pages._shared import db, require_role, selected_project
@@ -75,3 +77,25 @@ st.dataframe(frame(pd.DataFrame(rows)), hide_index=True, key="rounds_table", wid
                  "graded_share": st.column_config.ProgressColumn("graded share", format="percent", min_value=0.0,
                                                                  max_value=1.0),
                  "order": st.column_config.TextColumn("order", help="how the OOD candidates were ranked")})
+
+st.subheader("Pairs of a round")
+by_id = {r["id"]: r for r in rows}
+linked = st.query_params.get("round")  # a finished select job links here with ?round=<id>
+first = next((i for i, r in enumerate(rows) if str(r["id"]) == linked), 0)
+rid = st.selectbox("Round", list(by_id), index=first, key="round_pick",
+                   format_func=lambda i: plain(f"{by_id[i]['name']} · {by_id[i]['version'] or 'backbone'} · "
+                                               f"{by_id[i]['pairs']} pairs"))
+with db() as session:
+    pairs = round_pairs.round_pairs(session, rid, actor=user)
+st.dataframe(frame(pd.DataFrame(pairs, columns=list(round_pairs.COLUMNS))), hide_index=True, key="round_pairs_table",
+             width="stretch", column_config={
+                 "pair": st.column_config.NumberColumn("pair", pinned=True),
+                 "ood_score": st.column_config.NumberColumn("OOD score", format="%.3f",
+                                                            help="higher: less like the labelled pairs"),
+                 "control": st.column_config.CheckboxColumn("control", help="picked at random as a control"),
+                 "reason": st.column_config.TextColumn("why it was picked", width="large"),
+                 "grade": st.column_config.TextColumn("standing grade"),
+                 "graded_by": st.column_config.TextColumn("who graded what", width="medium")})
+st.download_button("Download this round (CSV)", round_pairs.round_csv(pairs), key="round_download",
+                   file_name=re.sub(r"[^\w.-]+", "-", f"{project.name}-{by_id[rid]['name']}") + ".csv", mime="text/csv",
+                   icon=":material/download:")

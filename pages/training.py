@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import pandas as pd
+from typing import Any
+
 import streamlit as st
 
 from darl_core.config import STAGES
@@ -12,6 +13,25 @@ from db.services import versions as version_service
 from pages._jobs_ui import job_panel
 from pages._shared import db, require_role, selected_project
 from pages._text import frame, md, plain
+from pages._versions_ui import VERSION_COLUMNS, versions_table
+
+
+def _widget(f: launch.FormField, key: str) -> Any:
+    """One form field in words: its label, its one-line help, the stage recipe's value as the default."""
+    help_ = f.help or None
+    if f.kind == "choice":
+        return st.selectbox(f.label, f.choices, index=f.choices.index(f.default), key=key, help=help_)
+    if f.kind == "bool":
+        return st.checkbox(f.label, value=bool(f.default), help=help_, key=key)
+    if f.kind == "text":
+        return st.text_input(f.label, value=f.default, help=help_, key=key)
+    if f.kind == "int":
+        return st.number_input(f.label, value=int(f.default), step=1, key=key, help=help_,
+                               min_value=int(f.min) if f.min is not None else None,
+                               max_value=int(f.max) if f.max is not None else None)
+    return st.number_input(f.label, value=float(f.default), key=key, format="%g", help=help_,
+                           min_value=f.min, max_value=f.max)
+
 
 user = require_role(Role.engineer)
 project = selected_project()
@@ -30,27 +50,22 @@ with left:
                               "selected labels with replay; dpo: de-bias over-predictions")
     parents = {"default for this stage": None} | {f"{r['name']} ({r['stage']})": r["id"] for r in trained}
     parent_label = st.selectbox("Start from version", list(parents), key="train_parent", format_func=plain)
+    with db() as session:
+        missing = launch.missing_prerequisite(session, project, stage, parents[parent_label])
+    if missing:
+        st.warning(md(missing), icon=":material/block:")
     with st.form("train_form"):
         values = {}
-        for f in launch.stage_form(stage):
-            wkey = f"train_{stage}_{f.name}"
-            if f.kind == "choice":
-                values[f.name] = st.selectbox(f.name, f.choices, index=f.choices.index(f.default), key=wkey,
-                                              help=f.help or None)
-            elif f.kind == "bool":
-                values[f.name] = st.checkbox(f.name, value=bool(f.default), help=f.help, key=wkey)
-            elif f.kind == "text":
-                values[f.name] = st.text_input(f.name, value=f.default, help=f.help, key=wkey)
-            elif f.kind == "int":
-                values[f.name] = st.number_input(f.name, value=int(f.default), step=1, key=wkey,
-                                                 help=f.help or None,
-                                                 min_value=int(f.min) if f.min is not None else None,
-                                                 max_value=int(f.max) if f.max is not None else None)
-            else:
-                values[f.name] = st.number_input(f.name, value=float(f.default), key=wkey, format="%g",
-                                                 help=f.help or None,
-                                                 min_value=f.min, max_value=f.max)
-        launched = st.form_submit_button("Launch", type="primary", icon=":material/rocket_launch:")
+        for group, title in launch.GROUPS.items():
+            fields = [f for f in launch.stage_form(stage) if f.group == group]
+            if not fields:
+                continue
+            box = st.container() if group == "basics" else st.expander(title, expanded=False)
+            with box:
+                for f in fields:
+                    values[f.name] = _widget(f, f"train_{stage}_{f.name}")
+        launched = st.form_submit_button("Launch", type="primary", icon=":material/rocket_launch:",
+                                         disabled=bool(missing))
     if launched:
         with db() as session:
             job = launch.launch_training(session, project, stage, from_version=parents[parent_label],
@@ -65,18 +80,21 @@ st.subheader("Model versions")
 if not rows:
     st.info("No model version yet: launch an lp stage above.")
     st.stop()
-table = pd.DataFrame(rows).set_index("id")
-st.dataframe(frame(table), key="versions_table", width="stretch",
-             column_config={"current": st.column_config.CheckboxColumn("current"),
-                            "holdout_macro_f1": st.column_config.NumberColumn(
-                                "holdout macro-F1", format="%.3f",
-                                help="dasa/dpo: macro-F1 on the share of the new labels kept out of training "
-                                     "(dasa_holdout / dpo_holdout), mostly the shifted pairs DASA picked"),
-                            "few_queries": st.column_config.TextColumn(
-                                "few queries", help="figures computed on fewer queries than the product trusts, "
-                                                    "with their 95% interval from resampling whole queries")})
+current = next((r["name"] for r in rows if r["current"]), None)
+if current is None:
+    st.caption("No current version: selection and scoring use the pretrained backbone. Make one current below.")
+elif (project.settings or {}).get(version_service.AUTO_CURRENT):
+    st.info(f"**{md(current)}** became the current version on its own: it was the first trained one. "
+            "Selection and scoring use it; pick another below and press Make current to change that.",
+            icon=":material/star:")
+else:
+    st.caption(f"Current version: **{md(current)}** (used for selection and scoring).")
+st.dataframe(frame(versions_table(rows)), key="versions_table", width="stretch", hide_index=True,
+             column_order=list(VERSION_COLUMNS), column_config=VERSION_COLUMNS)
 names = {f"{r['name']} ({r['stage']})": r["id"] for r in rows}
-picked = st.selectbox("Version", list(names), index=len(names) - 1, key="version_pick", format_func=plain)
+linked = [i for i, r in enumerate(rows) if r["name"] == st.query_params.get("version")]  # a job's link
+picked = st.selectbox("Version", list(names), index=linked[0] if linked else len(names) - 1, key="version_pick",
+                      format_func=plain)
 vid = names[picked]
 with db() as session:
     chain = version_service.lineage(session, vid)

@@ -58,10 +58,15 @@ def parse_overrides(args: argparse.Namespace) -> dict:
 def cmd_train(args: argparse.Namespace) -> int:
     from darl_app.cli.data import ensure_schema
     from darl_core import distributed
+    from darl_core.config import BASELINES
+    from darl_core.errors import ConfigError
     from db.services.training import train_stage
     from db.services.users import SYSTEM
     from db.session import session_scope
 
+    if args.stage in BASELINES and args.from_version is not None:
+        raise ConfigError(f"stage {args.stage!r} is the baseline fine-tune straight from the pretrained backbone; "
+                          "drop --from (train ft --from VERSION to continue from a version)")
     dist = distributed.context()  # under `accelerate launch`: one of several processes (see distributed.py)
     if dist.is_main:
         ensure_schema()

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import event, select, update
+from sqlalchemy import event, func, select, update
 from sqlalchemy.orm import Session
 
 from darl_core.errors import ConfigError, ConflictError, NotFoundError
@@ -122,17 +122,28 @@ def get_job(session: Session, job_id: int) -> Job:
     return job
 
 
-def list_jobs(session: Session, project_id: int | None = None, kinds: Sequence[str] | None = None,
-              statuses: Sequence[JobStatus] | None = None, limit: int = 50) -> list[Job]:
-    """Newest first."""
-    stmt = select(Job).order_by(Job.id.desc()).limit(limit)
+def _filtered(stmt, project_id: int | None, kinds: Sequence[str] | None,  # type: ignore[no-untyped-def]
+              statuses: Sequence[JobStatus] | None):
     if project_id is not None:
         stmt = stmt.where(Job.project_id == project_id)
     if kinds:
         stmt = stmt.where(Job.kind.in_(list(kinds)))
     if statuses:
         stmt = stmt.where(Job.status.in_(list(statuses)))
+    return stmt
+
+
+def list_jobs(session: Session, project_id: int | None = None, kinds: Sequence[str] | None = None,
+              statuses: Sequence[JobStatus] | None = None, limit: int = 50, offset: int = 0) -> list[Job]:
+    """Newest first; ``offset`` skips that many (a page of the full list)."""
+    stmt = _filtered(select(Job).order_by(Job.id.desc()).limit(limit).offset(offset), project_id, kinds, statuses)
     return list(session.scalars(stmt))
+
+
+def count_jobs(session: Session, project_id: int | None = None, kinds: Sequence[str] | None = None,
+               statuses: Sequence[JobStatus] | None = None) -> int:
+    """How many jobs ``list_jobs`` would page through with these filters."""
+    return int(session.scalar(_filtered(select(func.count(Job.id)), project_id, kinds, statuses)) or 0)
 
 
 def request_cancel(session: Session, job_id: int, actor: Actor | None) -> Job:
@@ -187,8 +198,10 @@ def heartbeat(session: Session, job_id: int, token: str) -> bool:
 
 
 def report(session: Session, job_id: int, token: str, *, progress: float | None = None,
-           message: str | None = None, points: Sequence[tuple[float, float]] = ()) -> str:
-    """Record progress, a log line and loss-curve points (step, loss). Returns "ok", "cancel" or "lost"."""
+           message: str | None = None, points: Sequence[tuple[float, float]] = (), phase: str | None = None,
+           eta_s: float | None = None) -> str:
+    """Record progress, a log line and loss-curve points (step, loss); with a ``phase``, it and the estimated
+    seconds left (``result["phase"]``, ``result["eta_s"]``, for the job panel). Returns "ok", "cancel" or "lost"."""
     job = session.get(Job, job_id, populate_existing=True)
     if job is None or job.worker != token or job.status != JobStatus.running:
         return "lost"
@@ -198,10 +211,13 @@ def report(session: Session, job_id: int, token: str, *, progress: float | None 
         values["progress"] = float(min(max(progress, 0.0), 1.0))
     if message:
         values["log"] = _tail(job.log + _line(now, message))
-    if points:
+    if points or phase is not None:
         result = dict(job.result or {})
-        curve = list(result.get("curve", [])) + [[float(x), float(y)] for x, y in points]
-        result["curve"] = curve[-CURVE_KEEP:]
+        if points:
+            curve = list(result.get("curve", [])) + [[float(x), float(y)] for x, y in points]
+            result["curve"] = curve[-CURVE_KEEP:]
+        if phase is not None:
+            result.update(phase=phase, eta_s=None if eta_s is None else round(float(eta_s), 1))
         values["result"] = result
     if len(values) > 1 and session.execute(_owned(job_id, token).values(**values)).rowcount != 1:
         return "lost"

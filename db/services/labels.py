@@ -12,6 +12,9 @@ from darl_core.labels import Event, FinalLabel, aggregate
 from db.models import LabelEvent, LabelKind, Pair
 
 _CHUNK = 20_000
+# Splits that never train: validation pairs score each epoch, test pairs only an evaluation.
+VAL_SPLITS = ("val", "val_id")
+TEST_SPLITS = ("test", "test_id", "test_ood")
 
 
 def _events_query(project_id: int):  # type: ignore[no-untyped-def]

@@ -1,8 +1,9 @@
 """Launching the engineer's background jobs: checked up front, then queued (the worker runs them).
 
 Each ``launch_*`` validates what it can before queueing (a stage config that would be refused, a
-version of another project), so a mistake is a message on the page, not a failed job minutes later.
-``stage_form`` gives the training form its fields, defaults and bounds from ``StageConfig``.
+version of another project, a stage whose prerequisite is missing: ``missing_prerequisite``), so a
+mistake is a message on the page, not a failed job minutes later. ``stage_form`` gives the training
+form its fields, defaults and bounds from ``StageConfig``, each with a label, a one-line help and a group.
 """
 
 from __future__ import annotations
@@ -10,13 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from darl_core.config import CALIBRATE_BY, STAGES, stage_config
 from darl_core.errors import ConfigError, ConflictError
-from db.models import Job, Pair, Project, Role
+from db.models import Job, LabelEvent, Pair, Project, Role
 from db.services import jobs, versions
+from db.services.labels import TEST_SPLITS, VAL_SPLITS
 from db.services.users import Actor, require_role
 
 
@@ -29,6 +31,8 @@ class FormField:
     max: float | None = None
     choices: tuple[str, ...] = ()
     help: str = ""
+    label: str = ""  # what the form calls it, in words
+    group: str = "basics"  # one of GROUPS: basics open, the rest in collapsed expanders
 
 
 # Bounds mirror the checks in StageConfig.__post_init__ (which stays the judge: it validates on launch).
@@ -47,31 +51,58 @@ _AFTER = ("zero_shot_blend", "decision_offsets", "calibrate", "calibrate_by")  #
 # What each stage uses: lp trains the head alone (no backbone lr), wi trains nothing (it scores val at
 # max_length for each alpha).
 _STAGE_FIELDS = {"lp": tuple(f for f in _TRAINING if f != "lr") + _AFTER, "wi": ("max_length",) + _AFTER}
-_HELP = {"lr": "the backbone's learning rate. Left as shown it follows the tuning: LoRA 5e-4, full 1e-4, times "
-               "0.6 in dasa and 0.4 in dpo (the benchmark's recipe)",
-         "zero_shot_blend": "after the stage, also use the pretrained backbone's own query-item similarity (each "
-                            "text embedded alone) in the grade logits, fitted on the validation pairs; kept only if "
-                            "it lowers the log-loss on query folds it was not fitted on. Scoring then runs the "
-                            "pretrained backbone too (for a fully tuned model, a second copy in memory)",
-         "decision_offsets": "after the stage, shift each grade's logit so that the predicted grade maximises "
-                             "macro-F1 on the validation pairs (and the held-out new labels); kept only if it also "
-                             "wins on query folds it was not fitted on, else argmax stays",
-         "calibrate": "temperature scaling on the validation pairs after the stage: confidence only, "
-                      "predictions unchanged; a sharpening temperature (< 1) must win on query folds. Every "
-                      "step after training is skipped, with the reason in the log, when validation has fewer "
-                      "than 8 queries or 10 pairs of a grade",
-         "calibrate_by": "what the temperature minimises on the validation pairs: nll (the whole grade "
-                         "distribution) or ece (the confidence of the predicted grade, as the pages show it)",
-         "dpo_alphas": "comma-separated strengths tried on validation; one value is used as it is",
-         "dpo_holdout": "share of the newly labelled (DASA) pairs kept out of training: the strength pick must not "
-                        "lower their macro-F1 either",
-         "layer_lr_decay": "each lower transformer layer learns at this factor of the one above (1: one lr for "
-                           "all); lower layers then keep more of the pretrained features",
-         "average_tail": "share of the last training steps whose weights are averaged into the result "
-                         "(stochastic weight averaging over the tail; 0: the last weights)",
-         "dasa_holdout": "share of the newly labelled pairs kept out of training and scored after it (holdout "
-                         "macro-F1: quality on the shifted pairs); the same rows a following dpo at the same share "
-                         "and seed holds out. Costs labels: 0.2 lowered dpo val macro-F1 on Home Depot"}
+# The form's words: field -> (label, group, one-line help). Every field the form can show has an entry
+# (tests/app/test_training_form.py checks that no raw field name reaches the page and each help is one line).
+GROUPS = {"basics": "Basics", "loss": "Loss", "calibration": "Calibration", "advanced": "Advanced"}
+_WORDS: dict[str, tuple[str, str, str]] = {
+    "epochs": ("Epochs", "basics", "passes over the training labels; fractions allowed"),
+    "batch_size": ("Batch size", "basics", "pairs per training step"),
+    # Left as shown, the backbone lr follows the tuning: LoRA 5e-4, full 1e-4, times 0.6 in dasa and 0.4 in dpo.
+    "lr": ("Backbone learning rate", "basics", "learning rate of the backbone; as shown it follows the tuning "
+                                               "and the stage (the benchmark's recipe)"),
+    "head_lr": ("Head learning rate", "basics", "learning rate of the grade head on top of the backbone"),
+    "tuning": ("What to tune", "basics", "lora: small adapters on the backbone; full: every weight; head: the "
+                                        "grade head only"),
+    "wi_alphas": ("Interpolation weights to try", "basics",
+                  "comma-separated shares of the ft weights (0: lp, 1: ft); the best on validation is kept"),
+    "replay_ratio": ("Replay ratio", "basics", "earlier training pairs replayed per new label in each epoch"),
+    "dpo_pairs": ("Rejected predictions", "basics", "over: only over-predictions are rejected; wrong: every wrong "
+                                                    "prediction"),
+    "dpo_beta": ("Preference strength (β)", "basics", "how far the model may move from its parent"),
+    "loss.label_smoothing": ("Label smoothing", "loss", "share of each target spread over the other grades"),
+    "loss.ordinal_weight": ("Ordinal penalty", "loss", "penalises a prediction more the further its grade is "
+                                                       "from the true one"),
+    "loss.occ_weight": ("Over-confidence penalty (λ)", "loss", "penalises confidence above the accuracy a batch "
+                                                               "actually reaches"),
+    "dpo_sft_weight": ("Cross-entropy anchor", "loss", "weight of the plain grading loss kept next to the "
+                                                       "preference loss"),
+    # Each step after training is kept only when it wins on query folds it was not fitted on and does not lower
+    # the held-out new labels' macro-F1; all are skipped (reason in the log) when validation has fewer than
+    # 8 queries or 10 pairs of a grade (darl_core/posthoc.py).
+    "zero_shot_blend": ("Blend in zero-shot similarity", "calibration",
+                        "add the pretrained backbone's query-item similarity to the grade logits, if it helps"),
+    "decision_offsets": ("Tune decision offsets for macro-F1", "calibration",
+                         "shift each grade's logit so the predicted grade maximises validation macro-F1"),
+    "calibrate": ("Calibrate confidence", "calibration",
+                  "temperature scaling on the validation pairs: confidence changes, predictions do not"),
+    "calibrate_by": ("Calibration objective", "calibration",
+                     "nll: the whole grade distribution; ece: the predicted grade's confidence, as the pages show it"),
+    "max_length": ("Max tokens per pair", "advanced", "query and item text are cut to this many tokens"),
+    "seed": ("Random seed", "advanced", "same seed, same labels, same settings: the same model"),
+    "save_every": ("Checkpoint every (steps)", "advanced", "steps between resumable checkpoints"),
+    "lora.r": ("LoRA rank", "advanced", "size of the adapters (tuning: lora)"),
+    "layer_lr_decay": ("Layer-wise learning-rate decay", "advanced",
+                       "each lower layer learns at this factor of the one above (1: one rate for all)"),
+    "average_tail": ("Averaged tail of training (share)", "advanced",
+                     "share of the last steps whose weights are averaged (stochastic weight averaging; 0: off)"),
+    # 0.2 lowered dpo val macro-F1 on Home Depot: held-out labels are labels not trained on.
+    "dasa_holdout": ("Held-out share of the new labels", "advanced",
+                     "kept out of training and scored after it: quality on the shifted pairs (costs labels)"),
+    "dpo_alphas": ("Preference strengths to try", "advanced",
+                   "comma-separated; the best on validation is kept, one value is used as it is"),
+    "dpo_holdout": ("Held-out share for the strength pick", "advanced",
+                    "new labels kept out of training; the pick must not lower their macro-F1"),
+}
 _PER_STAGE = {"lp": (), "ft": ("tuning", "lora.r", "layer_lr_decay", "average_tail"), "wi": ("wi_alphas",),
               "dasa": ("tuning", "lora.r", "layer_lr_decay", "average_tail", "replay_ratio", "dasa_holdout"),
               "dpo": ("tuning", "lora.r", "layer_lr_decay", "dpo_beta", "dpo_sft_weight", "dpo_pairs", "dpo_alphas",
@@ -90,17 +121,17 @@ def stage_form(stage: str) -> list[FormField]:
     for name in _STAGE_FIELDS.get(stage, _TRAINING + _AFTER) + _PER_STAGE[stage]:
         obj, attr = (sub[name.split(".")[0]], name.split(".")[1]) if "." in name else (defaults, name)
         value = getattr(obj, attr)
+        label, group, line = _WORDS[name]
+        words = {"help": line, "label": label, "group": group}
         if name in _CHOICES:
-            out.append(FormField(name, value, "choice", choices=_CHOICES[name], help=_HELP.get(name, "")))
+            out.append(FormField(name, value, "choice", choices=_CHOICES[name], **words))
         elif isinstance(value, bool):
-            out.append(FormField(name, value, "bool", help=_HELP.get(name, "")))
+            out.append(FormField(name, value, "bool", **words))
         elif isinstance(value, tuple):
-            out.append(FormField(name, ", ".join(f"{v:g}" for v in value), "text",
-                                 help=_HELP.get(name, "comma-separated")))
+            out.append(FormField(name, ", ".join(f"{v:g}" for v in value), "text", **words))
         else:
             lo, hi = _BOUNDS.get(name, (None, None))
-            out.append(FormField(name, value, "int" if isinstance(value, int) else "float", lo, hi,
-                                 help=_HELP.get(name, "")))
+            out.append(FormField(name, value, "int" if isinstance(value, int) else "float", lo, hi, **words))
     return out
 
 
@@ -125,13 +156,45 @@ def overrides_from_form(stage: str, values: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def missing_prerequisite(session: Session, project: Project, stage: str, from_version: int | None) -> str | None:
+    """Why ``stage`` cannot run yet, with what to do; None when it can (the form shows this before queueing)."""
+    if stage == "lp":
+        return None
+    parent = versions.get_version(session, from_version) if from_version is not None \
+        else versions.default_parent(session, project, stage)
+    if parent is None or not parent.artifact_path:
+        need = versions.DEFAULT_PARENT[stage][-1]
+        why = {"ft": "fine-tuning starts from a linear probe", "wi": "weight interpolation blends an ft version "
+               "with the lp version it came from"}.get(stage, f"{stage} continues from a fine-tuned version")
+        return f"Train an {need} stage first: {why}, and this project has no {need} version yet."
+    if stage == "wi" and parent.stage != "ft":
+        return f"Weight interpolation starts from an ft version; {parent.name} is {parent.stage}. Pick an ft version."
+    if stage == "dasa":
+        since = int((parent.label_snapshot or {}).get("last_event_id", 0))
+        if _new_labels(session, project.id, since) == 0:
+            return (f"No new labels since {parent.name} was trained: dasa trains on them. Start a round on the "
+                    "Selection page and grade its pairs on Annotate first.")
+    return None
+
+
+def _new_labels(session: Session, project_id: int, since_event_id: int) -> int:
+    """Pairs outside the validation and test splits first labelled after ``since_event_id`` (what dasa trains on)."""
+    first = (select(LabelEvent.pair_id, func.min(LabelEvent.id).label("first")).join(Pair, Pair.id == LabelEvent.pair_id)
+             .where(Pair.project_id == project_id, Pair.split.not_in(VAL_SPLITS + TEST_SPLITS) | Pair.split.is_(None))
+             .group_by(LabelEvent.pair_id).subquery())
+    return int(session.scalar(select(func.count()).select_from(first).where(first.c.first > since_event_id)) or 0)
+
+
 def launch_training(session: Session, project: Project, stage: str, *, from_version: int | None,
                     overrides: dict[str, Any], actor: Actor | None) -> Job:
-    """Queue training of ``stage`` (engineer role), its config checked first."""
+    """Queue training of ``stage`` (engineer role), its config and prerequisites checked first."""
     require_role(actor, Role.engineer)
     stage_config(stage, overrides)
     if from_version is not None and versions.get_version(session, from_version).project_id != project.id:
         raise ConflictError("That version belongs to another project.")
+    missing = missing_prerequisite(session, project, stage, from_version)
+    if missing is not None:
+        raise ConflictError(missing)
     return jobs.enqueue(session, "train", {"project": project.name, "stage": stage, "from_version": from_version,
                                            "overrides": overrides}, project_id=project.id, actor=actor)
 

@@ -51,7 +51,7 @@ def get_project(session: Session, name: str) -> Project:
     project = session.scalar(select(Project).where(Project.name == name))
     if project is None:
         known = ", ".join(session.scalars(select(Project.name).order_by(Project.name))) or "none yet"
-        raise NotFoundError(f"No project named '{name}' (known: {known}). Create it with `import ... --create`.")
+        raise NotFoundError(f"No project named '{name}' (known: {known}). Import it first (the README shows how).")
     return project
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -28,16 +29,16 @@ from darl_core.metrics import evaluate
 from darl_core.model import item_text, load_checkpoint, score_pairs
 from darl_core.settings import darl_home
 from darl_core.training import Examples, ProgressEvent, run_stage
-from db.models import LabelEvent, ModelVersion, Pair, Role
-from db.services.labels import final_labels
+from db.models import LabelEvent, ModelVersion, Pair, Project, Role
+from db.services import versions
+from db.services.labels import TEST_SPLITS, VAL_SPLITS, final_labels
 from db.services.projects import get_project
 from db.services.rounds import resolve_version
 from db.services.users import Actor, require_role
+from db.services.versions import DEFAULT_PARENT
 from db.session import is_sqlite
 
 Progress = Callable[[float, str], None]
-VAL_SPLITS = ("val", "val_id")
-TEST_SPLITS = ("test", "test_id", "test_ood")
 # The validation set the product trusts (draw_validation): a val split with fewer pairs or queries than
 # this is topped up by query from the training pairs. PROVISIONAL: VAL_MIN_QUERIES matches the post-hoc
 # guards' posthoc_min_queries (8), VAL_SHARE the 10% of queries the old hash bucket drew; neither is
@@ -45,7 +46,16 @@ TEST_SPLITS = ("test", "test_id", "test_ood")
 MIN_VAL = 50
 VAL_MIN_QUERIES = 8
 VAL_SHARE = 0.1
-DEFAULT_PARENT = {"ft": ("lp",), "wi": ("ft",), "dasa": ("dpo", "dasa", "wi", "ft"), "dpo": ("dasa", "wi", "ft")}
+
+
+# "lp · pooling: pooling 512 training pairs": the stage, its phase, then what happened (may be empty: the
+# bar moved, nothing to log). The job handler reads the phase back (``PHASE_MESSAGE``) for the job panel.
+PHASE_MESSAGE = re.compile(r"^(?P<stage>\w+) · (?P<phase>[a-z ]+): (?P<text>.*)$", re.S)
+
+
+def phase_message(stage: str, phase: str, text: str) -> str:
+    """A progress message that carries the stage's phase (``PHASE_MESSAGE`` reads it back)."""
+    return f"{stage} · {phase}: {text}" if phase else f"{stage}: {text}"
 
 
 def _query_key(text: str) -> str:
@@ -77,18 +87,12 @@ def draw_validation(train: Examples, val: Examples) -> tuple[Examples, Examples,
 def _default_parent(session: Session, project, stage: str) -> ModelVersion | None:
     if stage == "lp" or stage in BASELINES:
         return None
-    if stage in ("dasa", "dpo") and project.current_version_id:
-        current = session.get(ModelVersion, project.current_version_id)
-        if current is not None and current.artifact_path:
-            return current
-    for wanted in DEFAULT_PARENT[stage]:
-        found = session.scalar(select(ModelVersion).where(ModelVersion.project_id == project.id,
-                                                          ModelVersion.stage == wanted)
-                               .order_by(ModelVersion.id.desc()).limit(1))
-        if found is not None:
-            return found
-    raise NotFoundError(f"stage {stage!r} starts from a {' or '.join(DEFAULT_PARENT[stage])} version and this "
-                        f"project has none: train {DEFAULT_PARENT[stage][-1]!r} first or pass --from")
+    found = versions.default_parent(session, project, stage)
+    if found is None:
+        raise NotFoundError(f"Stage {stage!r} starts from a {' or '.join(DEFAULT_PARENT[stage])} version and this "
+                            f"project has none: train an {DEFAULT_PARENT[stage][-1]} stage first, or pick the "
+                            "version to start from.")
+    return found
 
 
 def collect_examples(session: Session, project_id: int, since_event_id: int = 0) -> dict[str, Any]:
@@ -136,7 +140,7 @@ def train_stage(session: Session, project_name: str, stage: str, *, from_version
         raise ConfigError(f"stage must be one of {STAGES + tuple(BASELINES)}, got {stage!r}")
     if stage in BASELINES and from_version is not None:
         raise ConfigError(f"stage {stage!r} is the baseline fine-tune straight from the pretrained backbone; "
-                          "drop --from (train ft --from VERSION to continue from a version)")
+                          "it takes no starting version (train an ft stage to continue from one)")
     project = get_project(session, project_name)
     parent = resolve_version(session, project.id, from_version, actor=actor) if from_version is not None \
         else _default_parent(session, project, stage)
@@ -174,8 +178,9 @@ def train_stage(session: Session, project_name: str, stage: str, *, from_version
 
     def relay(ev: ProgressEvent) -> None:
         if progress is not None:
-            frac = ev.step / ev.total_steps if ev.total_steps > 0 else (1.0 if ev.message == "done" else 0.0)
-            progress(max(0.0, min(1.0, frac)), f"{ev.stage}: {ev.message}")
+            frac = ev.fraction if ev.fraction is not None else \
+                (ev.step / ev.total_steps if ev.total_steps > 0 else (1.0 if ev.message == "done" else 0.0))
+            progress(max(0.0, min(1.0, frac)), phase_message(ev.stage, ev.phase, ev.message))
 
     notes = [n for n in (data.get("val_note"), _reference_note(stage, parent)) if n]
     for note in notes:  # the stage log (a job's log lines; the CLI's stderr)
@@ -209,6 +214,7 @@ def train_stage(session: Session, project_name: str, stage: str, *, from_version
                                            "val": len(val), "new": len(new) if new is not None else 0})
     session.add(version)
     session.flush()
+    _adopt_first(session, project, version)
     return version
 
 
@@ -217,7 +223,16 @@ def _reference_note(stage: str, parent: ModelVersion | None) -> str | None:
     if stage != "dpo" or parent is None or parent.stage == "dasa":
         return None
     return (f"reference: {parent.name} (a {parent.stage} version, not a dasa one: the current version, else the "
-            "latest dasa, wi or ft, or --from); dpo de-biases its predictions, and alpha 0 returns it")
+            "latest dasa, wi or ft, or the version picked); dpo de-biases its predictions, and alpha 0 returns it")
+
+
+def _adopt_first(session: Session, project: Project, version: ModelVersion) -> None:
+    """No current version yet: the first trained one becomes current (selection and scoring then use a
+    trained model without a further click), marked as chosen on its own so the Training page says so."""
+    if project.current_version_id is None and version.artifact_path:
+        project.current_version_id = version.id
+        project.settings = {**(project.settings or {}), versions.AUTO_CURRENT: True}
+        session.flush()
 
 
 def _path(version: ModelVersion | None):

@@ -30,6 +30,28 @@ def list_versions(session: Session, project_id: int) -> list[ModelVersion]:
                                 .order_by(ModelVersion.id)))
 
 
+# The version a stage starts from when none is picked: the newest of these stages (dasa and dpo first try the
+# project's current version).
+DEFAULT_PARENT = {"ft": ("lp",), "wi": ("ft",), "dasa": ("dpo", "dasa", "wi", "ft"), "dpo": ("dasa", "wi", "ft")}
+
+
+def default_parent(session: Session, project: Project, stage: str) -> ModelVersion | None:
+    """The version ``stage`` starts from when none is picked; None for lp, or when the project has none."""
+    if stage not in DEFAULT_PARENT:
+        return None
+    if stage in ("dasa", "dpo") and project.current_version_id:
+        current = session.get(ModelVersion, project.current_version_id)
+        if current is not None and current.artifact_path and current.stage in DEFAULT_PARENT[stage]:
+            return current  # a fine-tuned current version; an lp one (the first, made current on its own) is not
+    for wanted in DEFAULT_PARENT[stage]:  # in order of preference, the newest of each
+        found = session.scalar(select(ModelVersion).where(ModelVersion.project_id == project.id,
+                                                          ModelVersion.stage == wanted)
+                               .order_by(ModelVersion.id.desc()).limit(1))
+        if found is not None:
+            return found
+    return None
+
+
 def lineage(session: Session, version_id: int) -> list[ModelVersion]:
     """The version and its ancestors, newest first (stops on a cycle, which the schema cannot forbid)."""
     chain: list[ModelVersion] = []
@@ -54,8 +76,19 @@ def make_current(session: Session, project_id: int, version_id: int, actor: Acto
     if project is None:
         raise NotFoundError(f"No project with id {project_id}.")
     project.current_version_id = mv.id
+    project.settings = {k: v for k, v in (project.settings or {}).items() if k != AUTO_CURRENT}
     session.flush()
     return project
+
+
+# A project setting: True while the current version is the one training picked on its own (the page says so).
+AUTO_CURRENT = "current_auto"
+
+
+def version_names(session: Session, project_id: int) -> dict[int, str]:
+    """Version id -> name, the one name a version goes by on every page."""
+    return dict(session.execute(select(ModelVersion.id, ModelVersion.name)
+                                .where(ModelVersion.project_id == project_id)).all())
 
 
 def store_evaluation(session: Session, version_id: int, evaluation: dict[str, Any], *,

@@ -73,6 +73,8 @@ def test_launch_uses_the_form_values(people: dict[str, int], sqlite_database: st
     at = page("training", people["eng"]).run()
     assert not at.exception
     assert "No model version yet" in at.info[0].value
+    _versions(sqlite_database, people["project"], evaluated=False)  # ft starts from lp: refused without one
+    at.run()
     at.selectbox(key="train_stage").set_value("ft").run()
     assert at.selectbox(key="train_ft_tuning").value == "lora"  # the stage's own fields appear
     at.number_input(key="train_ft_epochs").set_value(1.0)
@@ -89,6 +91,7 @@ def test_launch_uses_the_form_values(people: dict[str, int], sqlite_database: st
 
 
 def test_dpo_form_starts_from_the_measured_recipe(people: dict[str, int], sqlite_database: str) -> None:
+    _versions(sqlite_database, people["project"], evaluated=False)  # dpo continues from a fine-tuned version
     at = page("training", people["eng"]).run()
     at.selectbox(key="train_stage").set_value("dpo").run()
     assert at.selectbox(key="train_dpo_dpo_pairs").value == "wrong"
@@ -104,6 +107,10 @@ def test_dpo_form_starts_from_the_measured_recipe(people: dict[str, int], sqlite
 
 
 def test_dasa_form_offers_a_holdout_off_by_default(people: dict[str, int], sqlite_database: str) -> None:
+    _versions(sqlite_database, people["project"], evaluated=False)  # dasa needs a parent and new labels since it
+    with session_scope(sqlite_database) as s:
+        pool = s.scalars(select(Pair.id).where(Pair.split == "pool").limit(1)).one()
+        s.add(LabelEvent(pair_id=pool, kind=LabelKind.label, grade=2, user_id=people["ann"]))
     at = page("training", people["eng"]).run()
     at.selectbox(key="train_stage").set_value("dasa").run()
     assert at.number_input(key="train_dasa_dasa_holdout").value == pytest.approx(0.0)  # all new labels train
@@ -125,7 +132,7 @@ def test_versions_table_lineage_and_make_current(people: dict[str, int], sqlite_
     assert not at.exception
     table = at.dataframe[0].value
     assert table["name"].tolist() == ["lp-1", "ft-1"] and table.loc[ft, "parent"] == "lp-1"
-    assert table.loc[ft, "labels"] == 95 and table.loc[ft, "last_event"] == 96  # labels: train + val + new
+    assert table.loc[ft, "labels"] == "95" and table.loc[ft, "last_event"] == "96"  # labels: train + val + new
     assert "**ft-1** (labels up to event 96) ← **lp-1**" in at.caption[-1].value
     at.button(key="make_current").click().run()
     assert not at.exception

@@ -54,7 +54,8 @@ def world(sqlite_database: str) -> dict[str, Any]:
     core_maps.save_map(core_maps.map_dir(key), core_maps.StoredMap(
         np.array(ids, dtype=np.int64), xy, cluster, np.array([[0, 0], [10, 10]], dtype=np.float32), np.array(SPLITS),
         texts, texts, {"points": 30, "fit_s": 1.5}))
-    return {"ids": ids, "base": base_id, "project": project_id, "users": {n: u.id for n, u in users.items()}}
+    return {"ids": ids, "base": base_id, "project": project_id, "users": {n: u.id for n, u in users.items()},
+            "key": key}
 
 
 def traces(at) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
@@ -161,3 +162,43 @@ def test_a_version_without_scores_shows_no_empty_score_columns(world: dict[str, 
     assert list(members.columns) == ["pair_id", "query", "item", "role"]
     at.segmented_control(key="map_colour").set_value("OOD score").run()
     assert any("No OOD scores for this version yet" in c.value for c in at.caption)
+
+
+def test_a_lasso_on_the_map_picks_the_cluster(world: dict[str, Any]) -> None:
+    at = page("maps", world["users"]["eve"]).run()
+    assert at.selectbox(key="map_cluster").value == 1  # the most shifted cluster first
+    pool = traces(at)[0]  # "pool (13)"
+    left = [i for i, row in enumerate(pool["customdata"]) if row[3] == "0"]
+    assert left
+    points = [{"curve_number": 0, "point_index": i, "point_number": i} for i in left]
+    at.session_state["map_chart"] = {"selection": {"points": points, "point_indices": left, "box": [],
+                                                   "lasso": [{"x": [-1, 1, 1], "y": [-1, -1, 1]}]}}
+    at.run()
+    assert not at.exception
+    assert at.selectbox(key="map_cluster").value == 0  # the lassoed points' cluster, no dropdown needed
+    members = at.dataframe[-1].value
+    assert set(members["pair_id"]) == set(world["ids"][:15])
+    at.selectbox(key="map_cluster").set_value(1).run()  # the dropdown still works; the old lasso does not undo it
+    assert at.selectbox(key="map_cluster").value == 1
+
+
+def test_only_the_largest_clusters_are_labelled_and_labels_do_not_overlap(world: dict[str, Any]) -> None:
+    # 23 clusters: C0 has 8 pairs around (0, 0); C1 one pair right beside it; C2..C22 one pair each on a grid.
+    cluster = np.array([0] * 8 + list(range(1, 23)), dtype=np.int32)
+    xy = np.array([(0.1 * (i % 3), 0.1 * (i // 3)) for i in range(8)] + [(0.3, 0.2)]
+                  + [(3.0 * (k % 5) + 3, 3.0 * (k // 5) + 3) for k in range(21)], dtype=np.float32)
+    centroids = np.array([xy[cluster == c].mean(axis=0) for c in range(23)], dtype=np.float32)
+    texts = np.array([f"text {i}" for i in range(30)])
+    core_maps.save_map(core_maps.map_dir(world["key"]), core_maps.StoredMap(
+        np.array(world["ids"], dtype=np.int64), xy, cluster, centroids, np.array(SPLITS), texts, texts,
+        {"points": 30, "fit_s": 1.0}))
+    at = page("maps", world["users"]["eve"]).run()
+    assert not at.exception
+    labels = json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]["annotations"]
+    names = [a["text"] for a in labels]
+    assert len(names) <= 12 and "C0" in names and "C1" not in names  # C1 would sit on C0's label
+    span = np.ptp(xy, axis=0)
+    for i, a in enumerate(labels):
+        for b in labels[i + 1:]:
+            assert abs(a["x"] - b["x"]) > 0.06 * span[0] or abs(a["y"] - b["y"]) > 0.06 * span[1]
+    assert traces(at)[0]["customdata"][0][3]  # every point still names its cluster on hover

@@ -119,7 +119,7 @@ def test_engineer_trains_a_stage_and_maps_the_pairs(page, app_url: str, app_db_u
     # A second, longer probe; once both are evaluated the Gap page compares them.
     page.get_by_role("link", name="Training").click()
     expect(page.get_by_text("Launch a stage")).to_be_visible()
-    page.get_by_label("epochs", exact=True).fill("6")
+    page.get_by_label("Epochs", exact=True).fill("6")
     page.get_by_role("button", name="Launch").click()
     queued = page.get_by_text(re.compile(r"Job \d+ queued: lp"))
     expect(queued).to_be_visible()

@@ -10,7 +10,17 @@ from sqlalchemy import func, select
 from darl_core.errors import ConfigError, NotFoundError, PoolError
 from darl_core.selection import Selected, SelectionConfig
 from db.models import Item as ItemRow
-from db.models import LabelEvent, LabelKind, ModelVersion, Pair, PairScore, Project, Query, SelectionRound
+from db.models import (
+    LabelEvent,
+    LabelKind,
+    ModelVersion,
+    Pair,
+    PairScore,
+    Project,
+    Query,
+    Role,
+    SelectionRound,
+)
 from db.services.rounds import (
     create_round,
     default_version,
@@ -165,3 +175,37 @@ def test_select_cli_orders_and_refuses_doubt_without_a_trained_head(  # type: ig
     with session_scope(sqlite_database) as s:
         rounds = s.scalars(select(SelectionRound)).all()
         assert len(rounds) == 1 and rounds[0].params["order"] == "auto"
+
+
+def test_a_round_opens_to_its_pairs_with_who_graded_what(session) -> None:  # type: ignore[no-untyped-def]
+    from db.services.round_pairs import round_csv, round_pairs
+    from tests.seed import seed_user
+
+    project = _project(session, 0, 4)
+    ids = list(session.scalars(select(Pair.id).order_by(Pair.id)))
+    session.get(Pair, ids[1]).item.title = "=HYPERLINK(\"http://x\")"  # a spreadsheet formula in the data
+    rnd = create_round(session, project.id, None, {"budget": 3}, [_sel(ids[1], 1), _sel(ids[0], 2), _sel(ids[2], 3)],
+                       actor=SYSTEM)
+    ann, bob, rev = (seed_user(session, n, r) for n, r in (("ann", Role.annotator), ("bob", Role.annotator),
+                                                            ("rev", Role.reviewer)))
+    first = LabelEvent(pair_id=ids[1], kind=LabelKind.label, grade=2, user_id=ann.id)
+    session.add(first)
+    session.flush()
+    session.add_all([LabelEvent(pair_id=ids[1], kind=LabelKind.undo, supersedes_id=first.id, user_id=ann.id),
+                     LabelEvent(pair_id=ids[1], kind=LabelKind.label, grade=1, user_id=ann.id),
+                     LabelEvent(pair_id=ids[1], kind=LabelKind.label, grade=0, user_id=bob.id),
+                     LabelEvent(pair_id=ids[1], kind=LabelKind.adjudication, grade=1, user_id=rev.id)])
+    session.flush()
+    rows = round_pairs(session, rnd.id, actor=SYSTEM)
+    assert [r["pair"] for r in rows] == [ids[1], ids[0], ids[2]] and [r["rank"] for r in rows] == [1, 2, 3]
+    top = rows[0]
+    assert top["query"] == "paint 1" and top["ood_score"] == pytest.approx(1.0)
+    assert top["graded_by"] == "ann: weak; bob: irrelevant; rev (reviewer's decision): weak"  # the undone vote gone
+    assert top["grade"] == "weak" and rows[1]["grade"] == "" and rows[1]["graded_by"] == ""
+    assert rows[1]["control"] and rows[1]["reason"].startswith("Picked at random as a control")
+    assert top["reason"].startswith("Similar pairs are already labelled")  # in words, not the stored numbers
+    text = round_csv(rows).decode("utf-8")
+    assert text.splitlines()[0] == "rank,pair,query,item,ood_score,control,reason,grade,graded_by"
+    assert "'=HYPERLINK" in text and len(text.splitlines()) == 4
+    with pytest.raises(NotFoundError):
+        round_pairs(session, rnd.id + 99, actor=SYSTEM)

@@ -326,6 +326,7 @@ def test_inputs_are_checked_up_front(bert, data, chain, tmp_path):
 
 
 def test_train_stage_registers_versions_with_parents(sqlite_database, bert):
+    from db.services.projects import get_project
     from db.services.training import train_stage
     from db.session import session_scope
 
@@ -336,6 +337,8 @@ def test_train_stage_registers_versions_with_parents(sqlite_database, bert):
         lp = train_stage(session, "tiny", "lp", overrides=fast, progress=lambda f, m: fractions.append(f), actor=SYSTEM)
         ft = train_stage(session, "tiny", "ft", overrides={**fast, "tuning": "lora"}, actor=SYSTEM)
         assert (lp.name, ft.name, ft.parent_id, ft.stage) == ("lp-1", "ft-1", lp.id, "ft")
+        project = get_project(session, "tiny")  # the first trained version became current on its own
+        assert project.current_version_id == lp.id and project.settings["current_auto"] is True
         snap = ft.label_snapshot  # 15 val-split pairs, topped up by query hash (MIN_VAL)
         assert snap["train"] + snap["val"] == 60 and snap["val"] > 15
         assert "val_macro_f1" in ft.metrics and Path(ft.artifact_path, "model.pt").is_file()
@@ -646,3 +649,58 @@ def test_a_five_query_validation_set_keeps_neither_offsets_nor_a_sharpening_temp
     low = run_stage(cfg("wi", **steps), train, val, chain["root"] / "wi_five_low", parent=chain["ft"].checkpoint)
     assert low.metrics["posthoc"]["offsets"]["kept"] is True
     assert low.metrics["val_macro_f1"] < low.metrics["val_macro_f1_in_sample"] + 1e-9  # out of fold: no better
+
+
+def _phases_in_order(events) -> list[str]:  # noqa: ANN001
+    seen: list[str] = []
+    for e in events:
+        if not seen or seen[-1] != e.phase:
+            seen.append(e.phase)
+    return seen
+
+
+@pytest.mark.parametrize("stage", ["lp", "ft"])
+def test_progress_moves_through_every_phase(bert, data, tmp_path, chain, stage):
+    train, val = data
+    events = []
+    parent = chain["lp"].checkpoint if stage == "ft" else None
+    run_stage(cfg(stage, bert if stage == "lp" else None, eval_batch_size=8), train, val, tmp_path / stage,
+              parent=parent, progress=events.append)
+    fractions = [e.fraction for e in events]
+    assert all(f is not None for f in fractions) and fractions == sorted(fractions) and fractions[-1] == 1.0
+    if stage == "lp":  # pooling was most of the run and the bar sat at 0%: now it moves batch by batch
+        assert _phases_in_order(events) == ["pooling", "training", "evaluation", "done"]
+        pooling = [e.fraction for e in events if e.phase == "pooling"]
+        assert len({f for f in pooling if 0 < f < 0.6}) >= 3 and max(pooling) == pytest.approx(0.6)
+    else:
+        assert _phases_in_order(events) == ["preparing", "training", "evaluation", "done"]
+
+
+def test_progress_of_a_train_job_carries_the_phase_and_an_eta(sqlite_database, bert, tmp_path):
+    from darl_app.job_kinds import JobContext, train_job
+    from db.services import jobs
+    from db.session import session_scope
+
+    with session_scope(sqlite_database) as session:
+        seed_tiny_project(session, bert)
+        job_id = jobs.enqueue(session, "train", {}, actor=SYSTEM).id  # the version row names its job
+    reports = []
+
+    def report(**kw):  # noqa: ANN003, ANN202 - the worker's report, recorded
+        reports.append(kw)
+        return "ok"
+
+    ctx = JobContext(job_id=job_id, kind="train", project_id=None, attempt=1, workdir=tmp_path, report=report,
+                     params={"project": "tiny", "stage": "lp", "evaluate": False,
+                             "overrides": {"epochs": 1, "batch_size": 16, "max_length": 24, "eval_batch_size": 8}},
+                     min_interval_s=0.0)
+    assert train_job(ctx)["version"] == "lp-1"
+    phased = [r for r in reports if "phase" in r]
+    progress = [r["progress"] for r in phased]
+    assert progress == sorted(progress)
+    assert [r["phase"] for r in phased if 0 < r["progress"] < 0.6] and all(
+        r["phase"] == "pooling" for r in phased if r["progress"] < 0.6)
+    assert {"pooling", "training", "evaluation"} <= {r["phase"] for r in phased}
+    assert not any(r.get("message") == "lp · pooling: " for r in reports)  # a bar move is not a log line
+    ctx._started = (0.0, 0.0)
+    assert ctx.eta_s(0.25, now=10.0) == pytest.approx(30.0) and ctx.eta_s(0.005, now=10.0) is None
