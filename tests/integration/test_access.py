@@ -38,6 +38,7 @@ NEEDS_ROLE: dict[str, Role] = {
     "demo.load_demo": Role.admin,
     "downloads.export_choices": Role.engineer,
     "downloads.prepare_download": Role.engineer,
+    "downloads.prediction_note": Role.engineer,
     "evaluation.evaluate_version_job": Role.engineer,
     "evaluation.write_pair_probs": Role.engineer,
     "imports.import_file": Role.engineer,
