@@ -270,6 +270,11 @@ def render() -> str:
                                                 ("pynndescent", "baseline_trustworthiness"),
                                                 ("re-render s", "rerender_s"),
                                                 ("place 1k new s", "place_1000_s")])
+    lines += [""] + simple("Maps page at 50k points, server side", "map_page", [("points drawn", "points_drawn"),
+                                                                               ("page warm s", "page_warm_s"),
+                                                                               ("page cold s", "page_cold_s"),
+                                                                               ("floor (load + figure) s", "floor_s"),
+                                                                               ("target s", "target_s")])
     lines += [""] + simple("Training speed", "train_speed", [("train pairs/s ours", "train_pairs_per_s_ours"),
                                                              ("Trainer", "train_pairs_per_s_trainer"),
                                                              ("speed-up", "train_speedup"),
