@@ -56,12 +56,24 @@ def signed_in_user() -> User | None:
         return user
 
 
+def client_address(forwarded: object, ip: object) -> str | None:
+    """The address the login back-off counts per client. Behind a proxy every browser arrives from the
+    proxy's address, and counting that would let five wrong passwords lock everybody out; so the last
+    ``X-Forwarded-For`` entry, the one the proxy itself appended (docs/deployment.md), is used when present.
+    A client that reaches the app directly can forge that header and so dodge the per-address count, not
+    the per-name one."""
+    if isinstance(forwarded, str) and forwarded.strip():
+        return forwarded.split(",")[-1].strip()[:64] or None
+    return ip if isinstance(ip, str) and ip else None
+
+
 def log_in(name: str, password: str) -> str | None:
     """Try a login; on success the session state holds the new session. Returns the error to show."""
     with session_scope() as session:  # committed even when the login fails: the audit row stays
         try:
-            client = st.context.ip_address
-            result = auth.login(session, name, password, client=client if isinstance(client, str) else None)
+            headers = st.context.headers
+            client = client_address(headers.get("X-Forwarded-For") if headers else None, st.context.ip_address)
+            result = auth.login(session, name, password, client=client)
         except (auth.LoginFailedError, auth.LoginThrottledError) as err:
             return str(err)
         st.session_state.update(user_id=result.user.id, auth_session_id=result.session_id,

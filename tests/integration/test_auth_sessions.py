@@ -176,3 +176,15 @@ def test_the_audit_trail_is_for_admins(database: str) -> None:
             ("ann", False, "bad_credentials", None), ("ann", True, "ok", "198.51.100.7")]
         with pytest.raises(PermissionDeniedError):
             auth.login_events(s, ann)
+
+
+def test_the_back_off_counts_the_address_the_proxy_saw() -> None:
+    """Behind a proxy every browser comes from the proxy's address; the last X-Forwarded-For entry (the
+    one the proxy appended) is the client, so five failures of one user do not lock out the rest."""
+    from pages._session import client_address
+
+    assert client_address("198.51.100.7", "10.0.0.2") == "198.51.100.7"
+    assert client_address("203.0.113.1, 198.51.100.7", "10.0.0.2") == "198.51.100.7"  # a forged first hop
+    assert client_address(None, "192.0.2.4") == "192.0.2.4"
+    assert client_address("  ", None) is None and client_address(None, None) is None
+    assert len(client_address("x" * 500, None) or "") == 64
