@@ -127,3 +127,29 @@ def test_job_and_cli(sqlite_database: str, tiny_backbone: Path, tmp_path: Path,
     assert "suspect(s) among 90 labelled pairs" in printed and printed.count("  #") == 3
     assert main(["check-labels", "--project", "demo", "--folds", "1"]) == 2
     assert "`folds` must be 2..20" in capsys.readouterr().err
+
+
+def test_review_filter_lists_the_latest_checks_open_suspects(database: str) -> None:
+    from tests.seed import seed_label_check, seed_review_queue
+
+    with session_scope(database) as s:
+        seeded = seed_review_queue(s)
+        ids, rita, pid = seeded["ids"], seeded["users"]["rita"], seeded["project"].id
+        only = review.ReviewFilters(suspected=True)
+        before = review.review_queue(s, rita, pid, only)
+        assert (before.check, before.suspected, before.matching, before.items) == (None, 0, 0, [])
+        old = seed_label_check(s, pid, [(ids[0], 0, 2)])
+        # The latest check wins: ids[13] (votes agree: not in the disagreement queue) first, then ids[4].
+        seed_label_check(s, pid, [(ids[13], 2, 0), (ids[4], 0, 2)], clean=[ids[5]])
+        q = review.review_queue(s, rita, pid, only)
+        assert [it.pair_id for it in q.items] == [ids[13], ids[4]] and q.matching == q.suspected == 2
+        assert q.check is not None and q.check.id == old + 1 and q.pending == 12
+        sus = q.items[0].suspicion
+        assert (sus.rank, sus.label, sus.model_grade, sus.model_prob) == (1, 2, 0, 0.9)
+        assert [it.pair_id for it in review.review_queue(s, rita, pid, review.ReviewFilters(
+            suspected=True, disagreements_only=True)).items] == [ids[4]]
+        assert [it.pair_id for it in review.review_queue(s, rita, pid, review.ReviewFilters(
+            suspected=True, segment="garden")).items] == [ids[13]]  # segments alternate tools, garden
+        # Adjudicating (confirming here) takes the pair off the list; the disagreement queue is unchanged.
+        after = review.adjudicate_and_list(s, rita, pid, (ids[13], 2, "checked: strong"), only)
+        assert [it.pair_id for it in after.items] == [ids[4]] and after.suspected == 1 and after.pending == 12
