@@ -179,6 +179,7 @@ def _real_noise(emb: np.ndarray, grades: np.ndarray, groups: np.ndarray,
         real[method] = {"top": top_n, "n_issues": found.n_issues,
                         "rounding_decided_share": round(float(rounded[top].mean()), 4),
                         "raters_disagreed_share": round(float(disagreed[top].mean()), 4)}
+    real["oof_head"] = {"accuracy": round(float((probs.argmax(1) == grades).mean()), 4)}
     real["base_rate"] = {"rounding_decided_share": round(float(rounded.mean()), 4),
                          "raters_disagreed_share": round(float(disagreed.mean()), 4),
                          "relevance_matched": int(np.isfinite(rel).sum())}
