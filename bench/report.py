@@ -239,6 +239,34 @@ def zero_shot() -> list[str]:
                       "or neither; every variant then gets the ECE temperature")
 
 
+def label_noise() -> list[str]:
+    res = load("label_noise")
+    if not res:
+        return ["Label noise (`bench/label_noise.py`): not run."]
+    out = [f"**Label noise** (`bench/label_noise.py`: {res['protocol']}; 1-min load average "
+           f"{load_span(res.get('load'))}). Detection AUROC of the injected flips, and precision at N = number "
+           "flipped; `pair` is the product's label check, `biencoder` a candidate feature:", "",
+           "| features | noise | ordinal (ours) | cleanlab default | training loss | random | P@N ours | P@N cleanlab |",
+           "|---|---|---|---|---|---|---|---|"]
+    for feature, by in res["injected"].items():
+        for key, d in by.items():
+            out.append(f"| {feature} | {key.replace('_', ' ')}% | {num(d['ordinal']['auroc'])} | "
+                       f"{num(d['cleanlab']['auroc'])} | {num(d['loss']['auroc'])} | {num(d['random']['auroc'])} | "
+                       f"{num(d['ordinal']['precision_at_n'])} | {num(d['cleanlab']['precision_at_n'])} |")
+    target = res["targets"]["auroc_adjacent_10_ge_0.85"]
+    out += ["", "Target AUROC ≥ 0.85 at 10% adjacent noise: "
+            + ", ".join(f"{f} {ok(v)}" for f, v in target.items()) + "."]
+    for feature, r in res["real_noise"].items():
+        base = r["base_rate"]
+        out.append("")
+        out.append(f"Real noise ({feature}, nothing injected), top {r['ordinal']['top']:,} suspects: rater mean "
+                   f"decided by rounding {r['ordinal']['rounding_decided_share']:.1%} (base "
+                   f"{base['rounding_decided_share']:.1%}; cleanlab {r['cleanlab']['rounding_decided_share']:.1%}), "
+                   f"raters disagreed {r['ordinal']['raters_disagreed_share']:.1%} (base "
+                   f"{base['raters_disagreed_share']:.1%}).")
+    return out
+
+
 def render() -> str:
     lines: list[str] = []
     lines += quality() + [""]
@@ -253,6 +281,7 @@ def render() -> str:
     lines += budget() + [""]
     lines += ablation() + [""]
     lines += ood() + [""]
+    lines += label_noise() + [""]
     lines += simple("Import", "import_speed", [("1M rows in s", "import.wall_s"), ("peak RSS MB", "import.peak_rss_mb"),
                                                ("row-by-row ORM µs/row", "per_row_us.naive_orm"),
                                                ("ours µs/row", "per_row_us.import"), ("speed-up", "speedup_per_row")])

@@ -264,3 +264,17 @@ def embed_job(ctx: JobContext) -> dict[str, Any]:
                                 progress=ctx.progress, should_stop=ctx.should_stop, actor=SYSTEM)
 
 
+
+
+@handler("check_labels")
+def check_labels_job(ctx: JobContext) -> dict[str, Any]:
+    """Embed the labelled pairs, cross-fit the grade head and store the label check (likely-wrong labels)."""
+    from db.services import label_check
+    from db.services.users import SYSTEM
+
+    p = ctx.params
+    with _service_session(ctx) as (session, progress, _stop):
+        check = label_check.run_label_check(session, p["project"], p.get("version"), progress,
+                                            method=p.get("method", "ordinal"), created_by=p.get("created_by"),
+                                            job_id=ctx.job_id, actor=SYSTEM)
+        return {"check_id": int(check.id), "pairs": int(check.pairs), "suspects": int(check.suspects)}

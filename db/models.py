@@ -322,3 +322,42 @@ class LoginEvent(Base):
     success: Mapped[bool] = mapped_column(Boolean)
     reason: Mapped[str] = mapped_column(String(32))  # ok, bad_credentials, throttled
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class LabelCheck(Base):
+    """One run of the label check (db/services/label_check.py): which version's embeddings, how it ranked."""
+
+    __tablename__ = "label_checks"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id", ondelete="SET NULL"))
+    method: Mapped[str] = mapped_column(String(16))  # ordinal, cleanlab
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    pairs: Mapped[int] = mapped_column(Integer, default=0)
+    suspects: Mapped[int] = mapped_column(Integer, default=0)
+    last_event_id: Mapped[int] = mapped_column(Integer, default=0)  # the labels it saw: events up to this id
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class LabelCheckItem(Base):
+    """A checked pair: the label the check saw, the model's out-of-fold grade and probability, the quality
+    (lower = more suspect), its rank, and whether it is a suspect (with the reason the reviewer reads)."""
+
+    __tablename__ = "label_check_items"
+    __table_args__ = (UniqueConstraint("check_id", "pair_id"), Index("ix_label_check_items_rank", "check_id", "suspect", "rank"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    check_id: Mapped[int] = mapped_column(ForeignKey("label_checks.id", ondelete="CASCADE"))
+    pair_id: Mapped[int] = mapped_column(ForeignKey("pairs.id", ondelete="CASCADE"))
+    label: Mapped[int] = mapped_column(Integer)
+    model_grade: Mapped[int] = mapped_column(Integer)
+    model_prob: Mapped[float] = mapped_column(Float)
+    label_prob: Mapped[float] = mapped_column(Float)
+    expected_grade: Mapped[float] = mapped_column(Float)
+    quality: Mapped[float] = mapped_column(Float)
+    rank: Mapped[int] = mapped_column(Integer)
+    suspect: Mapped[bool] = mapped_column(Boolean, default=False)
+    reason: Mapped[str] = mapped_column(Text, default="")

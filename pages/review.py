@@ -1,5 +1,5 @@
-"""Review: adjudicate pairs whose votes disagree (or were flagged), the agreement dashboard, and (for
-engineers) the project's annotation settings. Each view makes one service call."""
+"""Review: adjudicate pairs whose votes disagree (or were flagged) or that the label check suspects, the
+agreement dashboard, and (for engineers) the project's annotation settings. Each view makes one service call."""
 
 from __future__ import annotations
 
@@ -87,7 +87,8 @@ if view == "Disagreements":
     filters = review.ReviewFilters(
         flagged_only=bool(ss.get("review_f_flagged")), disagreements_only=bool(ss.get("review_f_disagree")),
         segment=ss.get("review_f_segment"), round_id=ss.get("review_f_round"), annotator=ss.get("review_f_annotator"),
-        grade=grade_filter if isinstance(grade_filter, int) and grade_filter < len(grades) else None)
+        grade=grade_filter if isinstance(grade_filter, int) and grade_filter < len(grades) else None,
+        suspected=bool(ss.get("review_f_suspected")))
     with db() as session:
         q = review.adjudicate_and_list(session, user, project.id, decision, filters, int(ss.get("review_offset", 0)),
                                        PAGE_SIZE)
@@ -96,9 +97,18 @@ if view == "Disagreements":
         st.toast(f"Pair {decision[0]} adjudicated as “{md(grades[decision[1]])}”.", icon=":material/gavel:")
     st.caption(f"{q.pending} pair(s) wait for adjudication: votes disagree or an annotator flagged them "
                f"({q.flagged} flagged, {q.disagreements} with disagreeing votes). **{q.matching}** match the filters.")
+    if filters.suspected:
+        st.caption(f"Label check {q.check.id} ({q.check.created_at:%Y-%m-%d %H:%M}, model {md(q.check.version)}, "
+                   f"{q.check.method}): {q.suspected} of its {q.check.suspects} suspected label(s) not reviewed yet, "
+                   "most suspect first. Confirm the grade or correct it." if q.check is not None else
+                   "No label check yet: an engineer runs `python -m darl_core check-labels --project "
+                   f"{md(project.name)}`.")
     with st.container(horizontal=True, key="review_toggles"):
         st.toggle(f"Flagged only ({q.flagged})", key="review_f_flagged", on_change=_filters_changed)
         st.toggle(f"Disagreements only ({q.disagreements})", key="review_f_disagree", on_change=_filters_changed)
+        st.toggle(f"Suspected by the label check ({q.suspected})", key="review_f_suspected",
+                  on_change=_filters_changed, help="Labels the model, trained without them, finds unlikely "
+                                                   "(cleanlab on out-of-fold grade probabilities)")
     f = st.columns(4)
     f[0].selectbox("Segment", [None, *q.segments], format_func=lambda s: "any segment" if s is None else plain(s),
                    key="review_f_segment", on_change=_filters_changed)
@@ -112,7 +122,8 @@ if view == "Disagreements":
     ids = [it.pair_id for it in q.items]
     selected = ss["review_pair"] = _selected(ids, ss.get("review_pair"))
     if not ids:
-        st.success("No pair matches." if q.pending else "No disagreements to review.", icon=":material/task_alt:")
+        st.success("No pair matches." if q.pending or filters.suspected else "No disagreements to review.",
+                   icon=":material/task_alt:")
         st.stop()
     left, right = st.columns([1, 1], gap="medium")
     with left:
@@ -151,6 +162,11 @@ if view == "Disagreements":
             st.markdown(f"Model {md(pred.version)} predicts **{md(grades[pred.grade])}**{exp}.")
         else:
             st.caption("No prediction: the project has no current model version, or it has not scored this pair.")
+        sus = it.suspicion
+        if sus is not None:
+            st.markdown(f":orange-badge[suspected #{sus.rank}] Label check {sus.check_id}: the model, trained without "
+                        f"this label, says **{md(grades[sus.model_grade])}** ({sus.model_prob:.0%} sure) and gives "
+                        f"the label “{md(grades[sus.label])}” {sus.label_prob:.0%}.")
         st.text_input("Comment (optional)", key=f"review_comment_{it.pair_id}")
         st.caption("Decide with a click or a key: 1–9 the grade, J / K the next or previous pair.")
         with st.container(horizontal=True, key="review_grades"):

@@ -88,3 +88,25 @@ def seed_review_queue(session: Session, name: str = "demo", n_pending: int = 12,
                        for pid in ids[n_pending:] for uid in (ann, bob)])
     session.flush()
     return {"project": project, "ids": ids, "users": users}
+
+
+def seed_label_check(session: Session, project_id: int, suspects: Sequence[tuple[int, int, int]],
+                     clean: Sequence[int] = ()) -> int:
+    """A stored label check without a model: ``suspects`` as (pair id, label seen, model grade), ranked in
+    that order, then ``clean`` pairs (not suspected). Returns the check id."""
+    from db.models import LabelCheck, LabelCheckItem
+    from db.services.labels import last_event_id
+
+    check = LabelCheck(project_id=project_id, method="ordinal", params={"model_version": "base"},
+                       pairs=len(suspects) + len(clean), suspects=len(suspects),
+                       last_event_id=last_event_id(session, project_id))
+    session.add(check)
+    session.flush()
+    rows = [(pid, label, grade, True) for pid, label, grade in suspects] + [(pid, 0, 0, False) for pid in clean]
+    session.add_all(LabelCheckItem(check_id=check.id, pair_id=pid, label=label, model_grade=grade,
+                                   model_prob=0.9 if suspect else 0.6, label_prob=0.05 if suspect else 0.6,
+                                   expected_grade=float(grade), quality=0.01 * rank if suspect else 0.9, rank=rank,
+                                   suspect=suspect, reason=f"labelled {label}; the model says {grade}")
+                    for rank, (pid, label, grade, suspect) in enumerate(rows, start=1))
+    session.flush()
+    return check.id

@@ -36,7 +36,7 @@ log = logging.getLogger("darl.jobs")
 
 # The job kinds a job row may name. The application layer (darl_app/job_kinds.py) registers one handler
 # for each, and only these; a test keeps the two lists equal.
-JOB_KINDS = frozenset({"sleep", "train", "select", "evaluate", "map", "embed"})
+JOB_KINDS = frozenset({"sleep", "train", "select", "evaluate", "map", "embed", "check_labels"})
 FINISHED = (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
 LOG_KEEP_CHARS = 20_000  # the log column keeps its tail; the full story is in the worker's output
 CURVE_KEEP = 2_000  # loss-curve points kept per job

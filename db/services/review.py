@@ -5,6 +5,9 @@ latest one is the pair's final grade whatever the votes say (``darl_core.labels`
 
 - A pair is *pending* until adjudicated when its standing votes (label or imported, not superseded)
   disagree or any of them is flagged; a withdrawn (undone) vote neither flags nor disagrees.
+- ``suspected``: the open suspects of the project's latest label check (``db.services.label_check``),
+  most suspect first, instead of the disagreements; a suspect leaves the list once adjudicated after
+  that check (confirmed or corrected), and the other filters narrow it as they narrow the queue.
 - The queue is filtered in SQL (flagged only, disagreements only, segment, round, annotator, a vote of a
   grade) and paged in pair order, so every pending pair is reachable, whatever comes before it; the
   counts (matching, pending, flagged, disagreements) come from the same statements as the page.
@@ -27,6 +30,8 @@ from darl_core.errors import ConfigError, NotFoundError
 from darl_core.labels import Event, effective
 from db.models import (
     Item,
+    LabelCheck,
+    LabelCheckItem,
     LabelEvent,
     LabelKind,
     ModelVersion,
@@ -65,6 +70,29 @@ class Prediction:
 
 
 @dataclass(frozen=True)
+class Suspicion:
+    """Why the latest label check suspects a pair's label: the model's out-of-fold grade and confidence."""
+    check_id: int
+    rank: int
+    label: int  # the grade the check saw
+    model_grade: int
+    model_prob: float
+    label_prob: float
+    reason: str
+
+
+@dataclass(frozen=True)
+class CheckInfo:
+    """The latest label check, as the Review page names it."""
+    id: int
+    created_at: datetime
+    version: str
+    method: str
+    pairs: int
+    suspects: int
+
+
+@dataclass(frozen=True)
 class ReviewItem:
     pair_id: int
     query: str
@@ -75,6 +103,7 @@ class ReviewItem:
     majority: int  # the grade that stands now (majority, ties toward the lower grade)
     flagged: bool
     prediction: Prediction | None = None
+    suspicion: Suspicion | None = None
 
     @property
     def disagree(self) -> bool:
@@ -90,6 +119,7 @@ class ReviewFilters:
     round_id: int | None = None
     annotator: str | None = None
     grade: int | None = None
+    suspected: bool = False  # the latest label check's open suspects instead of the disagreements
 
 
 @dataclass(frozen=True)
@@ -104,6 +134,8 @@ class ReviewQueue:
     segments: list[str] = field(default_factory=list)  # choices for the filter widgets
     rounds: list[tuple[int, str]] = field(default_factory=list)
     annotators: list[str] = field(default_factory=list)
+    check: CheckInfo | None = None  # the latest label check, if any
+    suspected: int = 0  # its suspects not adjudicated since
 
 
 @dataclass
@@ -148,10 +180,15 @@ def _pending(project_id: int, filters: ReviewFilters) -> Select[Any]:
         stmt = stmt.having(flag > 0)
     if filters.disagreements_only:
         stmt = stmt.having(spread > 1)
+    return _narrow(stmt, LabelEvent.pair_id, filters)
+
+
+def _narrow(stmt: Select[Any], pair_id: Any, filters: ReviewFilters) -> Select[Any]:
+    """The segment, round, annotator and grade filters on a statement over ``pair_id`` joined to Pair."""
     if filters.segment:
         stmt = stmt.where(Pair.segment == filters.segment)
     if filters.round_id is not None:
-        stmt = stmt.where(LabelEvent.pair_id.in_(select(RoundItem.pair_id).where(RoundItem.round_id == filters.round_id)))
+        stmt = stmt.where(pair_id.in_(select(RoundItem.pair_id).where(RoundItem.round_id == filters.round_id)))
     if filters.annotator or filters.grade is not None:
         vote = aliased(LabelEvent)
         by = select(vote.pair_id).where(*_standing(vote))
@@ -159,8 +196,28 @@ def _pending(project_id: int, filters: ReviewFilters) -> Select[Any]:
             by = by.join(User, User.id == vote.user_id).where(User.name == filters.annotator)
         if filters.grade is not None:
             by = by.where(vote.grade == filters.grade)
-        stmt = stmt.where(LabelEvent.pair_id.in_(by))
+        stmt = stmt.where(pair_id.in_(by))
     return stmt
+
+
+def _latest_check(session: Session, project_id: int) -> LabelCheck | None:
+    return session.scalar(select(LabelCheck).where(LabelCheck.project_id == project_id)
+                          .order_by(LabelCheck.id.desc()).limit(1))
+
+
+def _suspects(check: LabelCheck, filters: ReviewFilters) -> Select[Any]:
+    """One row per open suspect of ``check`` (rank), filtered: suspected and not adjudicated since the check.
+    With "flagged only" or "disagreements only" as well, only suspects that are also pending."""
+    reviewed = select(LabelEvent.pair_id).where(LabelEvent.kind == LabelKind.adjudication,
+                                                LabelEvent.id > check.last_event_id)
+    stmt = (select(LabelCheckItem.pair_id, LabelCheckItem.rank).join(Pair, Pair.id == LabelCheckItem.pair_id)
+            .where(LabelCheckItem.check_id == check.id, LabelCheckItem.suspect.is_(True),
+                   LabelCheckItem.pair_id.not_in(reviewed)))
+    if filters.flagged_only or filters.disagreements_only:
+        pending = _pending(check.project_id, ReviewFilters(flagged_only=filters.flagged_only,
+                                                           disagreements_only=filters.disagreements_only)).subquery()
+        stmt = stmt.where(LabelCheckItem.pair_id.in_(select(pending.c.pair_id)))
+    return _narrow(stmt, LabelCheckItem.pair_id, filters)
 
 
 def _check_filters(filters: ReviewFilters, scale: list[str], offset: int, limit: int) -> None:
@@ -192,7 +249,7 @@ def _predictions(session: Session, project: Project, ids: list[int]) -> dict[int
             for pid, grade, expected, probs in rows}
 
 
-def _items(session: Session, project: Project, page: list[int]) -> list[ReviewItem]:
+def _items(session: Session, project: Project, page: list[int], check: LabelCheck | None) -> list[ReviewItem]:
     finals = final_labels(session, project.id, page)
     page = [pid for pid in page if pid in finals]
     votes: dict[int, list[Vote]] = defaultdict(list)
@@ -207,15 +264,26 @@ def _items(session: Session, project: Project, page: list[int]) -> list[ReviewIt
         select(Pair.id, Query.text, Item.title, Item.text, Pair.segment)
         .join(Query, Query.id == Pair.query_id).join(Item, Item.id == Pair.item_id).where(Pair.id.in_(page)))}
     predictions = _predictions(session, project, page)
+    suspicions = _suspicions(session, check, page) if check is not None else {}
     return [ReviewItem(pair_id=pid, query=cards[pid][1], title=cards[pid][2], text=cards[pid][3],
                        segment=cards[pid][4], votes=votes[pid], majority=finals[pid].grade,
-                       flagged=any(v.flagged for v in votes[pid]), prediction=predictions.get(pid)) for pid in page]
+                       flagged=any(v.flagged for v in votes[pid]), prediction=predictions.get(pid),
+                       suspicion=suspicions.get(pid)) for pid in page]
+
+
+def _suspicions(session: Session, check: LabelCheck, ids: list[int]) -> dict[int, Suspicion]:
+    rows = session.scalars(select(LabelCheckItem).where(LabelCheckItem.check_id == check.id,
+                                                        LabelCheckItem.suspect.is_(True),
+                                                        LabelCheckItem.pair_id.in_(ids)))
+    return {r.pair_id: Suspicion(check.id, r.rank, r.label, r.model_grade, r.model_prob, r.label_prob, r.reason)
+            for r in rows}
 
 
 def review_queue(session: Session, actor: User, project_id: int, filters: ReviewFilters | None = None,
                  offset: int = 0, limit: int = 50) -> ReviewQueue:
     """Pairs awaiting adjudication (standing votes disagree, or one is flagged), filtered and paged in pair
-    order, with the counts (matching, pending, flagged, disagreements) and the filter choices."""
+    order, with the counts (matching, pending, flagged, disagreements) and the filter choices; with
+    ``filters.suspected``, the latest label check's open suspects instead, most suspect first."""
     require_role(actor, Role.reviewer)
     project = _project(session, project_id)
     filters = filters or ReviewFilters()
@@ -224,16 +292,27 @@ def review_queue(session: Session, actor: User, project_id: int, filters: Review
     pending, flagged, disagreements = session.execute(select(
         func.count(), func.coalesce(func.sum(case((everything.c.flag > 0, 1), else_=0)), 0),
         func.coalesce(func.sum(case((everything.c.spread > 1, 1), else_=0)), 0)).select_from(everything)).one()
-    stmt = _pending(project.id, filters)
-    matching = int(session.scalar(select(func.count()).select_from(stmt.subquery())) or 0)
+    check = _latest_check(session, project.id)
+    suspected = (int(session.scalar(select(func.count()).select_from(_suspects(check, ReviewFilters()).subquery()))
+                     or 0) if check is not None else 0)
+    if filters.suspected:  # most suspect first
+        stmt = _suspects(check, filters) if check is not None else None
+        ordered = stmt.with_only_columns(LabelCheckItem.pair_id).order_by(LabelCheckItem.rank) if stmt is not None else None
+    else:
+        stmt = _pending(project.id, filters)
+        ordered = stmt.with_only_columns(LabelEvent.pair_id).order_by(LabelEvent.pair_id)
+    matching = int(session.scalar(select(func.count()).select_from(stmt.subquery())) or 0) if stmt is not None else 0
     if offset >= matching > 0:  # the last page emptied (adjudicated): show the page before it
         offset = (matching - 1) // limit * limit
-    ids = list(session.scalars(stmt.with_only_columns(LabelEvent.pair_id).order_by(LabelEvent.pair_id)
-                               .offset(offset).limit(limit)))
+    ids = list(session.scalars(ordered.offset(offset).limit(limit))) if ordered is not None else []
     rounds, segments = filter_choices(session, project.id)
-    return ReviewQueue(items=_items(session, project, ids), matching=matching, pending=int(pending),
+    return ReviewQueue(items=_items(session, project, ids, check), matching=matching, pending=int(pending),
                        flagged=int(flagged), disagreements=int(disagreements), offset=offset, limit=limit,
-                       segments=segments, rounds=rounds, annotators=_annotators(session, project.id))
+                       segments=segments, rounds=rounds, annotators=_annotators(session, project.id),
+                       check=None if check is None else CheckInfo(
+                           check.id, check.created_at, str((check.params or {}).get("model_version", "")),
+                           check.method, check.pairs, check.suspects),
+                       suspected=suspected)
 
 
 def adjudicate(session: Session, actor: User, pair_id: int, grade: int, comment: str | None = None,

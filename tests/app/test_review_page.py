@@ -13,7 +13,7 @@ from streamlit.testing.v1 import AppTest
 from db.models import LabelEvent, LabelKind, ModelVersion, PairScore, Project, Role
 from db.session import session_scope
 from tests.app.pagetest import page
-from tests.seed import pair_ids, seed_project, seed_review_queue, seed_user
+from tests.seed import pair_ids, seed_label_check, seed_project, seed_review_queue, seed_user
 
 
 @pytest.fixture
@@ -162,3 +162,27 @@ def test_detail_shows_the_current_versions_prediction(twelve: dict[str, Any], sq
     assert any(m.value == "Model ft predicts **strong**, expected grade 1.80 on 0–2." for m in at.markdown)
     at.button(key="review_next").click().run()  # a pair the version did not score
     assert any(c.value.startswith("No prediction") for c in at.caption)
+
+
+def test_suspected_filter_lists_the_label_checks_suspects_with_the_models_grade(twelve: dict[str, Any],
+                                                                              sqlite_database: str) -> None:
+    ids = twelve["ids"]
+    at = page("review", twelve["rita"]).run()
+    at.toggle(key="review_f_suspected").set_value(True).run()
+    assert not at.exception and any(c.value.startswith("No label check yet") for c in at.caption)
+    with session_scope(sqlite_database) as s:
+        seed_label_check(s, s.scalars(select(Project.id)).one(), [(ids[13], 2, 0), (ids[4], 0, 2)], clean=[ids[5]])
+    at.run()
+    assert not at.exception
+    assert at.toggle(key="review_f_suspected").label == "Suspected by the label check (2)"
+    (listing,) = [d for d in at.dataframe if d.key and d.key.startswith("review_table_")]
+    assert listing.value["pair"].tolist() == [ids[13], ids[4]]  # most suspect first; ids[13]'s votes agree
+    assert _shown_pair(at) == ids[13]
+    assert any("says **irrelevant** (90% sure) and gives the label “strong” 5%" in m.value for m in at.markdown)
+    at.button(key=f"review_grade_{ids[13]}_2").click().run()  # confirm the label
+    assert not at.exception
+    assert at.toggle(key="review_f_suspected").label == "Suspected by the label check (1)"
+    assert _shown_pair(at) == ids[4]
+    with session_scope(sqlite_database) as s:
+        adj = s.scalars(select(LabelEvent).where(LabelEvent.kind == LabelKind.adjudication)).one()
+    assert (adj.pair_id, adj.grade, adj.user_id) == (ids[13], 2, twelve["rita"])
