@@ -13,7 +13,7 @@ import plotly.express as px
 import streamlit as st
 
 from db.models import Role
-from db.services import annotation, review
+from db.services import annotation, label_check, review
 from db.services.projects import project_settings
 from pages._shared import db, require_role, selected_project
 from pages._text import frame, md, plain, safe_figure
@@ -98,11 +98,20 @@ if view == "Disagreements":
     st.caption(f"{q.pending} pair(s) wait for adjudication: votes disagree or an annotator flagged them "
                f"({q.flagged} flagged, {q.disagreements} with disagreeing votes). **{q.matching}** match the filters.")
     if filters.suspected:
-        st.caption(f"Label check {q.check.id} ({q.check.created_at:%Y-%m-%d %H:%M}, model {md(q.check.version)}, "
-                   f"{q.check.method}): {q.suspected} of its {q.check.suspects} suspected label(s) not reviewed yet, "
-                   "most suspect first. Confirm the grade or correct it." if q.check is not None else
-                   "No label check yet: an engineer runs `python -m darl_core check-labels --project "
-                   f"{md(project.name)}`.")
+        if q.check is not None:
+            st.caption(f"Label check {q.check.id} ({q.check.created_at:%Y-%m-%d %H:%M}, model {md(q.check.version)}, "
+                       f"{q.check.method}): {q.suspected} of its {q.check.suspects} suspected label(s) not reviewed "
+                       "yet, most suspect first. Confirm the grade or correct it.")
+        elif Role(user.role).allows(Role.engineer):
+            st.caption("No label check yet.")
+            if st.button("Run a label check", key="review_run_check", icon=":material/fact_check:",
+                         help="The worker scores every labelled pair with a model that never saw its label and "
+                              "ranks the likely-mislabelled ones (the current version, else the backbone)"):
+                with db() as session:
+                    job = label_check.launch_label_check(session, project, version=None, actor=user)
+                st.success(f"Label check queued (job {job.id}); its suspects appear here when it finishes.")
+        else:
+            st.caption("No label check yet: ask an engineer to run one (Review, 'Suspected by the label check').")
     with st.container(horizontal=True, key="review_toggles"):
         st.toggle(f"Flagged only ({q.flagged})", key="review_f_flagged", on_change=_filters_changed)
         st.toggle(f"Disagreements only ({q.disagreements})", key="review_f_disagree", on_change=_filters_changed)

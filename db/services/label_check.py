@@ -161,7 +161,7 @@ def latest_check(session: Session, project_id: int) -> LabelCheck | None:
 def check_suspects(session: Session, check_id: int, limit: int | None = 20) -> list[Suspect]:
     """A check's suspects, most suspect first (``limit`` None: all)."""
     if session.get(LabelCheck, check_id) is None:
-        raise NotFoundError(f"No label check {check_id}; run `python -m darl_core check-labels --project P`.")
+        raise NotFoundError(f"No label check {check_id}: run one first (Review, or check-labels on the command line).")
     stmt = (select(LabelCheckItem).where(LabelCheckItem.check_id == check_id, LabelCheckItem.suspect.is_(True))
             .order_by(LabelCheckItem.rank))
     if limit is not None:

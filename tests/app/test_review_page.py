@@ -186,3 +186,23 @@ def test_suspected_filter_lists_the_label_checks_suspects_with_the_models_grade(
     with session_scope(sqlite_database) as s:
         adj = s.scalars(select(LabelEvent).where(LabelEvent.kind == LabelKind.adjudication)).one()
     assert (adj.pair_id, adj.grade, adj.user_id) == (ids[13], 2, twelve["rita"])
+
+
+def test_with_no_label_check_an_engineer_runs_one_from_review_and_a_reviewer_is_told_whom_to_ask(
+        twelve: dict[str, Any], sqlite_database: str) -> None:
+    from db.models import Job
+    from tests.seed import seed_user
+
+    at = page("review", twelve["rita"]).run()
+    at.toggle(key="review_f_suspected").set_value(True).run()
+    assert not [b for b in at.button if b.key == "review_run_check"]
+    assert any("ask an engineer" in c.value for c in at.caption)
+    with session_scope(sqlite_database) as s:
+        eng = seed_user(s, "eng-rev", Role.engineer).id
+    at = page("review", eng).run()
+    at.toggle(key="review_f_suspected").set_value(True).run()
+    at.button(key="review_run_check").click().run()
+    assert not at.exception and "Label check queued" in at.success[0].value
+    with session_scope(sqlite_database) as s:
+        job = s.scalars(select(Job)).one()
+        assert job.kind == "check_labels" and job.created_by == eng
