@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -81,8 +82,18 @@ def fresh_database_url(backend: str, request: pytest.FixtureRequest, tmp_path: P
 
         reset_engines()
         admin2 = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")  # type: ignore[arg-type]
-        with admin2.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        # FORCE ends our own leftover connections, but not a superuser's autovacuum worker that may have just
+        # started on the fresh database ("must be a member of the role whose process is being terminated",
+        # seen once in a full run): such a worker finishes or yields within moments, so try again briefly.
+        for attempt in range(20):
+            try:
+                with admin2.connect() as conn:
+                    conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                break
+            except sa.exc.ProgrammingError:
+                if attempt == 19:
+                    raise
+                time.sleep(0.5)
         admin2.dispose()
 
     request.addfinalizer(drop)

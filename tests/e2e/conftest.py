@@ -158,6 +158,7 @@ def login(page, app_url: str, name: str, password: str, path: str = "") -> None:
     expect(form.or_(signed_in)).to_be_attached()
     if signed_in.count() and not form.count():  # still signed in from an earlier login in this context
         signed_in.click()
+        expect(form).to_be_attached()  # the logout ran on the server before the page is left
         page.goto(f"{app_url}/{path}")
         expect(form).to_be_attached()
     page.wait_for_timeout(300)
