@@ -2,8 +2,9 @@
 the guidelines use for it and their rules ("Choose Perfect match if: ...").
 
 Guidelines are free text written by the project's engineers, often copied from a rater manual that lists
-the grades best first. Two common shapes are recognised: a rating list ("Irrelevant (1)") that ties a
-guideline name to a button number, and rule blocks ("Choose <name> if:" followed by one rule per line).
+the grades best first. Three common shapes are recognised: a rating list ("Irrelevant (1)") that ties a
+guideline name to a button number, rule blocks ("Choose <name> if:" followed by one rule per line), and a
+Markdown table whose first cell names a grade and whose second cell is its rule (``| **weak** | ... |``).
 A grade whose rules cannot be found gets an empty rule list; nothing is guessed.
 """
 
@@ -52,6 +53,17 @@ def _blocks(lines: Sequence[str]) -> list[tuple[str, list[str]]]:
     return out
 
 
+def _table_rows(lines: Sequence[str]) -> list[tuple[str, list[str]]]:
+    """``| name | rule |`` rows of a Markdown table, emphasis marks dropped (the header and rule rows
+    simply name no grade)."""
+    out = []
+    for line in lines:
+        cells = [re.sub(r"[*_`]", "", c).strip() for c in line.strip().strip("|").split("|")]
+        if line.lstrip().startswith("|") and len(cells) >= 2 and cells[0] and cells[1]:
+            out.append((cells[0], [html.unescape(cells[1])]))
+    return out
+
+
 def grade_table(guidelines: str | None, grades: Sequence[str]) -> list[GradeRow]:
     """One row per grade, in button order, with the guidelines' name and rules for it where found."""
     lines = (guidelines or "").splitlines()
@@ -61,7 +73,7 @@ def grade_table(guidelines: str | None, grades: Sequence[str]) -> list[GradeRow]
         if m and 1 <= int(m.group("n")) <= len(grades):
             names.setdefault(int(m.group("n")) - 1, m.group("name").strip())
     rules: dict[int, tuple[str, list[str]]] = {}
-    for label, block in _blocks(lines):
+    for label, block in _blocks(lines) + _table_rows(lines):
         index = next((i for i, n in names.items() if _same(label, n)), None)
         if index is None:
             index = next((i for i, g in enumerate(grades) if _same(label, g)), None)

@@ -65,3 +65,18 @@ def test_grade_table_without_structure_lists_the_grades_only() -> None:
         ("1", "irrelevant", None, ()), ("2", "weak", None, ()), ("3", "strong", None, ())]
     by_name = grade_table("Choose strong if:\nExact product.\n", GRADES)
     assert by_name[2].rules == ("Exact product.",) and by_name[0].rules == ()
+
+
+def test_grade_table_reads_a_markdown_table_of_grades() -> None:
+    """The demo project's guidelines are a Markdown table: each grade's row is its rule (emphasis dropped)."""
+    from darl_core.guidelines import grade_table
+
+    text = ("Grade the title against the query.\n\n| grade | when |\n|---|---|\n"
+            "| **strong** | The product *is* what the query asks for. |\n"
+            "| **weak** | Right product type but an attribute differs. |\n"
+            "| **irrelevant** | A different kind of product. |\n")
+    rows = grade_table(text, ["irrelevant", "weak", "strong"])
+    assert [(r.key, r.grade, r.rules) for r in rows] == [
+        ("1", "irrelevant", ("A different kind of product.",)),
+        ("2", "weak", ("Right product type but an attribute differs.",)),
+        ("3", "strong", ("The product is what the query asks for.",))]
