@@ -67,7 +67,6 @@ class Step:
 
     card: Card | None
     progress: Progress
-    saved: bool = True
     message: str | None = None
     previous: Previous | None = None
 
