@@ -54,12 +54,13 @@ def configs(seed: int, tuning: str, threads: int, epochs: float, train_layers: i
             dasa_epochs: float | None = None, replay_ratio: float = 1.0,
             dasa_lr_scale: float | None = None, dasa_holdout: float = 0.0,
             ft_layer_lr_decay: float = 1.0, dasa_average_tail: float = 0.0,
-            ft_average_tail: float = 0.0, zero_shot: bool = True) -> dict[str, StageConfig]:
+            ft_average_tail: float = 0.0, zero_shot: bool = True, num_grades: int = 3) -> dict[str, StageConfig]:
     """The rows' stage configs. The pipeline stages (lp, ft, dasa, dpo) are the product's recipe
     (``config.stage_config``: what a stage launched from the app or the CLI runs) under this run's
     settings and the variant knobs; the ``ce`` rows are the baselines, spelled out here."""
     # Every row tunes the same layers (--train-layers; top 2 halve a CPU step, backward stops at layer 4).
-    run = dict(max_length=48, tuning=tuning, seed=seed, threads=threads, save_every=100, train_layers=train_layers)
+    run = dict(max_length=48, tuning=tuning, seed=seed, threads=threads, save_every=100, train_layers=train_layers,
+               num_grades=num_grades)
     lr = stage_config("ft", run).lr  # the tuning's fine-tuning lr: full 1e-4, LoRA 5e-4
     baseline = dict(stage="ft", epochs=epochs, lr=lr, head_lr=1e-3, **run)
     return {

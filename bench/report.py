@@ -267,8 +267,55 @@ def label_noise() -> list[str]:
     return out
 
 
+def robustness(name: str = "robustness") -> list[str]:
+    res = load(name)
+    if not res:
+        return [f"Robustness (`bench/robustness.py`, {name}): not run."]
+    out = [f"**Robustness** (`bench/robustness.py`, profile `{res['profile']}`; Home Depot variants: "
+           + "; ".join(f"{k}. {v}" for k, v in res["variants"].items())
+           + "). `pipeline` is the product's default chain, `no_posthoc` the same training without any step fitted "
+           "after it, `ce` the user's baseline, `ce_plus_labels` that baseline given the same DASA labels; "
+           "vs-ce columns are paired by seed:", "",
+           "| variant | pipeline tuning | recipe | seeds | ID macro-F1 | OOD macro-F1 | ID ECE | OOD ECE | ID vs ce | "
+           "OOD vs ce | targets |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in res["table"]:
+        t = r.get("targets")
+        flags = "–" if not t else f"not below ce {ok(t['not_below_ce'])}, ECE {ok(t['ece_ok'])}"
+        out.append(f"| {r['variant']} | {r['pipeline_tuning']} | `{r['recipe']}` | {len(r['seeds'])} | "
+                   + " | ".join(num(r.get(k)) for k in ("id_macro_f1", "ood_macro_f1", "id_ece", "ood_ece",
+                                                        "id_vs_ce", "ood_vs_ce")) + f" | {flags} |")
+    for tuning, o in res.get("overall", {}).items():
+        out += ["", f"Across variants {', '.join(o['variants'])} ({tuning}): pipeline vs ce ID "
+                f"{o['mean_id_vs_ce']:+.3f}, OOD {o['mean_ood_vs_ce']:+.3f} (target +0.02 / +0.03: "
+                f"{ok(o['meets_mean_gain'])})."]
+    return out
+
+
+def posthoc_thresholds() -> list[str]:
+    res = load("posthoc_thresholds")
+    if not res:
+        return ["Post-hoc thresholds (`bench/posthoc_thresholds.py`): not run."]
+    out = [f"**Where the post-hoc thresholds lie** (`bench/posthoc_thresholds.py`: {res['draws']} validation draws "
+           f"per size from val_id, {res['val_pool']['queries']:,} queries; steps decided with the support "
+           "thresholds off (cross-fitted guards on) and with the defaults; change in test macro-F1 and the share "
+           f"of draws that lowered it by more than {res['harm']:.3f}):", "",
+           "| val queries | pairs | min pairs/grade | ID change | OOD change | harmed ID / OOD | ECE change ID / OOD | "
+           "kept blend / offsets / T | with default thresholds: ID / OOD change |", "|---|---|---|---|---|---|---|---|---|"]
+    for e in res["sizes"]:
+        a, b = e["no_thresholds"], e["default_thresholds"]
+        k = a["kept_share"]
+        out.append(f"| {e['queries']} | {e['pairs']:.0f} | {e['min_per_grade']:.0f} | {a['id_macro_f1_change']:+.4f} | "
+                   f"{a['ood_macro_f1_change']:+.4f} | {a['id_harmed_share']:.0%} / {a['ood_harmed_share']:.0%} | "
+                   f"{a['id_ece_change']:+.4f} / {a['ood_ece_change']:+.4f} | {k['zero_shot_blend']:.0%} / "
+                   f"{k['offsets']:.0%} / {k['temperature']:.0%} | {b['id_macro_f1_change']:+.4f} / "
+                   f"{b['ood_macro_f1_change']:+.4f} |")
+    return out
+
+
 def render() -> str:
     lines: list[str] = []
+    lines += robustness() + [""]
+    lines += posthoc_thresholds() + [""]
     lines += quality() + [""]
     lines += quality("quality_rerun", "Quality, the baseline and pipeline rows rerun on a fresh machine") + [""]
     lines += quality("quality_top2_1epoch", "Quality, cheaper training") + [""]

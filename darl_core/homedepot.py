@@ -12,11 +12,18 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from darl_core.errors import DarlError
 
 GRADE_NAMES = ("irrelevant", "weak", "strong")  # grades 1, 2, 3 -> indices 0, 1, 2
+# Five grades from the rater means (bench/robustness.py, variant d): 1.00-1.33, 1.67, 2.00-2.33, 2.67, 3.00.
+# The cuts lie half-way between neighbouring classes (1.5, 1.835, 2.5, 2.835); the 5 + 19 pairs whose mean
+# sits exactly on a cut (1.50 and 2.50, four raters) go up, as the dataset's own `grade` rounds half up.
+FIVE_GRADE_NAMES = ("irrelevant", "marginal", "partial", "good", "exact")
+FIVE_GRADE_CUTS = (1.5, 1.835, 2.5, 2.835)
+SHIFTS = {"query": "split_by_query_dept", "product": "split_by_product_dept"}
 SMALL_SIZES = {"train": 6000, "val_id": 1000, "test_id": 2000, "test_ood": 2000, "pool_ood": 4000, "pool_id": 4000}
 
 
@@ -50,10 +57,23 @@ class Splits:
                 "test_ood": self.test_ood, "pool": self.pool}
 
 
-def load_splits(profile: str = "small", path: Path | None = None) -> Splits:
-    """Return the protocol's splits. ``profile`` is ``small`` (CPU) or ``full``."""
+def five_grades(relevance: pd.Series) -> pd.Series:
+    """0-based five-grade index of each rater mean (``FIVE_GRADE_CUTS``; a mean on a cut goes up)."""
+    return pd.Series(np.searchsorted(np.asarray(FIVE_GRADE_CUTS), relevance.to_numpy(float) + 1e-9),
+                     index=relevance.index)
+
+
+def load_splits(profile: str = "small", path: Path | None = None, *, shift: str = "query",
+                grades: int = 3) -> Splits:
+    """Return the protocol's splits. ``profile`` is ``small`` (CPU) or ``full``.
+
+    The protocol is ``shift="query"``, ``grades=3``. The robustness variants (bench/robustness.py) may
+    shift by the product's own department instead (``split_by_product_dept``: a query's pairs can then
+    fall on both sides) and grade on five levels (``five_grades``); splits stay by query bucket."""
     if profile not in ("small", "full"):
         raise DarlError(f"profile must be 'small' or 'full', got {profile!r}")
+    if shift not in SHIFTS or grades not in (3, 5):
+        raise DarlError(f"shift must be one of {sorted(SHIFTS)} and grades 3 or 5, got {shift!r} and {grades!r}")
     csv = (path or default_dir()) / "pairs.csv"
     if not csv.is_file():
         raise DarlError(f"Home Depot data not found at {csv}; set DARL_HOMEDEPOT_DIR to its folder.")
@@ -62,9 +82,9 @@ def load_splits(profile: str = "small", path: Path | None = None) -> Splits:
         "query": df["search_term"].astype(str),
         "title": df["product_title"].astype(str),
         "label": df["grade"].astype(int),
-        "grade": df["grade"].astype(int) - 1,
-        "segment": df["query_department"].astype(str),
-        "shift": df["split_by_query_dept"].astype(str),
+        "grade": df["grade"].astype(int) - 1 if grades == 3 else five_grades(df["relevance"]),
+        "segment": df["query_department" if shift == "query" else "department"].astype(str),
+        "shift": df[SHIFTS[shift]].astype(str),
     })
     b = out["query"].map(query_bucket)
     is_id = out["shift"] == "id"
