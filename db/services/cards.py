@@ -84,6 +84,10 @@ _SQL_REASONS = text(
     "LEFT JOIN pair_scores ps ON ps.model_version_id = r.model_version_id AND ps.pair_id = ri.pair_id "
     "WHERE ri.round_id = :rid AND ri.pair_id = :pair_id").columns(
     column("reasons", JSON), column("score"), column("probs", JSON))
+# A gold card has no round of its own: it shows the reasons of the latest round that picked the pair, as a
+# card from that round would (db/services/gold.py: a gold card looks like any other).
+_SQL_GOLD_ROUND = text("SELECT max(ri.round_id) FROM round_items ri JOIN gold_pairs g ON g.pair_id = ri.pair_id "
+                       "WHERE ri.pair_id = :pair_id")
 _SQL_PREVIOUS = text(
     "SELECT e.id, e.pair_id, e.grade, q.text, i.title FROM label_events e JOIN pairs p ON p.id = e.pair_id "
     "JOIN queries q ON q.id = p.query_id JOIN items i ON i.id = p.item_id WHERE e.user_id = :uid "
@@ -97,8 +101,11 @@ def card(session: Session, project: Project, lease_id: int) -> Card:
     r = session.execute(_SQL_CARD, {"id": lease_id}).one()
     reasons = score = None
     why: tuple[str, ...] = ()
-    if project_settings(project).get("show_reasons") and r.round_id is not None:
-        ri = session.execute(_SQL_REASONS, {"rid": r.round_id, "pair_id": r.id}).first()
+    shows = bool(project_settings(project).get("show_reasons"))
+    reasons_round = r.round_id if r.round_id is not None or not shows else \
+        session.scalar(_SQL_GOLD_ROUND, {"pair_id": r.id})
+    if shows and reasons_round is not None:
+        ri = session.execute(_SQL_REASONS, {"rid": reasons_round, "pair_id": r.id}).first()
         if ri is not None:
             reasons, score = ri.reasons or {}, ri.score
             why = tuple(explain(reasons, list(project.grades), probs=ri.probs))
