@@ -66,14 +66,17 @@ def _page(offset: int) -> None:
     ss["review_offset"], ss["review_pair"] = offset, None
 
 
-def _selected(ids: list[int], wanted: int | None) -> int | None:
-    """The pair to show: the one asked for; after it left the queue (adjudicated), the next one."""
+def _selected(ids: list[int], wanted: int | None, before: list[int]) -> int | None:
+    """The pair to show: the one asked for; after it left the queue (adjudicated), the one after it in the list
+    as it was (``before``: pair order, or most suspect first), else the next pair id."""
     if not ids or wanted in ids:
         return wanted if ids else None
     if wanted == LAST:
         return ids[-1]
     if wanted is None:
         return ids[0]
+    if wanted in before:
+        return next((i for i in before[before.index(wanted) + 1:] if i in ids), ids[-1])
     return next((i for i in ids if i > wanted), ids[-1])
 
 
@@ -90,10 +93,10 @@ def _neighbours(pair_id: int) -> None:
         st.caption(md(near.note or "No neighbours."))
         return
     st.markdown(f"**Nearest labelled pairs** (model {md(near.version or '—')}, cosine similarity):")
-    st.dataframe(frame(pd.DataFrame([{"pair": n.pair_id, "query": n.query, "item": n.title,
+    st.dataframe(frame(pd.DataFrame([{"pair": n.pair_id, "similar": n.similarity,
                                       "grade": grades[n.grade] if n.grade is not None else "—",
-                                      "checked": grades[n.label], "similar": n.similarity,
-                                      "suspect": n.suspect} for n in near.rows])),
+                                      "checked": grades[n.label], "suspect": n.suspect, "query": n.query,
+                                      "item": n.title} for n in near.rows])),
                  hide_index=True, key=f"review_neighbours_{pair_id}", column_config={
                      "pair": st.column_config.NumberColumn(width=56),
                      "grade": st.column_config.TextColumn("grade now"),
@@ -180,7 +183,8 @@ if view == "Disagreements":
     f[3].selectbox("With a vote of", [None, *range(len(grades))], key="review_f_grade", on_change=_filters_changed,
                    format_func=lambda g: "any grade" if g is None else plain(grades[g]))
     ids = [it.pair_id for it in q.items]
-    selected = ss["review_pair"] = _selected(ids, ss.get("review_pair"))
+    selected = ss["review_pair"] = _selected(ids, ss.get("review_pair"), ss.get("review_listed", []))
+    ss["review_listed"] = ids
     if not ids:
         st.success("No pair matches." if q.pending or filters.suspected else "No disagreements to review.",
                    icon=":material/task_alt:")
