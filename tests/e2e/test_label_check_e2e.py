@@ -53,6 +53,7 @@ def seed(app_home: Path) -> Callable[[str], None]:
     def run(url: str) -> None:
         from darl_core.embeddings import EmbeddingCache
         from db.models import LabelCheck
+        from db.services.labels import final_labels
 
         with session_scope(url) as s:
             seeded = seed_review_queue(s)  # 12 pending pairs (ann 0 vs bob 2), 2 agreed (2, 2)
@@ -63,11 +64,18 @@ def seed(app_home: Path) -> Callable[[str], None]:
             s.add(mv)
             s.flush()
             s.get(LabelCheck, cid).model_version_id = mv.id
-            # The check's embeddings, where the app finds them (its DARL_HOME): pairs along a curve.
+            finals = final_labels(s, pid)
+            for item in s.scalars(select(LabelCheckItem).where(LabelCheckItem.check_id == cid)):
+                item.label = finals[item.pair_id].grade  # the grade the check saw (the seed says 0 for clean ones)
             gold_ids = _gold(s, pid, seeded["users"]["rita"])
-            angle = np.array([0.2 * i + 0.01 * i * i for i in range(len(ids) + len(gold_ids))])
+            # The check's embeddings, where the app finds them (its DARL_HOME): one cluster per grade as the pairs
+            # will stand after the test (ids[0] corrected to strong), and ids[4] among the strong ones although
+            # labelled irrelevant: a real check suspects it, so the test can see the confirmation honoured.
+            grade = {p: 0 for p in ids} | {ids[10]: 1, ids[12]: 2, ids[13]: 2, ids[0]: 2, ids[4]: 2}
+            grade |= {p: i % 3 for i, p in enumerate(gold_ids)}
+            noise = np.random.default_rng(0).normal(0, 0.05, (len(grade), 3))
             EmbeddingCache("base", root=app_home / "embeddings").add(
-                ids + gold_ids, np.stack([np.cos(angle), np.sin(angle)], 1))
+                list(grade), np.eye(3)[[grade[p] for p in grade]] + noise)
     return run
 
 
@@ -124,9 +132,8 @@ def test_reviewer_resolves_suspects_by_key_and_the_confirmed_label_is_not_suspec
         again = label_check.run_label_check(s, "demo", version="base", actor=SYSTEM)
         row = s.scalars(select(LabelCheckItem).where(LabelCheckItem.check_id == again.id,
                                                      LabelCheckItem.pair_id == ids[4])).one()
-        assert row.label == 0 and row.suspect is False
-        if row.rank <= again.params["n_issues"]:
-            assert "confirmed by a reviewer after check 1" in row.reason
+        assert row.label == 0 and row.rank <= again.params["n_issues"]  # ranked among the likely issues...
+        assert row.suspect is False and "confirmed by a reviewer after check 1" in row.reason  # ...not sent again
         assert s.scalar(select(func.count()).where(LabelCheckItem.check_id == again.id)) == 22  # 14 + 8 gold
 
 
