@@ -8,7 +8,7 @@ pairs that check saw labelled. Rules:
   missing from it is embedded with the version's model and added to the cache, but only up to
   ``EMBED_LIMIT`` pairs per request, so a page never starts a long job; beyond that the pane says
   why it has no neighbours;
-- the bank of one check (its pair ids, unit-length embeddings) is kept in memory for the next click
+- the bank of one check (its pair ids, unit-length embeddings, the grades it saw) is kept in memory for the next click
   (``_BANKS``, a few checks), keyed by the check and the cache's part files, so a new part is picked up;
 - each neighbour shows the grade the check saw, the grade that stands now, and whether the check
   suspects it too.
@@ -31,7 +31,8 @@ from db.services.labels import final_labels
 from db.services.users import require_role
 
 EMBED_LIMIT = 64  # pairs a page request may embed itself
-_BANKS: OrderedDict[tuple[Any, ...], tuple[np.ndarray, np.ndarray]] = OrderedDict()
+Seen = dict[int, tuple[int, bool]]  # pair id -> (the grade the check saw, suspected); a check's rows never change
+_BANKS: OrderedDict[tuple[Any, ...], tuple[np.ndarray, np.ndarray, Seen]] = OrderedDict()
 _KEEP = 4
 
 
@@ -54,9 +55,10 @@ class Neighbours:
     note: str | None = None  # why there are no rows
 
 
-def _bank(check: LabelCheck, version: ModelVersion, ids: list[int],
-          texts: Callable[[list[int]], tuple[list[str], list[str]]]) -> tuple[np.ndarray, np.ndarray]:
-    """(pair ids, unit-length embeddings) of the check's pairs, from the cache (and a few embedded now)."""
+def _bank(check: LabelCheck, version: ModelVersion, items: Callable[[], Seen],
+          texts: Callable[[list[int]], tuple[list[str], list[str]]]) -> tuple[np.ndarray, np.ndarray, Seen]:
+    """(pair ids, unit-length embeddings, what the check saw) of the check's pairs, from the cache (and a few
+    embedded now); ``items`` reads the check's rows, only when the bank is not in memory yet."""
     from darl_core.embeddings import EmbeddingCache, embed_cached, lazy_compute
     from darl_core.neighbours import l2_normalise
     from db.services.rounds import embedding_key
@@ -67,6 +69,8 @@ def _bank(check: LabelCheck, version: ModelVersion, ids: list[int],
     if key in _BANKS:
         _BANKS.move_to_end(key)
         return _BANKS[key]
+    seen = items()
+    ids = list(seen)
     have, emb, _ = cache.load()
     where = {int(k): i for i, k in enumerate(have)}
     missing = [p for p in ids if p not in where]
@@ -79,7 +83,7 @@ def _bank(check: LabelCheck, version: ModelVersion, ids: list[int],
                               [found[p][1] if p in found else "" for p in ids], lazy_compute(version.artifact_path))
     else:
         emb = emb[np.array([where[p] for p in ids], dtype=np.int64)] if ids else np.zeros((0, 1), np.float32)
-    bank = (np.asarray(ids, dtype=np.int64), l2_normalise(np.asarray(emb, dtype=np.float32)))
+    bank = (np.asarray(ids, dtype=np.int64), l2_normalise(np.asarray(emb, dtype=np.float32)), seen)
     _BANKS[key] = bank
     while len(_BANKS) > _KEEP:
         _BANKS.popitem(last=False)
@@ -111,11 +115,12 @@ def labelled_neighbours(session: Session, actor: User, pair_id: int, k: int = 5)
     if version is None:
         return Neighbours([], check.id, None, f"Label check {check.id} names no model version (deleted since?): "
                                                "its embeddings are unknown. Run a label check again.")
-    seen = {int(p): (int(label), bool(sus)) for p, label, sus in session.execute(
-        select(LabelCheckItem.pair_id, LabelCheckItem.label, LabelCheckItem.suspect)
-        .where(LabelCheckItem.check_id == check.id).order_by(LabelCheckItem.pair_id))}
+    def items() -> Seen:
+        return {int(p): (int(label), bool(sus)) for p, label, sus in session.execute(
+            select(LabelCheckItem.pair_id, LabelCheckItem.label, LabelCheckItem.suspect)
+            .where(LabelCheckItem.check_id == check.id).order_by(LabelCheckItem.pair_id))}
     try:
-        ids, bank = _bank(check, version, list(seen), lambda missing: _texts(session, missing))
+        ids, bank, seen = _bank(check, version, items, lambda missing: _texts(session, missing))
     except (DarlError, OSError, ValueError) as exc:  # no cache and no model to embed with: say so, show the rest
         return Neighbours([], check.id, version.name, f"No neighbours: {exc}")
     me = int(np.flatnonzero(ids == pair_id)[0])
