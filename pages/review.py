@@ -164,7 +164,8 @@ if view == "Disagreements":
                     job = label_check.launch_label_check(session, project, version=project.current_version_id,
                                                          actor=user)
                 st.success(f"Label check queued (job {job.id}); its suspects appear here when it finishes.")
-            with st.expander("Label check jobs", expanded=False):
+                ss["review_check_queued"] = True
+            with st.expander("Label check jobs", expanded=bool(ss.get("review_check_queued"))):  # open once queued
                 job_panel(user, project.id, ["check_labels"], key="review_check_jobs", show=2)
     with st.container(horizontal=True, key="review_toggles"):
         st.toggle(f"Flagged only ({q.flagged})", key="review_f_flagged", on_change=_filters_changed)

@@ -67,6 +67,8 @@ def test_an_engineer_runs_a_label_check_beside_a_stored_one_and_sees_its_job(che
         job = s.scalars(select(Job)).one()
         assert job.kind == "check_labels" and job.created_by == checked["eve"] and job.params["version"] is None
     assert any("label check with the pretrained backbone" in m.value for m in at.markdown)  # its progress panel
+    (jobs,) = [e for e in at.expander if e.label == "Label check jobs"]
+    assert jobs.proto.expanded  # open once a check was queued
 
 
 def test_a_decision_marked_gold_and_the_gold_view(checked: dict[str, Any], sqlite_database: str) -> None:
