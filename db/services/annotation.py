@@ -308,8 +308,8 @@ def next_card(session: Session, actor: User, project_id: int, now: datetime | No
             expire_leases(session, now)
         if project_settings(project).get("queue_basis") != [overlap, share, int(state.max_pair or 0)]:
             _sync_locked(session, project, overlap, share)
-        lease_id = gold.claim_gold(session, actor, project, now, minutes, has_work=lambda: _has_work(
-            session, actor, project_id, state.round_id, overlap, share))  # gold only beside ordinary work
+        lease_id = gold.claim_gold(session, actor, project, now, minutes, round_id=state.round_id, has_work=lambda: (
+            _has_work(session, actor, project_id, state.round_id, overlap, share)))  # gold only beside ordinary work
         if lease_id is None:
             lease_id = _claim(session, actor, project_id, state.round_id, overlap, share, now, minutes)
     shown = None if lease_id is None else cards.card(session, project, lease_id)

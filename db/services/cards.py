@@ -102,13 +102,15 @@ def card(session: Session, project: Project, lease_id: int) -> Card:
     reasons = score = None
     why: tuple[str, ...] = ()
     shows = bool(project_settings(project).get("show_reasons"))
-    reasons_round = r.round_id if r.round_id is not None or not shows else \
-        session.scalar(_SQL_GOLD_ROUND, {"pair_id": r.id})
-    if shows and reasons_round is not None:
-        ri = session.execute(_SQL_REASONS, {"rid": reasons_round, "pair_id": r.id}).first()
-        if ri is not None:
-            reasons, score = ri.reasons or {}, ri.score
-            why = tuple(explain(reasons, list(project.grades), probs=ri.probs))
+    ri = session.execute(_SQL_REASONS, {"rid": r.round_id, "pair_id": r.id}).first() \
+        if shows and r.round_id is not None else None
+    if shows and ri is None:  # a gold card (leased under a round it is not in, or none)
+        gold_round = session.scalar(_SQL_GOLD_ROUND, {"pair_id": r.id})
+        ri = session.execute(_SQL_REASONS, {"rid": gold_round, "pair_id": r.id}).first() \
+            if gold_round is not None else None
+    if ri is not None:
+        reasons, score = ri.reasons or {}, ri.score
+        why = tuple(explain(reasons, list(project.grades), probs=ri.probs))
     return Card(lease_id=lease_id, pair_id=r.id, segment=r.segment, split=r.split, query=r.query, title=r.title,
                 text=r.body, round_id=r.round_id, expires_at=r.expires_at, reasons=reasons, score=score, why=why)
 

@@ -6,9 +6,11 @@ Rules the service keeps:
   pair, drawn per card from a hash of (annotator, how many cards they were leased in the project), so
   the pattern is fixed per person but not guessable by counting; a gold card is served only while the
   ordinary queue has work for them, so nobody grades gold alone once the queue is empty;
-- a gold card is an ordinary lease (no round) and shows exactly what an ordinary card shows: the
-  annotator is not told (the card shows the reasons of the round that last picked the pair, like any
-  card from a round, when the project shows reasons);
+- a gold card is an ordinary lease and shows what an ordinary card shows: the annotator is not told.
+  Served while a round is open, it is leased under that round, so the answer counts in "yours in this
+  round" like the card it stands in for; when the project shows reasons it shows those of the round
+  that last picked the pair (a gold pair no round ever picked has none: the one visible difference,
+  while round cards around it have reasons);
 - a gold pair is never served to anyone who adjudicated it, nor to anyone who already voted on it or
   was leased it (``uq_leases_pair_user``: nobody gets the same gold pair twice);
 - a gold answer is a normal ``label`` event (undo, flags and comments work as on any card), so nothing
@@ -154,10 +156,11 @@ def _draw(user_id: int, n: int) -> float:
 
 
 def claim_gold(session: Session, actor: User, project: Project, now: datetime, minutes: int,
-               has_work: Callable[[], bool]) -> int | None:
+               has_work: Callable[[], bool], round_id: int | None = None) -> int | None:
     """If the draw for the actor's next card says gold, and ``has_work()`` (the ordinary queue has a card for
-    them), lease them a gold pair they may see (annotator role). Returns the lease id, or None: an ordinary
-    card is due (or no gold pair is left for them)."""
+    them), lease them a gold pair they may see (annotator role), under ``round_id`` (the open round they work
+    on, so the answer counts as theirs in it like the card it stands in for). Returns the lease id, or None:
+    an ordinary card is due (or no gold pair is left for them)."""
     require_role(actor, Role.annotator)
     share = gold_share(project)
     if share <= 0 or session.scalar(select(GoldPair.id).where(GoldPair.project_id == project.id).limit(1)) is None:
@@ -177,7 +180,7 @@ def claim_gold(session: Session, actor: User, project: Project, now: datetime, m
     for pair_id in candidates:
         try:
             with session.begin_nested():  # a second tab of the same annotator may take it this instant
-                lease = Lease(pair_id=pair_id, user_id=actor.id, round_id=None, status=LeaseStatus.active,
+                lease = Lease(pair_id=pair_id, user_id=actor.id, round_id=round_id, status=LeaseStatus.active,
                               expires_at=now + timedelta(minutes=minutes), created_at=now)
                 session.add(lease)
         except IntegrityError:

@@ -148,13 +148,13 @@ def test_each_annotators_share_of_suspected_labels(database: str) -> None:
         assert rep.weekly.groupby("annotator")["suspected_share"].first().to_dict() == {"ann": 0.5, "bob": 0.0}
 
 
-def test_a_gold_card_shows_the_reasons_of_the_round_that_picked_it(database: str) -> None:
+def test_a_gold_card_looks_like_a_round_card(database: str) -> None:
     from tests.seed import seed_round
 
     with session_scope(database) as s:
         project, ids, users = _gold_project(s, n_pairs=40, n_gold=20, share=0.5)
         seed_round(s, project.id, ids[:20], name="round 1").status = "closed"  # it picked the gold pairs once
-        seed_round(s, project.id, ids[20:30], name="round 2")  # the open round: ordinary cards with reasons
+        open_round = seed_round(s, project.id, ids[20:30], name="round 2")  # ordinary cards with reasons
         step = annotation.next_card(s, users["ann"], project.id)
         seen = []
         for _ in range(10):
@@ -162,4 +162,6 @@ def test_a_gold_card_shows_the_reasons_of_the_round_that_picked_it(database: str
             step = annotation.submit_label(s, users["ann"], step.card.lease_id, 1)
         gold_cards = [c for c in seen if c[0] in set(ids[:20])]
         assert gold_cards and all(why for _, _, why in seen)  # every card says why, gold or not
-        assert s.scalar(select(Lease.round_id).where(Lease.pair_id == gold_cards[0][0])) is None
+        # Leased under the open round, so "yours in this round" counts every card, gold or not.
+        assert s.scalar(select(Lease.round_id).where(Lease.pair_id == gold_cards[0][0])) == open_round.id
+        assert step.progress.mine_in_round == 10 and step.progress.round_total == 10
