@@ -361,3 +361,18 @@ class LabelCheckItem(Base):
     rank: Mapped[int] = mapped_column(Integer)
     suspect: Mapped[bool] = mapped_column(Boolean, default=False)
     reason: Mapped[str] = mapped_column(Text, default="")
+
+
+class GoldPair(Base):
+    """An adjudicated pair a reviewer marked as gold (db/services/gold.py): served to annotators as an ordinary
+    card; their labels on it after ``after_event_id`` are their gold answers, scored against the adjudication."""
+
+    __tablename__ = "gold_pairs"
+    __table_args__ = (UniqueConstraint("pair_id"), Index("ix_gold_pairs_project", "project_id", "pair_id"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    pair_id: Mapped[int] = mapped_column(ForeignKey("pairs.id", ondelete="CASCADE"))
+    after_event_id: Mapped[int] = mapped_column(Integer)  # the project's last label event when it was marked
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

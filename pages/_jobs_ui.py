@@ -51,6 +51,8 @@ def job_title(job: Job, names: dict[int, str]) -> str:
         return f"map of {name(p['version_id'])}"
     if job.kind == "embed" and "version_id" in p:
         return f"embed {len(p.get('pair_ids') or [])} pairs with {name(p['version_id'])}"
+    if job.kind == "check_labels":
+        return f"label check with {name(p.get('version'))}"
     if job.kind == "select":
         return f"select {int(p.get('budget', 0)):,} pairs with {name(p.get('version'))}"
     return job.kind

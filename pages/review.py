@@ -13,15 +13,16 @@ import plotly.express as px
 import streamlit as st
 
 from db.models import Role
-from db.services import annotation, label_check, review
+from db.services import annotation, gold, label_check, label_neighbours, review
 from db.services.projects import project_settings
+from pages._jobs_ui import job_panel
 from pages._shared import db, require_role, selected_project
 from pages._text import frame, md, plain, safe_figure
 
 user = require_role(Role.reviewer)
 project = selected_project()
 grades: list[str] = list(project.grades)
-views = ["Disagreements", "Agreement"] + (["Settings"] if Role(user.role).allows(Role.engineer) else [])
+views = ["Disagreements", "Agreement", "Gold"] + (["Settings"] if Role(user.role).allows(Role.engineer) else [])
 st.title("Review")
 view = st.segmented_control("View", views, default=views[0], key="review_view", label_visibility="collapsed")
 
@@ -41,7 +42,7 @@ def _filters_changed() -> None:
 
 
 def _decide(pair_id: int, grade: int) -> None:
-    ss["review_decision"] = (pair_id, grade, ss.get(f"review_comment_{pair_id}"))
+    ss["review_decision"] = (pair_id, grade, ss.get(f"review_comment_{pair_id}"), bool(ss.get("review_as_gold")))
 
 
 def _pick(key: str, ids: list[int]) -> None:
@@ -65,20 +66,70 @@ def _page(offset: int) -> None:
     ss["review_offset"], ss["review_pair"] = offset, None
 
 
-def _selected(ids: list[int], wanted: int | None) -> int | None:
-    """The pair to show: the one asked for; after it left the queue (adjudicated), the next one."""
+def _selected(ids: list[int], wanted: int | None, before: list[int]) -> int | None:
+    """The pair to show: the one asked for; after it left the queue (adjudicated), the one after it in the list
+    as it was (``before``: pair order, or most suspect first), else the next pair id."""
     if not ids or wanted in ids:
         return wanted if ids else None
     if wanted == LAST:
         return ids[-1]
     if wanted is None:
         return ids[0]
+    if wanted in before:
+        return next((i for i in before[before.index(wanted) + 1:] if i in ids), ids[-1])
     return next((i for i in ids if i > wanted), ids[-1])
 
 
 def _counts(votes: list[review.Vote]) -> str:
     tally = Counter(v.grade for v in votes)
     return ", ".join(f"{tally[g]}×{grades[g]}" for g in sorted(tally, reverse=True))
+
+
+def _neighbours(pair_id: int) -> None:
+    """The suspect's nearest labelled pairs in the label check's embedding space, with their grades."""
+    with db() as session:
+        near = label_neighbours.labelled_neighbours(session, user, pair_id, k=5)
+    if not near.rows:
+        st.caption(md(near.note or "No neighbours."))
+        return
+    st.markdown(f"**Nearest labelled pairs** (model {md(near.version or '—')}, cosine similarity):")
+    st.dataframe(frame(pd.DataFrame([{"pair": n.pair_id, "similar": n.similarity,
+                                      "grade": grades[n.grade] if n.grade is not None else "—",
+                                      "checked": grades[n.label], "suspect": n.suspect, "query": n.query,
+                                      "item": n.title} for n in near.rows])),
+                 hide_index=True, key=f"review_neighbours_{pair_id}", column_config={
+                     "pair": st.column_config.NumberColumn(width=56),
+                     "grade": st.column_config.TextColumn("grade now"),
+                     "checked": st.column_config.TextColumn("grade checked", help="The grade the label check saw"),
+                     "similar": st.column_config.NumberColumn("similarity", format="%.2f")})
+
+
+def _quality(rep: gold.QualityReport | None) -> None:
+    """Each annotator against gold and against the latest label check, overall and per week."""
+    if rep is None:
+        return
+    st.subheader("Annotators against gold and the label check")
+    st.caption(f"{rep.gold_pairs} gold pair(s), {rep.share:.0%} of each annotator's cards. Suspected share: of "
+               "the votes the latest label check saw"
+               + (f" (check {rep.check_id})" if rep.check_id is not None else " (no label check yet)")
+               + ", those that gave the grade it suspects.")
+    if rep.annotators.empty:
+        st.caption("No gold answer and no checked vote yet.")
+        return
+    st.dataframe(frame(rep.annotators), hide_index=True, key="review_quality_table", column_config={
+        "gold_accuracy": st.column_config.NumberColumn("gold accuracy", format="percent"),
+        "gold_kappa": st.column_config.NumberColumn("gold κ (quadratic)", format="%.2f"),
+        "suspected_share": st.column_config.NumberColumn("suspected share", format="percent")})
+    weekly = rep.weekly
+    a, b = st.columns(2)
+    if weekly["gold_answers"].sum() > 0:
+        fig = px.line(weekly[weekly["gold_answers"] > 0], x="week", y="gold_accuracy", color="annotator", markers=True,
+                      hover_data=["gold_answers"], range_y=[0, 1.05], title="Accuracy on gold pairs, per week")
+        a.plotly_chart(safe_figure(fig), key="review_gold_chart")
+    if weekly["checked_votes"].sum() > 0:
+        fig = px.line(weekly[weekly["checked_votes"] > 0], x="week", y="suspected_share", color="annotator",
+                      markers=True, hover_data=["checked_votes"], title="Share of votes the label check suspects, per week")
+        b.plotly_chart(safe_figure(fig), key="review_suspected_chart")
 
 
 if view == "Disagreements":
@@ -102,16 +153,20 @@ if view == "Disagreements":
             st.caption(f"Label check {q.check.id} ({q.check.created_at:%Y-%m-%d %H:%M}, model {md(q.check.version)}, "
                        f"{q.check.method}): {q.suspected} of its {q.check.suspects} suspected label(s) not reviewed "
                        "yet, most suspect first. Confirm the grade or correct it.")
-        elif Role(user.role).allows(Role.engineer):
-            st.caption("No label check yet.")
+        else:
+            st.caption("No label check yet." if Role(user.role).allows(Role.engineer) else
+                       "No label check yet: ask an engineer to run one (Review, 'Suspected by the label check').")
+        if Role(user.role).allows(Role.engineer):
             if st.button("Run a label check", key="review_run_check", icon=":material/fact_check:",
                          help="The worker scores every labelled pair with a model that never saw its label and "
                               "ranks the likely-mislabelled ones (the current version, else the backbone)"):
                 with db() as session:
-                    job = label_check.launch_label_check(session, project, version=None, actor=user)
+                    job = label_check.launch_label_check(session, project, version=project.current_version_id,
+                                                         actor=user)
                 st.success(f"Label check queued (job {job.id}); its suspects appear here when it finishes.")
-        else:
-            st.caption("No label check yet: ask an engineer to run one (Review, 'Suspected by the label check').")
+                ss["review_check_queued"] = True
+            with st.expander("Label check jobs", expanded=bool(ss.get("review_check_queued"))):  # open once queued
+                job_panel(user, project.id, ["check_labels"], key="review_check_jobs", show=2)
     with st.container(horizontal=True, key="review_toggles"):
         st.toggle(f"Flagged only ({q.flagged})", key="review_f_flagged", on_change=_filters_changed)
         st.toggle(f"Disagreements only ({q.disagreements})", key="review_f_disagree", on_change=_filters_changed)
@@ -129,7 +184,8 @@ if view == "Disagreements":
     f[3].selectbox("With a vote of", [None, *range(len(grades))], key="review_f_grade", on_change=_filters_changed,
                    format_func=lambda g: "any grade" if g is None else plain(grades[g]))
     ids = [it.pair_id for it in q.items]
-    selected = ss["review_pair"] = _selected(ids, ss.get("review_pair"))
+    selected = ss["review_pair"] = _selected(ids, ss.get("review_pair"), ss.get("review_listed", []))
+    ss["review_listed"] = ids
     if not ids:
         st.success("No pair matches." if q.pending or filters.suspected else "No disagreements to review.",
                    icon=":material/task_alt:")
@@ -176,8 +232,15 @@ if view == "Disagreements":
             st.markdown(f":orange-badge[suspected #{sus.rank}] Label check {sus.check_id}: the model, trained without "
                         f"this label, says **{md(grades[sus.model_grade])}** ({sus.model_prob:.0%} sure) and gives "
                         f"the label “{md(grades[sus.label])}” {sus.label_prob:.0%}.")
+            _neighbours(it.pair_id)
         st.text_input("Comment (optional)", key=f"review_comment_{it.pair_id}")
+        if sus is not None and sus.label < 9:
+            st.caption(f"Confirm the label with **{sus.label + 1}** (“{md(grades[sus.label])}”), or correct it with "
+                       "another grade's key.")
         st.caption("Decide with a click or a key: 1–9 the grade, J / K the next or previous pair.")
+        st.toggle("Mark my decisions as gold", key="review_as_gold",
+                  help="Each pair you decide becomes a gold pair: served to annotators as an ordinary card, their "
+                       "answers scored against your grade (Agreement). Gold lists them all.")
         with st.container(horizontal=True, key="review_grades"):
             for g, name in enumerate(grades):  # all alike: the majority is a vote count above, not a default
                 st.button(md(name), key=f"review_grade_{it.pair_id}_{g}", on_click=_decide, args=(it.pair_id, g),
@@ -221,6 +284,39 @@ elif view == "Agreement":
                                                          help="Share of the annotator's standing votes they flagged"),
             "accuracy": st.column_config.NumberColumn(format="percent")})
 
+    _quality(rep.quality)
+
+elif view == "Gold":
+    change = ss.pop("review_gold_change", None)
+    with db() as session:
+        gv = gold.gold_view(session, user, project.id, add=change[0] if change else (),
+                            remove=change[1] if change else ())
+    if change:
+        st.toast(f"{gv.changed} pair(s) changed.", icon=":material/star:")
+    st.caption(f"**{gv.gold_pairs}** gold pair(s) among {gv.adjudicated} adjudicated. {gv.share:.0%} of each "
+               "annotator's new cards are gold pairs (Settings), served like any other card; never to whoever "
+               "adjudicated the pair, and never twice to anyone. An answer is kept as a vote and scored on "
+               "Agreement; the adjudicated grade stays final.")
+    if gv.rows.empty:
+        st.info("No adjudicated pair yet: decide some on Disagreements first (or there with 'Mark my decisions as "
+                "gold').")
+        st.stop()
+    st.dataframe(frame(gv.rows), hide_index=True, key="review_gold_table", column_config={
+        "gold": st.column_config.CheckboxColumn("gold"),
+        "adjudicated_at": st.column_config.DatetimeColumn("adjudicated", format="YYYY-MM-DD HH:mm")})
+    labels = {int(r.pair): f"{int(r.pair)} · {plain(str(r.query))[:40]} · {plain(str(r.item))[:40]}"
+              for r in gv.rows.itertuples()}
+    picked = st.multiselect("Pairs", list(labels), format_func=lambda p: labels.get(p, str(p)), key="review_gold_pick")
+    with st.container(horizontal=True):
+        if st.button("Mark as gold", key="review_gold_mark", icon=":material/star:", disabled=not picked):
+            ss["review_gold_change"] = (picked, ())
+            ss.pop("review_gold_pick", None)
+            st.rerun()
+        if st.button("Unmark", key="review_gold_unmark", icon=":material/star_border:", disabled=not picked):
+            ss["review_gold_change"] = ((), picked)
+            ss.pop("review_gold_pick", None)
+            st.rerun()
+
 elif view == "Settings":
     current = project_settings(project)
     with st.form("review_settings"):
@@ -228,6 +324,9 @@ elif view == "Settings":
         share = st.slider("Extra share of pairs graded twice (for agreement, when k = 1)", 0.0, 1.0,
                           float(current["agreement_share"]), 0.05, key="set_share")
         minutes = st.number_input("Lease minutes", 1, 240, int(current["lease_minutes"]), key="set_minutes")
+        gold_share = st.number_input("Share of each annotator's cards that are gold pairs", 0.0, 0.5,
+                                     float(current["gold_share"]), 0.01, key="set_gold_share",
+                                     help="0 to 0.5; gold pairs are marked on the Gold view")
         reasons = st.toggle("Show graders why a pair was picked (OOD score, cluster)", bool(current["show_reasons"]),
                             key="set_reasons", help="On by default (the Selection page has the same switch): knowing a "
                                                          "pair is 'unusual' can bias the grade.")
@@ -236,5 +335,5 @@ elif view == "Settings":
         with db() as session:
             annotation.update_annotation_settings(session, user, project.id, overlap=int(overlap),
                                                   agreement_share=float(share), lease_minutes=int(minutes),
-                                                  show_reasons=bool(reasons))
+                                                  show_reasons=bool(reasons), gold_share=float(gold_share))
         st.success("Saved. The queue now follows the new settings.", icon=":material/check:")

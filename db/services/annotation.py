@@ -53,7 +53,7 @@ from db.models import (
     User,
     utcnow,
 )
-from db.services import cards
+from db.services import cards, gold
 from db.services.cards import Progress, Step
 from db.services.limits import check_comment
 from db.services.projects import project_settings, update_settings
@@ -230,6 +230,15 @@ def _claim(session: Session, actor: User, project_id: int, round_id: int | None,
     return None
 
 
+def _has_work(session: Session, actor: User, project_id: int, round_id: int | None, overlap: int,
+              share: float) -> bool:
+    """Whether the ordinary queue (the open round, the pool) offers the actor a candidate (by the hints)."""
+    params = {**_params(actor, overlap, share), "n": 1}
+    if round_id is not None and session.scalars(_SQL_ROUND_CANDIDATES, {**params, "rid": round_id}).first():
+        return True
+    return session.scalars(_SQL_POOL_CANDIDATES, {**params, "pid": project_id}).first() is not None
+
+
 _SQL_DONE_TODAY = text(
     "SELECT count(*) FROM label_events e JOIN pairs p ON p.id = e.pair_id WHERE e.user_id = :uid "
     "AND e.kind = 'label' AND e.created_at >= :since AND p.project_id = :pid "
@@ -299,7 +308,10 @@ def next_card(session: Session, actor: User, project_id: int, now: datetime | No
             expire_leases(session, now)
         if project_settings(project).get("queue_basis") != [overlap, share, int(state.max_pair or 0)]:
             _sync_locked(session, project, overlap, share)
-        lease_id = _claim(session, actor, project_id, state.round_id, overlap, share, now, minutes)
+        lease_id = gold.claim_gold(session, actor, project, now, minutes, round_id=state.round_id, has_work=lambda: (
+            _has_work(session, actor, project_id, state.round_id, overlap, share)))  # gold only beside ordinary work
+        if lease_id is None:
+            lease_id = _claim(session, actor, project_id, state.round_id, overlap, share, now, minutes)
     shown = None if lease_id is None else cards.card(session, project, lease_id)
     return Step(card=shown, progress=_progress(state), previous=cards.previous(session, actor.id, project_id))
 
@@ -424,12 +436,14 @@ def undo_last(session: Session, actor: User, project_id: int, lease_id: int | No
 
 
 def update_annotation_settings(session: Session, actor: User, project_id: int, **changes: Any) -> Project:
-    """Change overlap, agreement_share, lease_minutes or show_reasons (engineer role); re-syncs the queue."""
+    """Change overlap, agreement_share, lease_minutes, show_reasons or gold_share (engineer role); re-syncs the queue."""
     require_role(actor, Role.engineer)
     project = _project(session, project_id)
-    allowed = {"overlap", "agreement_share", "lease_minutes", "show_reasons"}
+    allowed = {"overlap", "agreement_share", "lease_minutes", "show_reasons", "gold_share"}
     if set(changes) - allowed:
         raise ConfigError(f"Not an annotation setting: {', '.join(sorted(set(changes) - allowed))}.")
+    if "gold_share" in changes:  # checked before anything is set
+        changes["gold_share"] = gold.check_share(changes["gold_share"])
     update_settings(session, project, actor=actor, **changes)
     _annotation_settings(project)  # validates the ranges before anything commits
     sync_queue(session, project_id)

@@ -84,6 +84,10 @@ _SQL_REASONS = text(
     "LEFT JOIN pair_scores ps ON ps.model_version_id = r.model_version_id AND ps.pair_id = ri.pair_id "
     "WHERE ri.round_id = :rid AND ri.pair_id = :pair_id").columns(
     column("reasons", JSON), column("score"), column("probs", JSON))
+# A gold card has no round of its own: it shows the reasons of the latest round that picked the pair, as a
+# card from that round would (db/services/gold.py: a gold card looks like any other).
+_SQL_GOLD_ROUND = text("SELECT max(ri.round_id) FROM round_items ri JOIN gold_pairs g ON g.pair_id = ri.pair_id "
+                       "WHERE ri.pair_id = :pair_id")
 _SQL_PREVIOUS = text(
     "SELECT e.id, e.pair_id, e.grade, q.text, i.title FROM label_events e JOIN pairs p ON p.id = e.pair_id "
     "JOIN queries q ON q.id = p.query_id JOIN items i ON i.id = p.item_id WHERE e.user_id = :uid "
@@ -97,11 +101,16 @@ def card(session: Session, project: Project, lease_id: int) -> Card:
     r = session.execute(_SQL_CARD, {"id": lease_id}).one()
     reasons = score = None
     why: tuple[str, ...] = ()
-    if project_settings(project).get("show_reasons") and r.round_id is not None:
-        ri = session.execute(_SQL_REASONS, {"rid": r.round_id, "pair_id": r.id}).first()
-        if ri is not None:
-            reasons, score = ri.reasons or {}, ri.score
-            why = tuple(explain(reasons, list(project.grades), probs=ri.probs))
+    shows = bool(project_settings(project).get("show_reasons"))
+    ri = session.execute(_SQL_REASONS, {"rid": r.round_id, "pair_id": r.id}).first() \
+        if shows and r.round_id is not None else None
+    if shows and ri is None:  # a gold card (leased under a round it is not in, or none)
+        gold_round = session.scalar(_SQL_GOLD_ROUND, {"pair_id": r.id})
+        ri = session.execute(_SQL_REASONS, {"rid": gold_round, "pair_id": r.id}).first() \
+            if gold_round is not None else None
+    if ri is not None:
+        reasons, score = ri.reasons or {}, ri.score
+        why = tuple(explain(reasons, list(project.grades), probs=ri.probs))
     return Card(lease_id=lease_id, pair_id=r.id, segment=r.segment, split=r.split, query=r.query, title=r.title,
                 text=r.body, round_id=r.round_id, expires_at=r.expires_at, reasons=reasons, score=score, why=why)
 

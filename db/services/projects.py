@@ -18,6 +18,7 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "agreement_share": 0.0,  # extra share of pairs graded by two people, to measure agreement
     "lease_minutes": 10,
     "show_reasons": True,  # say on the grading card, in words, why DASA picked the pair (Selection page switch)
+    "gold_share": 0.05,  # share of each annotator's cards that are gold pairs (db/services/gold.py), 0..0.5
 }
 
 

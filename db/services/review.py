@@ -44,6 +44,7 @@ from db.models import (
     User,
     utcnow,
 )
+from db.services.gold import QualityReport, mark_gold, quality_report
 from db.services.labels import final_labels
 from db.services.limits import check_comment
 from db.services.projects import filter_choices
@@ -148,6 +149,7 @@ class AgreementReport:
     # annotator, labels, labels_per_hour, median_seconds, adjudicated, accuracy, flagged, flag_rate
     annotators: pd.DataFrame
     notes: list[str] = field(default_factory=list)
+    quality: QualityReport | None = None  # against gold and the latest label check (db.services.gold)
 
 
 MAX_PAGE = 500
@@ -333,12 +335,15 @@ def adjudicate(session: Session, actor: User, pair_id: int, grade: int, comment:
     return event
 
 
-def adjudicate_and_list(session: Session, actor: User, project_id: int, decision: tuple[int, int, str | None] | None,
+def adjudicate_and_list(session: Session, actor: User, project_id: int, decision: tuple[Any, ...] | None,
                         filters: ReviewFilters | None = None, offset: int = 0, limit: int = 50) -> ReviewQueue:
-    """Apply a reviewer's decision (pair id, grade, comment), if any, then return the review queue."""
+    """Apply a reviewer's decision (pair id, grade, comment[, gold]), if any, then return the review queue; with
+    ``gold`` true the adjudicated pair is also marked gold (``db.services.gold``)."""
     require_role(actor, Role.reviewer)
     if decision is not None:
         adjudicate(session, actor, decision[0], decision[1], decision[2])
+        if len(decision) > 3 and decision[3]:
+            mark_gold(session, actor, project_id, [decision[0]])
     return review_queue(session, actor, project_id, filters, offset, limit)
 
 
@@ -375,7 +380,8 @@ def _annotator_votes(session: Session, project_id: int) -> tuple[dict[int, dict[
 
 
 def agreement_report(session: Session, actor: User, project_id: int) -> AgreementReport:
-    """Pairwise QWK, Krippendorff's alpha (overall, per segment), throughput, accuracy and flag rate per annotator."""
+    """Pairwise QWK, Krippendorff's alpha (overall, per segment), throughput, accuracy and flag rate per annotator,
+    and each annotator against gold and the latest label check (``quality``)."""
     require_role(actor, Role.reviewer)
     project = _project(session, project_id)
     k = len(project.grades)
@@ -410,4 +416,4 @@ def agreement_report(session: Session, actor: User, project_id: int) -> Agreemen
         alpha_by_segment=pd.DataFrame(seg_rows, columns=["segment", "units", "alpha"]),
         annotators=pd.DataFrame(people, columns=["annotator", "labels", "labels_per_hour", "median_seconds",
                                                  "adjudicated", "accuracy", "flagged", "flag_rate"]),
-        notes=notes)
+        notes=notes, quality=quality_report(session, project))
