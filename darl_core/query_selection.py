@@ -13,9 +13,13 @@ Given a pair budget B and at most ``per_query`` pairs per query:
    are given, as ``order`` says), near-duplicate pairs dropped, up to ``per_query``, until B is filled.
 Ranks keep each query's pairs together, so list mode serves a round query by query.
 
-Why ``mean`` is the default: ``max`` lets one outlier item carry its query, and the query's other
-``per_query - 1`` picks are then ordinary in-distribution pairs; ``mean`` asks that the query as a whole
-be unlike the labelled bank. bench/select_by_query.py measures both against pair selection.
+Why ``mean`` is the default: on the Home Depot protocol (bench/select_by_query.py: 1,000-pair budget, up to
+10 pairs per query, pretrained backbone, 3 seeds) the two aggregates pick the same share of OOD pairs within
+the seeds' spread (mean 0.972 +- 0.006, max 0.975 +- 0.003; by pair 0.967), and ``mean`` covers more queries
+(290 against 251; by pair 475). There, OOD is a property of the whole query (the split is by query), so the
+weakness of ``max`` cannot show: one unusual item carries its query, and the query's other ``per_query - 1``
+picks are ordinary pairs (tests/unit/test_query_selection.py builds that case). ``mean`` asks that the query
+as a whole be unlike the labelled bank. ``max`` gives longer lists (4.0 pairs per query against 3.4).
 """
 
 from __future__ import annotations

@@ -101,9 +101,12 @@ _SQL_CHECK_PAIRS = text(
     bindparam("ids", expanding=True))
 _SQL_CLOSE_HINTS = text("UPDATE pairs SET queue_open = FALSE WHERE id IN :ids").bindparams(
     bindparam("ids", expanding=True))
+# The open-pair test is written as an expression so that SQLite looks the query's pairs up by (project, query)
+# instead of walking the queue index in order (ix_pairs_queue): a query has ten pairs, the queue a million, and
+# the walk only stops at the LIMIT (seconds per list at 1M pairs, bench/annotate_latency.py).
 _SQL_POOL_PAIRS = text(
-    f"SELECT p.id FROM pairs p WHERE p.project_id = :pid AND p.query_id = :qid AND p.queue_open = TRUE "
-    f"AND {_NOT_MINE} ORDER BY p.priority DESC, p.id LIMIT :n")
+    "SELECT p.id FROM pairs p WHERE p.project_id = :pid AND p.query_id = :qid "
+    f"AND (CASE WHEN p.queue_open THEN 1 ELSE 0 END) = 1 AND {_NOT_MINE} ORDER BY p.priority DESC, p.id LIMIT :n")
 # The list as shown: its open items in claim (queue) order, each with the reasons of the round that picked it.
 _SQL_ITEMS = text(
     "SELECT l.id, l.pair_id, l.expires_at, q.text AS query, i.title, i.text AS body, ri.reasons, ps.probs, "
@@ -205,12 +208,16 @@ def next_list(session: Session, actor: User, project_id: int, *, size: int | Non
     """The actor's open list in the project (its expiry refreshed), else a newly leased one of up to ``size``
     pairs (default: the project's ``list_size``); None when nothing is left for the actor."""
     require_role(actor, Role.annotator)
-    now = now or utcnow()
     project = ann._project(session, project_id)
-    overlap, share, minutes = ann._annotation_settings(project)
     if project_settings(project)["annotation_mode"] == "card":
         raise ConfigError("This project grades one card at a time: an engineer can set `annotation_mode` to "
                           "'list' or 'both' in the annotation settings.")
+    return _next_list(session, actor, project, size, now or utcnow())
+
+
+def _next_list(session: Session, actor: User, project: Project, size: int | None, now: datetime) -> QueryList | None:
+    project_id = project.id
+    overlap, share, minutes = ann._annotation_settings(project)
     size = _list_size(project, size)
     state = ann._state(session, actor, project_id, overlap, share, now)
     exp = now + timedelta(minutes=minutes)
@@ -255,7 +262,7 @@ def submit_list(session: Session, actor: User, list_id: int, decisions: Mapping[
     """Save a decision for every open item of the list (lease id -> grade, or None to skip) in one go, then
     return the actor's next list. ``seconds`` (time on the list) is shared evenly among its items. Checks all
     decisions first: a missing, unknown or bad one, or a list that is closed, expired or someone else's,
-    raises and writes nothing."""
+    raises and writes nothing. None when nothing is left (or the project went back to card mode meanwhile)."""
     require_role(actor, Role.annotator)
     now = now or utcnow()
     rows = _list_leases(session, actor, list_id)
@@ -297,7 +304,9 @@ def submit_list(session: Session, actor: User, list_id: int, decisions: Mapping[
              "flagged": False, "comment": None, "rid": by_id[lid].round_id, "now": now} for lid in graded])
     if skipped:  # the slot goes back to the queue for someone else
         session.execute(_SQL_REOPEN, {"ids": [by_id[lid].pair_id for lid in skipped]})
-    return next_list(session, actor, project.id, now=now)
+    if project_settings(project)["annotation_mode"] == "card":  # switched meanwhile: the grades still count
+        return None
+    return _next_list(session, actor, project, None, now)
 
 
 def release_list(session: Session, actor: User, list_id: int) -> None:

@@ -240,6 +240,11 @@ def test_modes_settings_and_the_annotators_choice(database: str) -> None:
     assert len(_call(database, lists.next_list, ann, pid).items) == 3  # the project's list size
     _call(database, annotation.update_annotation_settings, eng, pid, annotation_mode="list")
     assert _call(database, lists.annotation_mode_for, ann, pid) == "list"
+    # Switched back to cards while a list was on screen: its grades still count, and no next list comes.
+    ql = _call(database, lists.next_list, ann, pid)
+    _call(database, annotation.update_annotation_settings, eng, pid, annotation_mode="card")
+    assert _call(database, lists.submit_list, ann, ql.list_id, {i.lease_id: 2 for i in ql.items}) is None
+    assert _events(database) == {"label": 3}
 
 
 def test_the_open_round_is_served_first_query_by_query(database: str) -> None:
@@ -353,3 +358,36 @@ def test_select_cli_by_query(sqlite_database: str, tiny_backbone, capsys: pytest
     with pytest.raises(SystemExit):
         main(["select", "--project", "demo", "--budget", "3", "--by", "query", "--aggregate", "median"])
     assert "invalid choice: 'median'" in capsys.readouterr().err
+
+
+def test_the_selection_job_runs_a_by_query_round(sqlite_database: str, tiny_backbone) -> None:  # type: ignore[no-untyped-def]
+    from darl_app.worker import execute
+    from db.models import LabelKind, SelectionRound
+    from db.services.launch import launch_selection
+    from db.services.projects import get_project
+    from db.services.users import SYSTEM
+
+    _, _, ids = _setup(sqlite_database, n_pairs=40)
+    with session_scope(sqlite_database) as s:
+        s.add_all(LabelEvent(pair_id=p, kind=LabelKind.imported, grade=i % 3) for i, p in enumerate(ids[:10]))
+    with session_scope(sqlite_database) as s:
+        project = get_project(s, "demo")
+        with pytest.raises(ConfigError, match="Select by 'pair' or 'query'"):
+            launch_selection(s, project, 6, version=None, actor=SYSTEM, by="query", aggregate="median")
+        job = launch_selection(s, project, 6, version=None, actor=SYSTEM, by="query", per_query=2, aggregate="max")
+        assert (job.params["by"], job.params["per_query"], job.params["aggregate"]) == ("query", 2, "max")
+        job_id = job.id
+    assert execute(job_id) == "succeeded"
+    with session_scope(sqlite_database) as s:
+        rnd = s.scalars(select(SelectionRound)).one()
+        assert (rnd.by, rnd.params["per_query"], rnd.params["aggregate"]) == ("query", 2, "max")
+
+
+def test_sqlite_finds_a_querys_open_pairs_by_query_not_by_walking_the_queue(sqlite_database: str) -> None:
+    """At 1M pairs, walking ix_pairs_queue to the LIMIT cost seconds per list (bench/annotate_latency.py)."""
+    from sqlalchemy import text
+
+    with session_scope(sqlite_database) as s:
+        plan = " ".join(str(r[3]) for r in s.execute(text("EXPLAIN QUERY PLAN " + lists._SQL_POOL_PAIRS.text),
+                                                     {"pid": 1, "qid": 1, "uid": 1, "n": 26}))
+    assert "query_id=?" in plan and "ix_pairs_queue" not in plan, plan
