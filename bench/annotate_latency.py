@@ -214,11 +214,13 @@ def percentiles(ms: list[float]) -> dict[str, float]:
             "max_ms": round(float(a.max()), 2), "mean_ms": round(float(a.mean()), 2)}
 
 
-def phase(url: str, users: list[User], pid: int, labels: int, think_ms: float) -> dict[str, Any]:
-    samples: list[tuple[float, str]] = []
+def crowd(work: Any, url: str, users: list[User], pid: int, n: int, think_ms: float,
+          samples: list[Any]) -> tuple[float, tuple[float, ...]]:
+    """Run ``work`` (``annotator`` or ``list_annotator``) for every user in its own thread, all starting together
+    once each has its first card or list; returns (wall seconds, load average before)."""
     errors: list[BaseException] = []
     barrier = threading.Barrier(len(users) + 1)
-    threads = [threading.Thread(target=annotator, args=(url, u, pid, labels, think_ms, i, samples, errors, barrier))
+    threads = [threading.Thread(target=work, args=(url, u, pid, n, think_ms, i, samples, errors, barrier))
                for i, u in enumerate(users)]
     load0 = os.getloadavg()
     for t in threads:
@@ -230,6 +232,12 @@ def phase(url: str, users: list[User], pid: int, labels: int, think_ms: float) -
     wall = time.perf_counter() - t0
     if errors:
         raise errors[0]
+    return wall, load0
+
+
+def phase(url: str, users: list[User], pid: int, labels: int, think_ms: float) -> dict[str, Any]:
+    samples: list[tuple[float, str]] = []
+    wall, load0 = crowd(annotator, url, users, pid, labels, think_ms, samples)
     res = {"annotators": len(users), "think_ms_mean": think_ms, **percentiles([m for m, _ in samples]),
            "throughput_per_s": round(len(samples) / wall, 1), "wall_s": round(wall, 2),
            "loadavg_1m": [round(load0[0], 2), round(os.getloadavg()[0], 2)]}
@@ -330,20 +338,7 @@ def list_annotator(url: str, user: User, pid: int, n_lists: int, think_ms: float
 
 def list_phase(url: str, users: list[User], pid: int, n_lists: int, think_ms: float) -> dict[str, Any]:
     samples: list[tuple[float, str, int]] = []
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(len(users) + 1)
-    threads = [threading.Thread(target=list_annotator, args=(url, u, pid, n_lists, think_ms, i, samples, errors,
-                                                             barrier)) for i, u in enumerate(users)]
-    load0 = os.getloadavg()
-    for t in threads:
-        t.start()
-    barrier.wait()
-    t0 = time.perf_counter()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - t0
-    if errors:
-        raise errors[0]
+    wall, load0 = crowd(list_annotator, url, users, pid, n_lists, think_ms, samples)
     decided = sum(n for _, _, n in samples)
     res = {"annotators": len(users), "think_ms_mean_per_list": think_ms, **percentiles([m for m, _, _ in samples]),
            "decisions": decided, "items_per_list_mean": round(decided / max(1, len(samples)), 2),

@@ -33,12 +33,13 @@ from sklearn.cluster import KMeans
 
 from darl_core.errors import ConfigError, PoolError
 from darl_core.neighbours import as_matrix, exact_search, l2_normalise
-from darl_core.ood import DimensionMismatchError, EmptyBankError
+from darl_core.ood import DimensionMismatchError
 from darl_core.selection import (
     PoolScores,
     Progress,
     Selected,
     SelectionConfig,
+    check_pool_and_bank,
     control_size,
     grade_entropy,
     greedy_dedup,
@@ -73,15 +74,9 @@ def _check(n: int, bank: np.ndarray, pool: np.ndarray, budget: Any, per_query: A
         raise ConfigError(f"`budget` must be a positive integer, got {budget!r}")
     if not isinstance(per_query, (int, np.integer)) or isinstance(per_query, bool) or per_query < 1:
         raise ConfigError(f"`per_query` must be a positive integer, got {per_query!r}")
-    if n == 0:
-        raise PoolError("the unlabelled pool is empty: import pairs or release labelled ones first")
+    check_pool_and_bank(pool, bank)
     if len(query_ids) != n:
         raise DimensionMismatchError(f"{len(query_ids)} query ids for {n} pool rows")
-    if len(bank) == 0:
-        raise EmptyBankError("the labelled bank is empty: label a first random batch before DASA selection")
-    if bank.shape[1] != pool.shape[1]:
-        raise DimensionMismatchError(f"pool width {pool.shape[1]} != bank width {bank.shape[1]}; "
-                                     "embed both with the same model version")
 
 
 def _top_pairs(rows: np.ndarray, rank_by: np.ndarray, unit: np.ndarray, threshold: float, limit: int) -> list[int]:
