@@ -310,6 +310,16 @@ def posthoc_thresholds() -> list[str]:
         out.append(f"| {e['queries']} | {e['pairs']:.0f} | {e['min_per_grade']:.0f} | {cells} | "
                    f"{k['zero_shot_blend']:.0%} / {k['offsets']:.0%} / {k['temperature']:.0%} |")
     return out
+def select_by_query() -> list[str]:
+    data = load("select_by_query")
+    if data is None:
+        return ["**DASA by query** (`bench/select_by_query.py`): not run."]
+    s = data["summary_mean_over_seeds"]
+    row = lambda m: f"OOD share {s[m]['ood_share']:.3f}, {s[m]['queries']:.0f} queries"  # noqa: E731
+    return [f"**DASA by query** (`bench/select_by_query.py`, Home Depot `small`, 1,000-pair budget, pretrained "
+            f"backbone, {len(data['runs'])} seeds): by pair {row('by_pair')}; by query, mean {row('by_query_mean')} "
+            f"(x{s['by_query_mean']['ood_share_vs_by_pair']:.2f}); by query, max {row('by_query_max')} "
+            f"(x{s['by_query_max']['ood_share_vs_by_pair']:.2f}); random {row('random')}. Not run: {data['not_run']}."]
 
 
 def render() -> str:
@@ -339,7 +349,12 @@ def render() -> str:
     lines += [""] + simple("Annotation latency", "annotate_latency", [
         ("SQLite p50 ms", "sqlite.p50_ms"), ("p95 ms", "sqlite.p95_ms"),
         ("PostgreSQL p50 ms", "postgresql.p50_ms"), ("p95 ms", "postgresql.p95_ms")])
-    lines += [""] + simple("Maps", "map_speed", [("points", "n"), ("first UMAP fit s", "first_fit_s"),
+    lines += [""] + simple("Annotation latency, list mode (issue 24; submit a list of 10 -> next list)", "annotate_latency", [
+        ("SQLite p50 ms per list", "sqlite.lists.p50_ms_per_list"), ("p95 ms", "sqlite.lists.p95_ms_per_list"),
+        ("PostgreSQL p50 ms per list", "postgresql.lists.p50_ms_per_list"), ("p95 ms", "postgresql.lists.p95_ms_per_list"),
+        ("target p95 ms", "sqlite.lists.target_p95_ms_per_list"),
+        ("round trips per label vs cards", "sqlite.lists.round_trips_per_label")])
+    lines += [""] + select_by_query() + [""] + simple("Maps", "map_speed", [("points", "n"), ("first UMAP fit s", "first_fit_s"),
                                                 ("UMAP's own pynndescent path s", "baseline_first_fit_s"),
                                                 ("speed-up", "speedup_first_fit_vs_pynndescent"),
                                                 ("trustworthiness ours", "trustworthiness"),

@@ -85,12 +85,17 @@ class Selected:
     neighbours: tuple[Any, ...]  # ids of the nearest labelled pairs, nearest first
     neighbour_similarity: tuple[float, ...]
     is_control: bool
+    query: Any = None  # by-query selection (darl_core.query_selection): the pair's query and its aggregate score
+    query_score: float | None = None
 
     def reasons(self) -> dict[str, Any]:
         """JSON-ready explanation stored with the round item."""
-        return {"score": self.score, "parts": self.parts, "cluster": self.cluster,
-                "neighbours": list(self.neighbours), "neighbour_similarity": list(self.neighbour_similarity),
-                "is_control": self.is_control}
+        out = {"score": self.score, "parts": self.parts, "cluster": self.cluster,
+               "neighbours": list(self.neighbours), "neighbour_similarity": list(self.neighbour_similarity),
+               "is_control": self.is_control}
+        if self.query_score is not None:
+            out["query_score"] = self.query_score
+        return out
 
 
 def control_size(budget: int, fraction: float) -> int:
@@ -194,6 +199,17 @@ def score_pool(pool_embeddings: np.ndarray, bank_embeddings: np.ndarray, *, conf
     return PoolScores(s, {config.detector: s})
 
 
+def check_pool_and_bank(pool: np.ndarray, bank: np.ndarray) -> None:
+    """The checks every selector makes first: a pool to pick from, a labelled bank, the same embedding width."""
+    if len(pool) == 0:
+        raise PoolError("the unlabelled pool is empty: import pairs or release labelled ones first")
+    if len(bank) == 0:
+        raise EmptyBankError("the labelled bank is empty: label a first random batch before DASA selection")
+    if bank.shape[1] != pool.shape[1]:
+        raise DimensionMismatchError(f"pool width {pool.shape[1]} != bank width {bank.shape[1]}; "
+                                     "embed both with the same model version")
+
+
 def select_batch(pool_embeddings: np.ndarray, bank_embeddings: np.ndarray, *, budget: int,
                  config: SelectionConfig | None = None, bank_labels: np.ndarray | None = None,
                  pool_logits: np.ndarray | None = None, pool_ids: Sequence[Any] | None = None,
@@ -213,15 +229,9 @@ def select_batch(pool_embeddings: np.ndarray, bank_embeddings: np.ndarray, *, bu
     n = len(pool)
     if not isinstance(budget, (int, np.integer)) or isinstance(budget, bool) or budget < 1:
         raise ConfigError(f"`budget` must be a positive integer, got {budget!r}")
-    if n == 0:
-        raise PoolError("the unlabelled pool is empty: import pairs or release labelled ones first")
+    check_pool_and_bank(pool, bank)
     if budget > n:
         raise PoolError(f"pool exhausted: {n} left, {budget} asked; lower the budget")
-    if len(bank) == 0:
-        raise EmptyBankError("the labelled bank is empty: label a first random batch before DASA selection")
-    if bank.shape[1] != pool.shape[1]:
-        raise DimensionMismatchError(f"pool width {pool.shape[1]} != bank width {bank.shape[1]}; "
-                                     "embed both with the same model version")
     for name, ids, rows in (("pool_ids", pool_ids, n), ("bank_ids", bank_ids, len(bank))):
         if ids is not None and len(ids) != rows:
             raise DimensionMismatchError(f"{len(ids)} {name} for {rows} rows")

@@ -19,6 +19,8 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "lease_minutes": 10,
     "show_reasons": True,  # say on the grading card, in words, why DASA picked the pair (Selection page switch)
     "gold_share": 0.05,  # share of each annotator's cards that are gold pairs (db/services/gold.py), 0..0.5
+    "annotation_mode": "card",  # card, list (a query's pairs graded as one list) or both (each annotator chooses)
+    "list_size": 10,  # pairs per query list, 1..50
 }
 
 

@@ -55,6 +55,11 @@ NEEDS_ROLE: dict[str, Role] = {
     "launch.launch_evaluation": Role.engineer,
     "launch.launch_selection": Role.engineer,
     "launch.launch_training": Role.engineer,
+    "lists.annotation_mode_for": Role.annotator,
+    "lists.next_list": Role.annotator,
+    "lists.release_list": Role.annotator,
+    "lists.set_list_preference": Role.annotator,
+    "lists.submit_list": Role.annotator,
     "maps.compute_map_job": Role.engineer,
     "maps.embed_shard_job": Role.engineer,
     "maps.launch_map": Role.engineer,
@@ -64,6 +69,7 @@ NEEDS_ROLE: dict[str, Role] = {
     "projects.create_project": Role.engineer,
     "projects.set_guidelines": Role.engineer,
     "projects.update_settings": Role.engineer,
+    "query_review.query_review": Role.reviewer,
     "review.adjudicate": Role.reviewer,
     "review.adjudicate_and_list": Role.reviewer,
     "review.agreement_report": Role.reviewer,
@@ -117,6 +123,7 @@ READ_ONLY = {
     "versions.default_parent", "versions.figures", "versions.flags", "versions.get_version", "versions.lineage",
     "versions.list_versions", "versions.version_names", "versions.version_rows",
     "annotation.needed_votes", "cards.card", "cards.previous",
+    "query_review.query_agreement",
 }
 
 
