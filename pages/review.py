@@ -26,6 +26,8 @@ st.title("Review")
 view = st.segmented_control("View", views, default=views[0], key="review_view", label_visibility="collapsed")
 
 
+GRADING_MODES = {"card": "one card at a time", "list": "a query's results as a list",
+                 "both": "each annotator chooses (card or list)"}
 PAGE_SIZE = 25
 LAST = -1  # "select the last row" after stepping back past the top of a page
 ss = st.session_state
@@ -231,10 +233,16 @@ elif view == "Settings":
         reasons = st.toggle("Show graders why a pair was picked (OOD score, cluster)", bool(current["show_reasons"]),
                             key="set_reasons", help="On by default (the Selection page has the same switch): knowing a "
                                                          "pair is 'unusual' can bias the grade.")
+        modes = list(GRADING_MODES)
+        mode = st.selectbox("How annotators grade", modes, format_func=GRADING_MODES.get, key="set_mode",
+                            index=modes.index(current.get("annotation_mode", "card")))
+        size = st.number_input("Results per list (list mode)", 2, 50, int(current.get("list_size", 10)),
+                               key="set_list_size", help="A query's leased results shown and submitted together")
         saved = st.form_submit_button("Save", type="primary")
     if saved:
         with db() as session:
             annotation.update_annotation_settings(session, user, project.id, overlap=int(overlap),
                                                   agreement_share=float(share), lease_minutes=int(minutes),
-                                                  show_reasons=bool(reasons))
+                                                  show_reasons=bool(reasons), annotation_mode=mode,
+                                                  list_size=int(size))
         st.success("Saved. The queue now follows the new settings.", icon=":material/check:")
