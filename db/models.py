@@ -203,6 +203,8 @@ class Lease(Base):
     status: Mapped[LeaseStatus] = mapped_column(_enum(LeaseStatus, "lease_status"), default=LeaseStatus.active)
     expires_at: Mapped[datetime] = mapped_column(DateTime)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    # The query list this lease is part of (db/services/lists.py): the id of the list's first lease; NULL for a card.
+    list_id: Mapped[int | None] = mapped_column(Integer, index=True)
 
 
 class Job(Base):
@@ -272,6 +274,7 @@ class SelectionRound(Base):
     name: Mapped[str] = mapped_column(String(100), default="")
     params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     status: Mapped[str] = mapped_column(String(16), default="open")  # open, closed
+    by: Mapped[str] = mapped_column(String(8), default="pair", server_default="pair")  # pair, query
     created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
@@ -287,6 +290,19 @@ class RoundItem(Base):
     score: Mapped[float | None] = mapped_column(Float)
     is_control: Mapped[bool] = mapped_column(Boolean, default=False)
     reasons: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class AnnotationPref(Base):
+    """An annotator's grading screen (card or list) in a project whose annotation mode is ``both``."""
+
+    __tablename__ = "annotation_prefs"
+    __table_args__ = (UniqueConstraint("user_id", "project_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    mode: Mapped[str] = mapped_column(String(8))  # card, list
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
 class AuthSession(Base):

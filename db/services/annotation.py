@@ -63,6 +63,8 @@ from db.session import is_sqlite
 _BATCH = 16  # candidates fetched per claim query; locked/full ones are skipped in order
 _TAKEN = (LeaseStatus.active, LeaseStatus.done)
 _SAMPLE_MOD = 10_000
+MODES = ("card", "list", "both")  # project setting ``annotation_mode``: the grading screens annotators get
+MAX_LIST_SIZE = 50
 
 
 # --- who needs how many votes -------------------------------------------------------------------
@@ -92,6 +94,11 @@ def _annotation_settings(project: Project) -> tuple[int, float, int]:
     if overlap < 1 or not 0 <= share <= 1 or minutes < 1:
         raise ConfigError(f"Annotation settings out of range: overlap {overlap} (>= 1), agreement_share "
                           f"{share} (0..1), lease_minutes {minutes} (>= 1). Fix them on the Review page.")
+    mode, size = s["annotation_mode"], s["list_size"]
+    if mode not in MODES:
+        raise ConfigError(f"Setting `annotation_mode` must be one of {', '.join(MODES)}, got {mode!r}.")
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_LIST_SIZE:
+        raise ConfigError(f"Setting `list_size` must be a whole number 1..{MAX_LIST_SIZE}, got {size!r}.")
     return overlap, share, minutes
 
 
@@ -134,13 +141,16 @@ def _sync_locked(session: Session, project: Project, overlap: int, share: float)
 def expire_leases(session: Session, now: datetime | None = None) -> int:
     """Mark active leases past their expiry as expired and re-open their pairs. Returns how many."""
     now = now or utcnow()
-    stale = select(Lease.pair_id).where(Lease.status == LeaseStatus.active, Lease.expires_at < now)
-    pair_ids = list(session.scalars(stale))
+    active = Lease.status == LeaseStatus.active
+    lists = list(session.scalars(select(Lease.list_id).where(active, Lease.expires_at < now,
+                                                             Lease.list_id.is_not(None)).distinct()))
+    # A query list's open leases go together, even if one was extended apart from the others.
+    stale = and_(active, or_(Lease.expires_at < now, Lease.list_id.in_(lists)))
+    pair_ids = list(session.scalars(select(Lease.pair_id).where(stale)))
     if not pair_ids:
         return 0
     session.execute(update(Pair).where(Pair.id.in_(pair_ids)).values(queue_open=True))
-    result = session.execute(update(Lease).where(Lease.status == LeaseStatus.active, Lease.expires_at < now)
-                             .values(status=LeaseStatus.expired))
+    result = session.execute(update(Lease).where(stale).values(status=LeaseStatus.expired))
     return int(result.rowcount or 0)
 
 
@@ -184,11 +194,12 @@ def _params(actor: User, overlap: int, share: float) -> dict[str, Any]:
 
 
 def _try_claim(session: Session, actor: User, candidates: list[int], round_id: int | None, open_only: bool,
-               params: dict[str, Any], now: datetime, minutes: int) -> tuple[int | None, int]:
-    """Claim the first free candidate. Returns (lease id or None, how many were locked by others)."""
+               params: dict[str, Any], now: datetime, minutes: int, want: int = 1) -> tuple[list[int], int]:
+    """Claim the first ``want`` free candidates, in order. Returns (lease ids, how many were locked by others)."""
     check = _SQL_CHECK_OPEN if open_only else _SQL_CHECK
     lock = None if is_sqlite(session) else (_SQL_LOCK_OPEN if open_only else _SQL_LOCK)
     locked = 0
+    claimed: list[int] = []
     for pair_id in candidates:
         if lock is not None and session.execute(lock, {"id": pair_id}).first() is None:
             locked += 1  # being claimed by someone else right now (or closed meanwhile)
@@ -206,8 +217,10 @@ def _try_claim(session: Session, actor: User, candidates: list[int], round_id: i
             session.execute(_SQL_SET_OPEN, {"open": False, "id": pair_id})
         lease_id = session.execute(_SQL_INSERT_LEASE, {"pair_id": pair_id, "uid": actor.id, "rid": round_id,
                                                        "exp": now + timedelta(minutes=minutes), "now": now}).scalar_one()
-        return int(lease_id), locked
-    return None, locked
+        claimed.append(int(lease_id))
+        if len(claimed) == want:
+            break
+    return claimed, locked
 
 
 def _claim(session: Session, actor: User, project_id: int, round_id: int | None, overlap: int, share: float,
@@ -215,16 +228,16 @@ def _claim(session: Session, actor: User, project_id: int, round_id: int | None,
     params = _params(actor, overlap, share)
     if round_id is not None:
         ids = list(session.scalars(_SQL_ROUND_CANDIDATES, {**params, "rid": round_id, "n": _BATCH}))
-        lease_id, _ = _try_claim(session, actor, ids, round_id, False, params, now, minutes)
-        if lease_id is not None:
-            return lease_id
+        claimed, _ = _try_claim(session, actor, ids, round_id, False, params, now, minutes)
+        if claimed:
+            return claimed[0]
     for _ in range(64):  # each pass closes the stale candidates it meets, so this ends quickly
         ids = list(session.scalars(_SQL_POOL_CANDIDATES, {**params, "pid": project_id, "n": _BATCH}))
         if not ids:
             return None
-        lease_id, locked = _try_claim(session, actor, ids, None, True, params, now, minutes)
-        if lease_id is not None:
-            return lease_id
+        claimed, locked = _try_claim(session, actor, ids, None, True, params, now, minutes)
+        if claimed:
+            return claimed[0]
         if locked == len(ids) and len(ids) < _BATCH:
             return None  # only pairs that others are claiming this instant are left
     return None
@@ -240,9 +253,11 @@ _SQL_DONE_TODAY = text(
 _NEWEST_ROUND = ("(SELECT id FROM selection_rounds WHERE project_id = :pid AND status = 'open' "
                  "ORDER BY id DESC LIMIT 1)")
 # The card on the annotator's screen: their active lease in the project that expires last (an undo re-opens
-# an older card with a fresh expiry, so it comes before the card that was showing when U was pressed).
+# an older card with a fresh expiry, so it comes before the card that was showing when U was pressed). A
+# lease that is part of a query list (db/services/lists.py) is never a card.
 _CURRENT = ("(SELECT c.id FROM leases c JOIN pairs cp ON cp.id = c.pair_id WHERE c.user_id = {uid} "
-            "AND c.status = 'active' AND cp.project_id = {pid} ORDER BY c.expires_at DESC, c.id DESC LIMIT 1)")
+            "AND c.status = 'active' AND c.list_id IS NULL AND cp.project_id = {pid} "
+            "ORDER BY c.expires_at DESC, c.id DESC LIMIT 1)")
 _STANDING = "NOT EXISTS (SELECT 1 FROM label_events u WHERE u.supersedes_id = e.id)"
 # Everything next_card needs to know before claiming, in one round trip.
 _SQL_STATE = text(
@@ -312,7 +327,7 @@ def next_card(session: Session, actor: User, project_id: int, now: datetime | No
 
 UNDO_DEPTH = 10  # U withdraws the actor's grades newest first, back to their 10th-latest card
 
-_SQL_OWN_LEASE = text("SELECT l.user_id, l.status, l.round_id, l.pair_id, p.project_id, "
+_SQL_OWN_LEASE = text("SELECT l.user_id, l.status, l.round_id, l.pair_id, p.project_id, l.list_id, "
                       f"{_CURRENT.format(uid='l.user_id', pid='p.project_id')} AS current_id FROM leases l "
                       "JOIN pairs p ON p.id = l.pair_id WHERE l.id = :id")
 _SQL_CURRENT = text(f"SELECT {_CURRENT.format(uid=':uid', pid=':pid')}")
@@ -336,6 +351,9 @@ def _shown_lease(session: Session, actor: User, lease_id: int) -> Any:
                              "Grade the card now on screen.")
     if lease.status == LeaseStatus.skipped.value:
         raise StaleCardError("This card was skipped; it cannot be graded any more. Grade the card now on screen.")
+    if lease.list_id is not None:
+        raise StaleCardError("That pair is part of a query list; nothing was saved. Grade it on the list screen, "
+                             "or release the list to go back to cards.")
     if lease.current_id is not None and lease.current_id != lease_id:
         raise StaleCardError("That card is no longer the one on your screen (another card was opened since); "
                              "nothing was saved. Grade the card now on screen.")
@@ -418,16 +436,18 @@ def undo_last(session: Session, actor: User, project_id: int, lease_id: int | No
         session.add(lease)
     lease.status = LeaseStatus.active
     lease.expires_at = now + timedelta(minutes=minutes)
+    lease.list_id = None  # a grade given in a list comes back as a card
     session.flush()
     return Step(card=cards.card(session, project, lease.id), progress=progress(session, actor, project_id, now),
                 message="Label withdrawn; grade the card again.", previous=cards.previous(session, actor.id, project_id))
 
 
 def update_annotation_settings(session: Session, actor: User, project_id: int, **changes: Any) -> Project:
-    """Change overlap, agreement_share, lease_minutes or show_reasons (engineer role); re-syncs the queue."""
+    """Change overlap, agreement_share, lease_minutes, show_reasons, annotation_mode (card, list, both) or
+    list_size (engineer role); re-syncs the queue."""
     require_role(actor, Role.engineer)
     project = _project(session, project_id)
-    allowed = {"overlap", "agreement_share", "lease_minutes", "show_reasons"}
+    allowed = {"overlap", "agreement_share", "lease_minutes", "show_reasons", "annotation_mode", "list_size"}
     if set(changes) - allowed:
         raise ConfigError(f"Not an annotation setting: {', '.join(sorted(set(changes) - allowed))}.")
     update_settings(session, project, actor=actor, **changes)

@@ -18,6 +18,8 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "agreement_share": 0.0,  # extra share of pairs graded by two people, to measure agreement
     "lease_minutes": 10,
     "show_reasons": True,  # say on the grading card, in words, why DASA picked the pair (Selection page switch)
+    "annotation_mode": "card",  # card, list (a query's pairs graded as one list) or both (each annotator chooses)
+    "list_size": 10,  # pairs per query list, 1..50
 }
 
 
