@@ -226,7 +226,9 @@ def select_job(ctx: JobContext) -> dict[str, Any]:
                         actor=SYSTEM)
     with _service_session(ctx) as (session, progress, _stop):
         rnd = rounds.run_selection(session, p["project"], int(p["budget"]), version=p.get("version"),
-                                   progress=progress, created_by=p.get("created_by"), actor=SYSTEM)
+                                   progress=progress, created_by=p.get("created_by"), by=p.get("by", "pair"),
+                                   per_query=int(p.get("per_query", 10)), aggregate=p.get("aggregate", "mean"),
+                                   actor=SYSTEM)
         return {"round_id": int(rnd.id), "size": int(p["budget"])}
 
 

@@ -85,12 +85,17 @@ class Selected:
     neighbours: tuple[Any, ...]  # ids of the nearest labelled pairs, nearest first
     neighbour_similarity: tuple[float, ...]
     is_control: bool
+    query: Any = None  # by-query selection (darl_core.query_selection): the pair's query and its aggregate score
+    query_score: float | None = None
 
     def reasons(self) -> dict[str, Any]:
         """JSON-ready explanation stored with the round item."""
-        return {"score": self.score, "parts": self.parts, "cluster": self.cluster,
-                "neighbours": list(self.neighbours), "neighbour_similarity": list(self.neighbour_similarity),
-                "is_control": self.is_control}
+        out = {"score": self.score, "parts": self.parts, "cluster": self.cluster,
+               "neighbours": list(self.neighbours), "neighbour_similarity": list(self.neighbour_similarity),
+               "is_control": self.is_control}
+        if self.query_score is not None:
+            out["query_score"] = self.query_score
+        return out
 
 
 def control_size(budget: int, fraction: float) -> int:

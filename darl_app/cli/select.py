@@ -19,6 +19,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--order", choices=("auto", "ood", "uncertainty"), default="auto",
                    help="order of the OOD candidates within a cluster: the model's least sure first "
                         "(uncertainty), most OOD first (ood), or auto: uncertainty when the version is trained")
+    p.add_argument("--by", choices=("pair", "query"), default="pair",
+                   help="rank pairs (default), or rank queries and queue the top pairs of each, to grade as lists")
+    p.add_argument("--per-query", type=int, default=10, help="with --by query: pairs per query at most (default 10)")
+    p.add_argument("--aggregate", choices=("mean", "max"), default="mean",
+                   help="with --by query: a query's score is the mean (default) or max OOD score of its pool pairs")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_select)
 
@@ -41,9 +46,10 @@ def cmd_select(args: argparse.Namespace) -> int:
     with session_scope() as session:
         version = args.version if args.version is not None else default_version(session, args.project)
         rnd = run_selection(session, args.project, args.budget, version, progress, config=config, seed=args.seed,
-                            actor=SYSTEM)
+                            by=args.by, per_query=args.per_query, aggregate=args.aggregate, actor=SYSTEM)
         items = round_items(session, rnd.id)
-        print(f"round {rnd.id} ({rnd.name}): {len(items)} pairs queued, "
+        queries = f" from {rnd.params['queries']} queries" if rnd.by == "query" else ""
+        print(f"round {rnd.id} ({rnd.name}): {len(items)} pairs queued{queries}, "
               f"{sum(i.is_control for i in items)} random control")
         for item in items[:10]:
             r = item.reasons or {}

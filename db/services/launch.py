@@ -200,20 +200,26 @@ def launch_training(session: Session, project: Project, stage: str, *, from_vers
 
 
 def launch_selection(session: Session, project: Project, budget: int, *, version: int | None,
-                     actor: Actor | None, shard_size: int | None = None) -> Job:
-    """Queue a DASA round; for a large project, embedding shards first that any worker can take (the
-    select job runs or waits for them, then embeds only what is left)."""
+                     actor: Actor | None, shard_size: int | None = None, by: str = "pair", per_query: int = 10,
+                     aggregate: str = "mean") -> Job:
+    """Queue a DASA round (``by`` pair, or by query: up to ``per_query`` pairs of each query ranked by the
+    ``aggregate`` of its OOD scores); for a large project, embedding shards first that any worker can take
+    (the select job runs or waits for them, then embeds only what is left)."""
     from db.services.maps import SHARD_SIZE, queue_embedding_shards
     from db.services.rounds import resolve_version
 
     require_role(actor, Role.engineer)
     if budget < 1:
         raise ConfigError(f"The budget must be at least 1 pair, got {budget}.")
+    if by not in ("pair", "query") or aggregate not in ("mean", "max") or per_query < 1:
+        raise ConfigError(f"Select by 'pair' or 'query' (got {by!r}), with pairs per query >= 1 (got {per_query}) "
+                          f"and aggregate 'mean' or 'max' (got {aggregate!r}).")
     mv = resolve_version(session, project.id, version, actor=actor)
     ids = list(session.scalars(select(Pair.id).where(Pair.project_id == project.id).order_by(Pair.id)))
     shards = queue_embedding_shards(session, project, mv, ids, actor=actor, shard_size=shard_size or SHARD_SIZE)
     return jobs.enqueue(session, "select", {"project": project.name, "budget": int(budget), "version": version,
-                                            "created_by": actor.id, "shards": shards},
+                                            "created_by": actor.id, "shards": shards, "by": by,
+                                            "per_query": int(per_query), "aggregate": aggregate},
                         project_id=project.id, actor=actor)
 
 

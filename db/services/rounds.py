@@ -10,7 +10,7 @@ splits; the pool is every unlabelled pair outside those splits and not already q
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from darl_core.errors import ConfigError, NotFoundError, PoolError
 from darl_core.metrics import softmax
+from darl_core.query_selection import AGGREGATES, DEFAULT_AGGREGATE, select_by_query
 from darl_core.selection import PoolScores, Selected, SelectionConfig, score_pool, select_batch
 from db.models import ModelVersion, Pair, PairScore, Role, RoundItem, SelectionRound
 from db.services.labels import final_labels, standing_pair_ids
@@ -28,15 +29,19 @@ from db.session import is_sqlite
 
 Progress = Callable[[float, str], None]
 HELD_OUT = ("test", "test_id", "test_ood", "val", "val_id")  # never in the bank, never selected
+BY = ("pair", "query")  # a round ranks pairs, or queries and then the top pairs of each
 BASE_KEY = "base"
 
 
 def create_round(session: Session, project_id: int, model_version_id: int | None, params: dict[str, Any],
                  selected: Sequence[Selected], *, name: str | None = None, created_by: int | None = None,
-                 extra_reasons: dict[int, dict[str, Any]] | None = None, actor: Actor | None) -> SelectionRound:
+                 extra_reasons: dict[int, dict[str, Any]] | None = None, by: str = "pair",
+                 actor: Actor | None) -> SelectionRound:
     """Write a round and its ranked items (rank 1 = first in the queue; engineer role); ``extra_reasons`` (by
-    pair id) are merged into each item's reasons."""
+    pair id) are merged into each item's reasons; ``by`` says whether DASA ranked pairs or queries."""
     require_role(actor, Role.engineer)
+    if by not in BY:
+        raise ConfigError(f"A round is selected by {' or '.join(BY)}, got {by!r}.")
     if not selected:
         raise PoolError("a round needs at least one selected pair; nothing was written")
     ids = [int(s.pair_id) for s in selected]
@@ -45,7 +50,7 @@ def create_round(session: Session, project_id: int, model_version_id: int | None
     count = session.scalar(select(SelectionRound.id).where(SelectionRound.project_id == project_id)
                            .order_by(SelectionRound.id.desc()).limit(1))
     rnd = SelectionRound(project_id=project_id, model_version_id=model_version_id,
-                         name=name or f"round {(count or 0) + 1}", params=params, created_by=created_by)
+                         name=name or f"round {(count or 0) + 1}", params=params, created_by=created_by, by=by)
     session.add(rnd)
     session.flush()
     session.add_all(RoundItem(round_id=rnd.id, pair_id=int(s.pair_id), rank=int(s.rank), score=float(s.score),
@@ -76,23 +81,27 @@ def round_items(session: Session, round_id: int) -> list[RoundItem]:
 
 
 def round_rows(session: Session, project_id: int) -> list[dict[str, Any]]:
-    """One row per selection round of the project, newest first: the version that picked it, its size,
-    its control (random) pairs, and how many of its pairs have a standing grade so far."""
+    """One row per selection round of the project, newest first: the version that picked it, whether it
+    ranked pairs or queries (``by``), its size in pairs and in queries, its control (random) pairs, and how
+    many of its pairs have a standing grade so far."""
     graded = standing_pair_ids(session, project_id)
     names = dict(session.execute(select(ModelVersion.id, ModelVersion.name)
                                  .where(ModelVersion.project_id == project_id)).all())
     counts: dict[int, list[int]] = {}
-    for rid, pair_id, control in session.execute(
-            select(RoundItem.round_id, RoundItem.pair_id, RoundItem.is_control).join(SelectionRound)
-            .where(SelectionRound.project_id == project_id)):
+    queries: dict[int, set[int]] = {}
+    for rid, pair_id, control, query_id in session.execute(
+            select(RoundItem.round_id, RoundItem.pair_id, RoundItem.is_control, Pair.query_id).join(SelectionRound)
+            .join(Pair, Pair.id == RoundItem.pair_id).where(SelectionRound.project_id == project_id)):
         c = counts.setdefault(rid, [0, 0, 0])
         c[0], c[1], c[2] = c[0] + 1, c[1] + int(control), c[2] + int(pair_id in graded)
+        queries.setdefault(rid, set()).add(query_id)
     rows = []
     for r in session.scalars(select(SelectionRound).where(SelectionRound.project_id == project_id)
                              .order_by(SelectionRound.id.desc())):
         pairs, controls, done = counts.get(r.id, [0, 0, 0])
         rows.append({"id": r.id, "name": r.name, "status": r.status, "version": names.get(r.model_version_id, ""),
-                     "created_at": r.created_at, "pairs": pairs, "controls": controls, "graded": done,
+                     "created_at": r.created_at, "by": r.by, "queries": len(queries.get(r.id, ())),
+                     "pairs": pairs, "controls": controls, "graded": done,
                      "graded_share": done / pairs if pairs else 0.0,
                      "order": (r.params or {}).get("order", "")})
     return rows
@@ -131,18 +140,20 @@ class PairTexts:
     ids: list[int]
     queries: list[str]
     items: list[str]
+    query_ids: list[int] = field(default_factory=list)
 
 
 def _pairs(session: Session, project_id: int, ids: Sequence[int] | None, exclude: set[int]) -> PairTexts:
     from darl_core.model import item_text
 
     stmt = select(Pair).where(Pair.project_id == project_id).order_by(Pair.id)
-    out = PairTexts([], [], [])
+    out = PairTexts([], [], [], [])
     for pair in session.scalars(stmt.execution_options(yield_per=5000)):
         if (pair.split or "") in HELD_OUT or pair.id in exclude or (ids is not None and pair.id not in ids):
             continue
         out.ids.append(pair.id)
         out.queries.append(pair.query.text)
+        out.query_ids.append(pair.query_id)
         out.items.append(item_text(pair.item.title, pair.item.text))
     return out
 
@@ -183,11 +194,22 @@ def upsert_scores(session: Session, version_id: int, rows: list[dict[str, Any]],
 
 def run_selection(session: Session, project_name: str, budget: int, version: str | int | None = None,
                   progress: Progress | None = None, *, config: SelectionConfig | None = None, seed: int = 0,
-                  created_by: int | None = None, actor: Actor | None) -> SelectionRound:
-    """Embed, select ``budget`` pairs, store pool scores and the round (engineer role); returns the new round."""
+                  created_by: int | None = None, by: str = "pair", per_query: int = 10,
+                  aggregate: str = DEFAULT_AGGREGATE, actor: Actor | None) -> SelectionRound:
+    """Embed, select ``budget`` pairs, store pool scores and the round (engineer role); returns the new round.
+
+    ``by="query"``: DASA ranks queries by the ``aggregate`` (mean or max) of their pool pairs' OOD scores and
+    takes up to ``per_query`` pairs of each (``darl_core.query_selection``); the round is served query by query.
+    """
     require_role(actor, Role.engineer)
     say = progress or (lambda _f, _m: None)
     config = config or SelectionConfig()
+    if by not in BY:
+        raise ConfigError(f"`by` must be one of {BY}, got {by!r}")
+    if by == "query" and (aggregate not in AGGREGATES or isinstance(per_query, bool)
+                          or not isinstance(per_query, int) or per_query < 1):
+        raise ConfigError(f"by query needs `per_query` >= 1 (got {per_query!r}) and `aggregate` in {AGGREGATES} "
+                          f"(got {aggregate!r})")
     project = get_project(session, project_name)
     mv = resolve_version(session, project.id, version, actor=actor)
     if config.order == "uncertainty" and mv.artifact_path is None:  # before any embedding; "auto" falls back
@@ -216,16 +238,24 @@ def run_selection(session: Session, project_name: str, budget: int, version: str
     scores = score_pool(pool_emb, bank_emb, config=config, bank_labels=bank_labels, pool_logits=pool_logits,
                         bank_logits=bank_logits)
     say(0.85, "selecting a diverse batch")
-    selected = select_batch(pool_emb, bank_emb, budget=budget, config=config, bank_labels=bank_labels,
-                            pool_ids=pool.ids, bank_ids=bank.ids, seed=seed, pool_scores=scores,
-                            pool_logits=pool_logits)
+    if by == "query":
+        selected = select_by_query(pool_emb, bank_emb, budget=budget, query_ids=pool.query_ids, per_query=per_query,
+                                   aggregate=aggregate, config=config, bank_labels=bank_labels, pool_ids=pool.ids,
+                                   bank_ids=bank.ids, seed=seed, pool_scores=scores, pool_logits=pool_logits)
+    else:
+        selected = select_batch(pool_emb, bank_emb, budget=budget, config=config, bank_labels=bank_labels,
+                                pool_ids=pool.ids, bank_ids=bank.ids, seed=seed, pool_scores=scores,
+                                pool_logits=pool_logits)
     say(0.9, "writing scores and the round")
     _write_scores(session, mv.id, pool, scores, selected, pool_logits, actor)
     params = {**config.as_params(), "budget": budget, "seed": seed, "model_version": mv.name,
-              "bank_size": len(bank.ids), "pool_size": len(pool.ids)}
+              "bank_size": len(bank.ids), "pool_size": len(pool.ids), "by": by}
+    if by == "query":
+        params.update(per_query=per_query, aggregate=aggregate, queries=len({s.query for s in selected}))
     rnd = create_round(session, project.id, mv.id, params, selected, created_by=created_by,
-                       extra_reasons=_segment_reasons(session, project.id, set(labels), selected), actor=actor)
-    say(1.0, f"round {rnd.id}: {len(selected)} pairs queued")
+                       extra_reasons=_segment_reasons(session, project.id, set(labels), selected), by=by, actor=actor)
+    say(1.0, f"round {rnd.id}: {len(selected)} pairs queued" + (f" from {params['queries']} queries" if by == "query"
+                                                                 else ""))
     return rnd
 
 

@@ -287,3 +287,66 @@ def test_twenty_concurrent_list_annotators_never_share_a_pair(database: str) -> 
     assert [p for p, n in taken.items() if n > 1] == []
     assert events == done and done >= n_users * lists_each  # every list had at least one pair; none lost
     assert {n for _, n in per_list} == {1}
+
+
+@pytest.fixture
+def tiny_backbone(tmp_path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    from tests.integration.tiny_models import make_tiny
+
+    path = make_tiny("bert", tmp_path / "tiny-bert")
+    monkeypatch.setenv("DARL_MODEL", str(path))
+    return path
+
+
+def test_a_by_query_round_groups_pairs_by_query_within_budget_and_is_served_as_lists(  # type: ignore[no-untyped-def]
+        database: str, tiny_backbone) -> None:
+    from darl_core.selection import SelectionConfig
+    from db.models import LabelKind, SelectionRound
+    from db.services.rounds import round_items, round_rows, run_selection
+    from db.services.users import SYSTEM
+
+    pid, (ann, _), ids = _setup(database, n_pairs=60)
+    with session_scope(database) as s:  # the first two queries are labelled: the bank
+        s.add_all(LabelEvent(pair_id=p, kind=LabelKind.imported, grade=i % 3) for i, p in enumerate(ids[:10]))
+    with session_scope(database) as s:
+        # The tiny random backbone embeds every item of a query alike: no near-duplicate dropping here.
+        rnd = run_selection(s, "demo", 10, by="query", per_query=3, config=SelectionConfig(duplicate_threshold=1.0),
+                            actor=SYSTEM)
+        items = round_items(s, rnd.id)
+        query_of = dict(s.execute(select(Pair.id, Pair.query_id).where(Pair.id.in_([i.pair_id for i in items]))).all())
+        rows = round_rows(s, pid)
+        assert rnd.by == "query" and rnd.params["aggregate"] == "mean" and rnd.params["per_query"] == 3
+        with pytest.raises(ConfigError, match="per_query"):
+            run_selection(s, "demo", 5, by="query", per_query=0, actor=SYSTEM)
+        with pytest.raises(ConfigError, match="`by` must be one of"):
+            run_selection(s, "demo", 5, by="item", actor=SYSTEM)
+    order = [query_of[i.pair_id] for i in items]
+    runs = [order[0]] + [b for a, b in zip(order, order[1:], strict=False) if b != a]
+    assert len(items) == 10 and len(runs) == len(set(runs)) == 4  # 3 + 3 + 3 + 1, each query's pairs together
+    assert sorted(Counter(order).values()) == [1, 3, 3, 3]
+    assert all(i.reasons.get("query_score") is not None for i in items if not i.is_control)
+    assert (rows[0]["by"], rows[0]["queries"], rows[0]["pairs"]) == ("query", 4, 10)
+    served: list[int] = []
+    ql = _call(database, lists.next_list, ann, pid)
+    while ql is not None and ql.items[0].pair_id in query_of:
+        assert len({query_of[i.pair_id] for i in ql.items}) == 1
+        served += [i.pair_id for i in ql.items]
+        ql = _call(database, lists.submit_list, ann, ql.list_id, {i.lease_id: 1 for i in ql.items})
+    assert served == [i.pair_id for i in items]  # the round, query by query, in rank order
+    with session_scope(database) as s:
+        assert s.scalar(select(SelectionRound.by).where(SelectionRound.id == rnd.id)) == "query"
+
+
+def test_select_cli_by_query(sqlite_database: str, tiny_backbone, capsys: pytest.CaptureFixture) -> None:  # type: ignore[no-untyped-def]
+    from darl_app.cli import main
+    from db.models import LabelKind
+
+    pid, _, ids = _setup(sqlite_database, n_pairs=40)
+    with session_scope(sqlite_database) as s:
+        s.add_all(LabelEvent(pair_id=p, kind=LabelKind.imported, grade=i % 3) for i, p in enumerate(ids[:10]))
+    assert main(["select", "--project", "demo", "--budget", "8", "--by", "query", "--per-query", "2",
+                 "--aggregate", "max", "--duplicate-threshold", "1"]) == 0
+    assert "8 pairs queued from 4 queries" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["select", "--project", "demo", "--budget", "3", "--by", "query", "--aggregate", "median"])
+    assert "invalid choice: 'median'" in capsys.readouterr().err
