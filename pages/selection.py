@@ -84,6 +84,9 @@ if not rows:
 st.dataframe(frame(pd.DataFrame(rows)), hide_index=True, key="rounds_table", width="stretch",
              column_config={
                  "created_at": st.column_config.DatetimeColumn("created (UTC)", format="YYYY-MM-DD HH:mm"),
+                 "by": st.column_config.TextColumn("by", help="pair: DASA ranked pairs; query: it ranked queries by "
+                                                              "their pairs' OOD scores, then took each one's top pairs"),
+                 "queries": st.column_config.NumberColumn("queries", help="distinct queries among the round's pairs"),
                  "controls": st.column_config.NumberColumn(
                      "controls", help="random pairs mixed in as a control for the DASA picks"),
                  "graded": st.column_config.NumberColumn("graded", help="pairs with a standing grade"),
@@ -97,7 +100,8 @@ linked = st.query_params.get("round")  # a finished select job links here with ?
 first = next((i for i, r in enumerate(rows) if str(r["id"]) == linked), 0)
 rid = st.selectbox("Round", list(by_id), index=first, key="round_pick",
                    format_func=lambda i: plain(f"{by_id[i]['name']} · {by_id[i]['version'] or 'backbone'} · "
-                                               f"{by_id[i]['pairs']} pairs"))
+                                               f"{by_id[i]['pairs']} pairs"
+                                               + (f" of {by_id[i]['queries']} queries" if 'queries' in by_id[i] else "")))
 with db() as session:
     pairs = round_pairs.round_pairs(session, rid, actor=user)
 st.dataframe(frame(pd.DataFrame(pairs, columns=list(round_pairs.COLUMNS))), hide_index=True, key="round_pairs_table",
