@@ -113,6 +113,10 @@ def test_two_lists_by_keyboard_while_a_second_annotator_grades(browser, app_url:
         expect(ann.locator(".darl-list .dl-status")).to_contain_text(f"{SIZE} of {SIZE} decided")
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         ann.screenshot(path=str(ARTIFACTS / "annotate_list_1400x1000.png"))
+        ann.reload()  # the grades so far are kept in the tab, under the list id, until the submit
+        assert _list_on_screen(ann) == (first, titles1)
+        expect(ann.locator(".darl-list .dl-status")).to_contain_text(f"{SIZE} of {SIZE} decided")
+        expect(ann.locator(".darl-list li").nth(2).locator(".dl-grade")).to_have_text("skipped")
         ann.keyboard.press("Enter")
         second, titles2 = _list_on_screen(ann, not_id=first)
 
