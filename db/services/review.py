@@ -44,6 +44,7 @@ from db.models import (
     User,
     utcnow,
 )
+from db.services import query_review
 from db.services.labels import final_labels
 from db.services.limits import check_comment
 from db.services.projects import filter_choices
@@ -120,6 +121,7 @@ class ReviewFilters:
     annotator: str | None = None
     grade: int | None = None
     suspected: bool = False  # the latest label check's open suspects instead of the disagreements
+    query_id: int | None = None  # one query's pairs (db.services.query_review shows its list side by side)
 
 
 @dataclass(frozen=True)
@@ -148,6 +150,8 @@ class AgreementReport:
     # annotator, labels, labels_per_hour, median_seconds, adjudicated, accuracy, flagged, flag_rate
     annotators: pd.DataFrame
     notes: list[str] = field(default_factory=list)
+    # query_id, query, pairs (with >= 2 votes), votes, unanimous (share), alpha; worst first
+    by_query: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=query_review.COLUMNS))
 
 
 MAX_PAGE = 500
@@ -187,6 +191,8 @@ def _narrow(stmt: Select[Any], pair_id: Any, filters: ReviewFilters) -> Select[A
     """The segment, round, annotator and grade filters on a statement over ``pair_id`` joined to Pair."""
     if filters.segment:
         stmt = stmt.where(Pair.segment == filters.segment)
+    if filters.query_id is not None:
+        stmt = stmt.where(Pair.query_id == filters.query_id)
     if filters.round_id is not None:
         stmt = stmt.where(pair_id.in_(select(RoundItem.pair_id).where(RoundItem.round_id == filters.round_id)))
     if filters.annotator or filters.grade is not None:
@@ -375,7 +381,8 @@ def _annotator_votes(session: Session, project_id: int) -> tuple[dict[int, dict[
 
 
 def agreement_report(session: Session, actor: User, project_id: int) -> AgreementReport:
-    """Pairwise QWK, Krippendorff's alpha (overall, per segment), throughput, accuracy and flag rate per annotator."""
+    """Pairwise QWK, Krippendorff's alpha (overall, per segment, per query), throughput, accuracy and flag rate
+    per annotator."""
     require_role(actor, Role.reviewer)
     project = _project(session, project_id)
     k = len(project.grades)
@@ -389,6 +396,9 @@ def agreement_report(session: Session, actor: User, project_id: int) -> Agreemen
     for seg in sorted({segments[p] or "—" for p in multi}):
         units = [g for p, g in multi.items() if (segments[p] or "—") == seg]
         seg_rows.append({"segment": seg, "units": len(units), "alpha": agreement.krippendorff_alpha(units, k)})
+    query_of = {pid: (qid, text) for pid, qid, text in session.execute(
+        select(Pair.id, Query.id, Query.text).join(Query, Query.id == Pair.query_id)
+        .where(Pair.project_id == project.id, Pair.id.in_(list(multi))))} if multi else {}
     acc = agreement.accuracy(votes, reference)
     per_user: dict[str, list[Any]] = defaultdict(list)
     for r in labels:
@@ -410,4 +420,4 @@ def agreement_report(session: Session, actor: User, project_id: int) -> Agreemen
         alpha_by_segment=pd.DataFrame(seg_rows, columns=["segment", "units", "alpha"]),
         annotators=pd.DataFrame(people, columns=["annotator", "labels", "labels_per_hour", "median_seconds",
                                                  "adjudicated", "accuracy", "flagged", "flag_rate"]),
-        notes=notes)
+        notes=notes, by_query=query_review.query_agreement(votes, query_of, k))

@@ -65,6 +65,7 @@ NEEDS_ROLE: dict[str, Role] = {
     "projects.create_project": Role.engineer,
     "projects.set_guidelines": Role.engineer,
     "projects.update_settings": Role.engineer,
+    "query_review.query_review": Role.reviewer,
     "review.adjudicate": Role.reviewer,
     "review.adjudicate_and_list": Role.reviewer,
     "review.agreement_report": Role.reviewer,
@@ -117,6 +118,7 @@ READ_ONLY = {
     "versions.default_parent", "versions.figures", "versions.flags", "versions.get_version", "versions.lineage",
     "versions.list_versions", "versions.version_names", "versions.version_rows",
     "annotation.needed_votes", "cards.card", "cards.previous",
+    "query_review.query_agreement",
 }
 
 
