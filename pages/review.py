@@ -1,5 +1,7 @@
-"""Review: adjudicate pairs whose votes disagree (or were flagged) or that the label check suspects, the
-agreement dashboard, and (for engineers) the project's annotation settings. Each view makes one service call."""
+"""Review: adjudicate pairs whose votes disagree (or were flagged) or that the label check suspects, each
+query's results graded side by side with the per-query agreement (``pages/_query_review_ui.py``), the
+agreement dashboard, and (for engineers) the project's annotation settings. Each view makes one service call
+(the per-query view: two in one transaction)."""
 
 from __future__ import annotations
 
@@ -15,13 +17,14 @@ import streamlit as st
 from db.models import Role
 from db.services import annotation, label_check, review
 from db.services.projects import project_settings
+from pages._query_review_ui import query_view
 from pages._shared import db, require_role, selected_project
 from pages._text import frame, md, plain, safe_figure
 
 user = require_role(Role.reviewer)
 project = selected_project()
 grades: list[str] = list(project.grades)
-views = ["Disagreements", "Agreement"] + (["Settings"] if Role(user.role).allows(Role.engineer) else [])
+views = ["Disagreements", "Queries", "Agreement"] + (["Settings"] if Role(user.role).allows(Role.engineer) else [])
 st.title("Review")
 view = st.segmented_control("View", views, default=views[0], key="review_view", label_visibility="collapsed")
 
@@ -189,6 +192,9 @@ if view == "Disagreements":
                       icon=":material/arrow_upward:")
             st.button("Next pair", key="review_next", shortcut="J", on_click=_move, args=(ids, 1, q.offset, q.matching),
                       icon=":material/arrow_downward:")
+
+elif view == "Queries":
+    query_view(user, project, grades)
 
 elif view == "Agreement":
     with db() as session:

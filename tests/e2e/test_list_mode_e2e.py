@@ -32,17 +32,25 @@ RESULTS = ROOT / "bench" / "results" / "list_mode_keys.json"
 
 
 def _seed(url: str) -> None:
-    """60 pairs, 12 queries of 5 results, one open round; the project lets each annotator choose; ann and
-    ann2 chose lists, "meas" (the measurement) starts on cards."""
+    """60 pairs, 12 queries of 5 results, the first 50 an open round, the last 10 graded by two annotators
+    who disagree on some; the project lets each annotator choose; ann and ann2 chose lists, "meas" (the
+    measurement) starts on cards; rita reviews."""
     with session_scope(url) as s:
         project = seed_project(s, "demo", n_pairs=60, settings={"annotation_mode": "both", "list_size": SIZE},
                                guidelines="Perfect match: the product is what was searched.\n"
                                           "Weak: the same kind of product, another brand or size.")
-        seed_round(s, project.id, pair_ids(s, project.id))
+        ids = pair_ids(s, project.id)
+        seed_round(s, project.id, ids[:50])
         for name in ("ann", "ann2", "meas"):
             user = seed_user(s, name, "annotator")
             if name != "meas":
                 set_list_preference(s, user, project.id, "list")
+        # The last two queries were graded by two earlier annotators, for Review's per-query view.
+        x1, x2 = seed_user(s, "xavier", "annotator"), seed_user(s, "yara", "annotator")
+        for i, pid in enumerate(ids[50:]):
+            s.add_all([LabelEvent(pair_id=pid, user_id=x1.id, kind=LabelKind.label, grade=i % 3),
+                       LabelEvent(pair_id=pid, user_id=x2.id, kind=LabelKind.label, grade=(i % 3) if i % 4 else 2)])
+        seed_user(s, "rita", "reviewer")
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +149,8 @@ def test_two_lists_by_keyboard_while_a_second_annotator_grades(browser, app_url:
     # Only the pair ann skipped went back to the queue, so only it may reach ann2 afterwards.
     assert seen_ann & seen_ann2 <= {titles1[2]}, "two annotators were shown the same pair with overlap 1"
     with session_scope(app_db_url) as s:
-        per_pair = s.execute(select(LabelEvent.pair_id).where(LabelEvent.kind == LabelKind.label)).scalars().all()
+        per_pair = s.execute(select(LabelEvent.pair_id).join(User, User.id == LabelEvent.user_id)
+                             .where(LabelEvent.kind == LabelKind.label, User.name.in_(["ann", "ann2"]))).scalars().all()
     assert len(per_pair) == len(set(per_pair))  # one vote per pair
 
 
@@ -193,3 +202,16 @@ def test_keystrokes_and_round_trips_per_label_list_against_card(page, app_url: s
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     assert list_frames < card_frames, result  # one submit per list against one rerun per card
+
+
+def test_review_shows_a_query_graded_side_by_side(page, app_url: str) -> None:  # type: ignore[no-untyped-def]
+    login(page, app_url, "rita", PASSWORD)
+    page.get_by_role("link", name="Review").click()
+    page.get_by_test_id("stButtonGroup").get_by_text("Queries", exact=True).click()
+    grid = page.locator(".st-key-review_query_list")
+    expect(grid).to_contain_text("query 10 cordless drill")  # the least consistent of the two graded queries
+    expect(grid).to_contain_text("Krippendorff")
+    expect(page.get_by_text("Agreement per query")).to_be_visible()
+    _settle(page)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "review_queries_1400x1000.png"))
