@@ -33,7 +33,9 @@ KEY_PREFIX = "annotate_list_"
 _CSS = """
 .darl-list { font-family: var(--st-font, "Source Sans Pro", sans-serif); color: var(--st-text-color, #31333f); }
 .darl-list .dl-head { border: 1px solid rgba(49,51,63,.2); border-radius: .5rem; padding: .5rem 1rem; margin-bottom: .5rem;
-  position: sticky; top: 0; z-index: 2; background: var(--st-background-color, #fff); }
+  position: sticky; top: 0; z-index: 2; background: var(--st-background-color, #fff); display: flex; gap: 1rem;
+  align-items: flex-end; }
+.darl-list .dl-head > div:first-child { flex: 1; min-width: 0; }
 .darl-list .dl-cap { font-size: .85rem; opacity: .65; }
 .darl-list .dl-query { font-size: 1.45rem; font-weight: 600; line-height: 1.3; margin-top: .1rem; }
 .darl-list ol { list-style: none; margin: 0; padding: 0; }
@@ -49,6 +51,12 @@ _CSS = """
   -webkit-line-clamp: 1; -webkit-box-orient: vertical; }
 .darl-list .dl-why { opacity: .65; display: none; }
 .darl-list li.dl-focus .dl-text { -webkit-line-clamp: 6; }
+/* an unfocused result is one line, title then text, like a results page; the focused one opens up */
+.darl-list li:not(.dl-focus) .dl-body { display: flex; gap: .6rem; align-items: baseline; }
+.darl-list li:not(.dl-focus) .dl-title { flex: 0 1 auto; max-width: 72%; white-space: nowrap; overflow: hidden;
+  text-overflow: ellipsis; }
+.darl-list li:not(.dl-focus) .dl-text { flex: 1 1 0; display: block; white-space: nowrap; text-overflow: ellipsis;
+  opacity: .75; }
 .darl-list li.dl-focus .dl-why { display: -webkit-box; -webkit-line-clamp: 4; }
 .darl-list .dl-grade { min-width: 7.5rem; text-align: center; font-size: .85rem; padding: .15rem .5rem; border-radius: 1rem;
   background: rgba(49,51,63,.06); white-space: nowrap; }
@@ -59,7 +67,7 @@ _CSS = """
   border: 1px solid rgba(49,51,63,.25); background: transparent; color: inherit; }
 .darl-list button.dl-submit { background: var(--st-primary-color, #ff4b4b); color: #fff; border-color: transparent; font-weight: 600; }
 .darl-list button:disabled { opacity: .45; cursor: default; }
-.darl-list .dl-status { margin-left: auto; font-size: .9rem; }
+.darl-list .dl-status { font-size: .9rem; white-space: nowrap; padding-bottom: .2rem; }
 .darl-list .dl-note { font-size: .85rem; color: #b35c00; min-height: 1.2rem; margin-top: .3rem; }
 .darl-list .dl-keys { font-size: .82rem; opacity: .65; margin-top: .2rem; }
 """
@@ -81,7 +89,9 @@ export default function ({ parentElement, data, setTriggerValue }) {
   root.replaceChildren();
   root.setAttribute("data-list-id", String(data.list_id));
   const head = el("div", "dl-head");
-  head.append(el("div", "dl-cap", data.caption), el("div", "dl-query", data.query));
+  const status = el("div", "dl-status"), titleBox = el("div");
+  titleBox.append(el("div", "dl-cap", data.caption), el("div", "dl-query", data.query));
+  head.append(titleBox, status);
   const list = el("ol"), rows = [];
   items.forEach((it, i) => {
     const li = el("li"), body = el("div", "dl-body");
@@ -103,8 +113,8 @@ export default function ({ parentElement, data, setTriggerValue }) {
   [skip, undo, submit].forEach((b) => { b.type = "button"; });
   skip.addEventListener("click", () => act("s")); undo.addEventListener("click", () => act("u"));
   submit.addEventListener("click", () => act("Enter"));
-  const status = el("div", "dl-status"), note = el("div", "dl-note"), keys = el("div", "dl-keys", data.keys);
-  bar.append(...gradeButtons, skip, undo, submit, status);
+  const note = el("div", "dl-note"), keys = el("div", "dl-keys", data.keys);
+  bar.append(...gradeButtons, skip, undo, submit);
   root.append(head, list, bar, note, keys);
 
   function paint() {
