@@ -24,6 +24,7 @@ from darl_core.errors import DarlError, StaleCardError
 from darl_core.guidelines import grade_table
 from db.models import Project, User
 from db.services import annotation, lists
+from db.services.projects import project_settings
 from pages._shared import db
 from pages._text import guidelines_md, md, plain
 
@@ -80,6 +81,10 @@ export default function ({ parentElement, data, setTriggerValue }) {
   const saved = JSON.parse(window.sessionStorage.getItem(store) || "null");
   // decisions: lease id -> grade index, or null for a skip; history: lease ids in the order decided (U pops).
   const st = saved || { decisions: {}, history: [], focus: 0, started: Date.now(), locked: null };
+  if (!saved) {  // a new list: forget the lists before it
+    Object.keys(window.sessionStorage).filter((k) => k.startsWith("darl-list-") && k !== store)
+      .forEach((k) => window.sessionStorage.removeItem(k));
+  }
   const el = (tag, cls, text) => { const e = document.createElement(tag); if (cls) e.className = cls;
     if (text !== undefined) e.textContent = text; return e; };
   const save = () => window.sessionStorage.setItem(store, JSON.stringify(st));
@@ -181,7 +186,11 @@ export default function ({ parentElement, data, setTriggerValue }) {
   window.__darlListKeys = onKey;
   window.addEventListener("keydown", onKey, true);
   paint();
-  return () => { window.removeEventListener("keydown", onKey, true);
+  // Grading happens here, without the server: every so often (half the lease) tell it the list is still
+  // being worked on, so its leases do not expire under a slow, careful annotator. Not while submitting.
+  const alive = window.setInterval(() => { if (!locked()) setTriggerValue("alive", data.list_id); },
+                                   data.keepalive_s * 1000);
+  return () => { window.clearInterval(alive); window.removeEventListener("keydown", onKey, true);
                  if (window.__darlListKeys === onKey) window.__darlListKeys = null; };
 }
 """
@@ -211,10 +220,12 @@ def take_action() -> tuple[int, dict[int, int | None], float | None] | None:
         return None
 
 
-def list_data(qlist: Any, grades: list[str], rev: int) -> dict[str, Any]:
-    """What the component draws: every text through ``plain`` (set as text in the browser, never markup)."""
+def list_data(qlist: Any, grades: list[str], rev: int, lease_minutes: float) -> dict[str, Any]:
+    """What the component draws: every text through ``plain`` (set as text in the browser, never markup).
+    ``keepalive_s``: how often the page tells the server the list is still open (half the lease)."""
     k = min(len(grades), 9)
     return {"list_id": int(qlist.list_id), "rev": rev, "query": plain(qlist.query),
+            "keepalive_s": max(15, int(lease_minutes * 30)),
             "caption": f"Query · {len(qlist.items)} results · read it once, then grade each result",
             "grades": [plain(g) for g in grades],
             "keys": f"Keys: ↑/↓ or J/K move · 1–{k} grade the marked result · S skip · U undo · Enter submits",
@@ -227,12 +238,18 @@ def _why(why: str | tuple[str, ...] | None) -> list[str]:
     return [plain(why)] if isinstance(why, str) else [plain(w) for w in why or ()]
 
 
-def show_list(qlist: Any, grades: list[str]) -> None:
-    """Draw the list, keyed by its id: a new list is a new component, with no state of the one before."""
+def show_list(qlist: Any, grades: list[str], lease_minutes: float) -> None:
+    """Draw the list, keyed by its id: a new list is a new component, with no state of the one before.
+    Its "alive" signal needs no callback: the rerun it causes calls ``next_list``, which extends the lease."""
     rev = st.session_state["annotate_list_rev"] = int(st.session_state.get("annotate_list_rev", 0)) + 1
     key = f"{KEY_PREFIX}{int(qlist.list_id)}"
     st.session_state["annotate_list_shown"] = int(qlist.list_id)
-    _component(key=key, data=list_data(qlist, grades, rev), on_submit_change=partial(_record, key))
+    _component(key=key, data=list_data(qlist, grades, rev, lease_minutes), on_submit_change=partial(_record, key),
+               on_alive_change=_noop)
+
+
+def _noop() -> None:
+    """A callback for a trigger that only needs the rerun it causes."""
 
 
 def submitted_note(decisions: Mapping[int, int | None]) -> str:
@@ -271,7 +288,8 @@ def progress_line(p: Any) -> None:
 def list_screen(user: User, project: Project, grades: list[str]) -> None:
     """List mode: ONE service call (the recorded submit, or the open/next list), then the list it returns."""
     action = take_action()
-    dropped = False
+    on_screen = st.session_state.get("annotate_list_shown")
+    dropped: str | None = None
     error: str | None = None
     with db() as session:
         try:
@@ -280,16 +298,18 @@ def list_screen(user: User, project: Project, grades: list[str]) -> None:
                 qlist = lists.submit_list(session, user, list_id, decisions, seconds=seconds)
             else:
                 qlist = lists.next_list(session, user, project.id)
-        except StaleCardError:  # a submit for a list that has left the screen: nothing was written
+        except StaleCardError as err:  # a list that has left the screen, or expired: nothing was written
             session.rollback()
-            dropped = True
+            dropped = str(err)
             qlist = lists.next_list(session, user, project.id)
         except DarlError as err:  # a bad map: nothing was written; the same list comes back to fix
             session.rollback()
             error = str(err)
             qlist = lists.next_list(session, user, project.id)
-    if dropped:
+    if dropped and action is not None and action[0] != on_screen:
         st.toast("Submit ignored: it was meant for a list that is no longer on screen.", icon=":material/block:")
+    elif dropped:  # the list on screen itself could not be saved (it expired): say why
+        st.warning(md(dropped), icon=":material/timer_off:")
     elif error:
         st.error(md(error), icon=":material/error:")
     elif action is not None:
@@ -304,4 +324,4 @@ def list_screen(user: User, project: Project, grades: list[str]) -> None:
             st.success("Nothing left to grade in this project right now. Thank you!", icon=":material/task_alt:")
             return
         progress_line(qlist.progress)
-        show_list(qlist, grades)
+        show_list(qlist, grades, float(project_settings(project)["lease_minutes"]))

@@ -97,6 +97,20 @@ def test_a_submit_for_a_list_that_left_the_screen_is_dropped(listing: dict[str, 
     assert shown_list(at)["list_id"] == second["list_id"]
 
 
+def test_a_list_that_expired_on_screen_says_so_and_writes_nothing(listing: dict[str, Any],
+                                                                 sqlite_database: str) -> None:
+    at = page("annotate", listing["ann"]).run()
+    first = shown_list(at)
+    assert first["keepalive_s"] == 300  # half of the 10-minute lease: a slow annotator's list stays leased
+    with session_scope(sqlite_database) as s:  # the lease ran out (the page was left alone) and was expired
+        s.execute(update(Lease).where(Lease.list_id == first["list_id"]).values(status="expired"))
+    _submit(at, first, [1, 1, 1, 1, 1])
+    assert not at.exception and not at.error
+    assert "expired" in at.warning[0].value and not at.toast
+    assert _labels(sqlite_database) == []
+    assert shown_list(at)["list_id"] != first["list_id"]
+
+
 def test_an_incomplete_list_is_refused_and_nothing_is_written(listing: dict[str, Any], sqlite_database: str) -> None:
     at = page("annotate", listing["ann"]).run()
     first = shown_list(at)
