@@ -194,12 +194,11 @@ def _params(actor: User, overlap: int, share: float) -> dict[str, Any]:
 
 
 def _try_claim(session: Session, actor: User, candidates: list[int], round_id: int | None, open_only: bool,
-               params: dict[str, Any], now: datetime, minutes: int, want: int = 1) -> tuple[list[int], int]:
-    """Claim the first ``want`` free candidates, in order. Returns (lease ids, how many were locked by others)."""
+               params: dict[str, Any], now: datetime, minutes: int) -> tuple[int | None, int]:
+    """Claim the first free candidate. Returns (lease id or None, how many were locked by others)."""
     check = _SQL_CHECK_OPEN if open_only else _SQL_CHECK
     lock = None if is_sqlite(session) else (_SQL_LOCK_OPEN if open_only else _SQL_LOCK)
     locked = 0
-    claimed: list[int] = []
     for pair_id in candidates:
         if lock is not None and session.execute(lock, {"id": pair_id}).first() is None:
             locked += 1  # being claimed by someone else right now (or closed meanwhile)
@@ -217,10 +216,8 @@ def _try_claim(session: Session, actor: User, candidates: list[int], round_id: i
             session.execute(_SQL_SET_OPEN, {"open": False, "id": pair_id})
         lease_id = session.execute(_SQL_INSERT_LEASE, {"pair_id": pair_id, "uid": actor.id, "rid": round_id,
                                                        "exp": now + timedelta(minutes=minutes), "now": now}).scalar_one()
-        claimed.append(int(lease_id))
-        if len(claimed) == want:
-            break
-    return claimed, locked
+        return int(lease_id), locked
+    return None, locked
 
 
 def _claim(session: Session, actor: User, project_id: int, round_id: int | None, overlap: int, share: float,
@@ -228,16 +225,16 @@ def _claim(session: Session, actor: User, project_id: int, round_id: int | None,
     params = _params(actor, overlap, share)
     if round_id is not None:
         ids = list(session.scalars(_SQL_ROUND_CANDIDATES, {**params, "rid": round_id, "n": _BATCH}))
-        claimed, _ = _try_claim(session, actor, ids, round_id, False, params, now, minutes)
-        if claimed:
-            return claimed[0]
+        lease_id, _ = _try_claim(session, actor, ids, round_id, False, params, now, minutes)
+        if lease_id is not None:
+            return lease_id
     for _ in range(64):  # each pass closes the stale candidates it meets, so this ends quickly
         ids = list(session.scalars(_SQL_POOL_CANDIDATES, {**params, "pid": project_id, "n": _BATCH}))
         if not ids:
             return None
-        claimed, locked = _try_claim(session, actor, ids, None, True, params, now, minutes)
-        if claimed:
-            return claimed[0]
+        lease_id, locked = _try_claim(session, actor, ids, None, True, params, now, minutes)
+        if lease_id is not None:
+            return lease_id
         if locked == len(ids) and len(ids) < _BATCH:
             return None  # only pairs that others are claiming this instant are left
     return None

@@ -20,8 +20,11 @@ order and lease minutes apply to every pair of a list):
 A lease in a list is never the card on screen (``annotation._CURRENT``), and card actions on it are refused;
 an undo from the card screen that reaches a grade given in a list re-opens that pair as a card.
 
-Concurrency: the claims go through ``annotation._try_claim`` (row lock with SKIP LOCKED on PostgreSQL,
-BEGIN IMMEDIATE on SQLite), so two annotators claiming the same query split its pairs, never share a slot.
+Concurrency: as for cards (``annotation``'s docstring): on SQLite every transaction is BEGIN IMMEDIATE; on
+PostgreSQL the query row is locked first (SKIP LOCKED: another annotator is leasing that query's list, so take
+the next query; concurrent claims do not break one query into many short lists), then its candidate pair rows
+(SKIP LOCKED: a card claim holds one), and the leases are counted by the next statement, whose snapshot
+includes every claim committed before the locks were granted. So nobody takes a slot that is gone.
 """
 
 from __future__ import annotations
@@ -31,12 +34,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import JSON, DateTime, bindparam, column, select, text
+from sqlalchemy import JSON, DateTime, bindparam, column, insert, select, text
 from sqlalchemy.orm import Session
 
 from darl_core.errors import ConfigError, NotFoundError, StaleCardError
 from darl_core.reasons import explain
-from db.models import AnnotationPref, Project, Role, User, utcnow
+from db.models import AnnotationPref, Lease, LeaseStatus, Project, Role, User, utcnow
 from db.services import annotation as ann
 from db.services.cards import Progress
 from db.services.projects import project_settings
@@ -72,16 +75,32 @@ _SQL_OPEN_LIST = text(
 _SQL_EXTEND_LIST = text("UPDATE leases SET expires_at = :exp WHERE list_id = :lid AND status = 'active'").bindparams(
     bindparam("exp", type_=DateTime))
 _SQL_SET_LIST = text("UPDATE leases SET list_id = :lid WHERE id IN :ids").bindparams(bindparam("ids", expanding=True))
-# Candidate queries in queue order, then one query's candidate pairs in the same order.
+# Candidate queries in queue order (leaving out those tried already), then one query's candidate pairs.
 _SQL_ROUND_QUERIES = text(
     "SELECT p.query_id FROM round_items ri JOIN pairs p ON p.id = ri.pair_id WHERE ri.round_id = :rid "
-    f"AND {_NOT_MINE} AND {_FREE} ORDER BY ri.rank LIMIT :n")
+    f"AND p.query_id NOT IN :tried AND {_NOT_MINE} AND {_FREE} ORDER BY ri.rank LIMIT :n").bindparams(
+    bindparam("tried", expanding=True))
 _SQL_ROUND_PAIRS = text(
     "SELECT p.id FROM round_items ri JOIN pairs p ON p.id = ri.pair_id WHERE ri.round_id = :rid "
     f"AND p.query_id = :qid AND {_NOT_MINE} AND {_FREE} ORDER BY ri.rank LIMIT :n")
 _SQL_POOL_QUERIES = text(
     f"SELECT p.query_id FROM pairs p WHERE p.project_id = :pid AND p.queue_open = TRUE AND {_NOT_MINE} "
-    "ORDER BY p.priority DESC, p.id LIMIT :n")
+    "AND p.query_id NOT IN :tried ORDER BY p.priority DESC, p.id LIMIT :n").bindparams(
+    bindparam("tried", expanding=True))
+# PostgreSQL: one claimer per query at a time (SKIP LOCKED: take the next query), so that concurrent claims do
+# not split a query's pairs into many short lists. SQLite transactions are serial anyway.
+_SQL_LOCK_QUERY = text("SELECT id FROM queries WHERE id = :qid FOR UPDATE SKIP LOCKED")
+# A query's candidates are claimed in a handful of set statements (a list is ten pairs: ten claims one by one
+# cost ten times the statements). PostgreSQL locks them first (SKIP LOCKED: a card claimer has one now), and
+# counts their leases in the next statement, whose snapshot includes every claim committed before the locks.
+_SQL_LOCK_PAIRS = text("SELECT p.id FROM pairs p WHERE p.id IN :ids FOR UPDATE OF p SKIP LOCKED").bindparams(
+    bindparam("ids", expanding=True))
+_SQL_CHECK_PAIRS = text(
+    f"SELECT p.id, {ann._TAKEN_SQL.format(col='p.id')} AS taken, {ann._NEED.format(col='p.id')} AS needed, "
+    f"{ann._GRADED} AS graded, p.split, p.queue_open FROM pairs p WHERE p.id IN :ids").bindparams(
+    bindparam("ids", expanding=True))
+_SQL_CLOSE_HINTS = text("UPDATE pairs SET queue_open = FALSE WHERE id IN :ids").bindparams(
+    bindparam("ids", expanding=True))
 _SQL_POOL_PAIRS = text(
     f"SELECT p.id FROM pairs p WHERE p.project_id = :pid AND p.query_id = :qid AND p.queue_open = TRUE "
     f"AND {_NOT_MINE} ORDER BY p.priority DESC, p.id LIMIT :n")
@@ -117,21 +136,56 @@ def _claim_list(session: Session, actor: User, project_id: int, round_id: int | 
     if round_id is not None:
         sources.append((_SQL_ROUND_QUERIES, _SQL_ROUND_PAIRS, {"rid": round_id}, round_id, False))
     sources.append((_SQL_POOL_QUERIES, _SQL_POOL_PAIRS, {"pid": project_id}, None, True))
+    lock = not is_sqlite(session)
     for queries_sql, pairs_sql, where, rid, open_only in sources:
         tried: set[int] = set()
         for _ in range(64):  # each pass closes the stale hints it meets, so this ends quickly
-            queries = [q for q in dict.fromkeys(session.scalars(queries_sql, {**params, **where, "n": ann._BATCH}))
-                       if q not in tried]
+            queries = list(dict.fromkeys(session.scalars(
+                queries_sql, {**params, **where, "n": ann._BATCH, "tried": sorted(tried) or [-1]})))
             if not queries:
                 break
             for qid in queries:
                 tried.add(qid)
+                if lock and session.execute(_SQL_LOCK_QUERY, {"qid": qid}).first() is None:
+                    continue  # another annotator is leasing this query's pairs right now
                 ids = list(session.scalars(pairs_sql, {**params, **where, "qid": qid, "n": size + ann._BATCH}))
-                claimed, _ = ann._try_claim(session, actor, ids, rid, open_only, params, now, minutes, want=size)
+                claimed = _claim_pairs(session, actor, ids, rid, open_only, size, params, now, minutes, lock)
                 if claimed:
                     session.execute(_SQL_SET_LIST, {"lid": claimed[0], "ids": claimed})
                     return claimed[0]
     return None
+
+
+def _claim_pairs(session: Session, actor: User, candidates: list[int], round_id: int | None, open_only: bool,
+                 size: int, params: dict[str, Any], now: datetime, minutes: int, lock: bool) -> list[int]:
+    """Lease the first ``size`` free candidates, in order; the rules of ``annotation._try_claim``. Lease ids."""
+    if not candidates:
+        return []
+    free = set(session.scalars(_SQL_LOCK_PAIRS, {"ids": candidates})) if lock else set(candidates)
+    rows = {r.id: r for r in session.execute(_SQL_CHECK_PAIRS, {**params, "ids": [c for c in candidates if c in free]})}
+    take: list[int] = []
+    close: list[int] = []
+    for pair_id in candidates:
+        r = rows.get(pair_id)
+        if r is None or (open_only and not r.queue_open) or len(take) == size:
+            continue  # locked by a claimer now, closed meanwhile, or enough
+        eligible = round_id is not None or not (r.graded or (r.split or "").startswith("test"))
+        if r.taken >= r.needed or not eligible:
+            close.append(pair_id)  # correct a stale hint
+            continue
+        take.append(pair_id)
+        if r.taken + 1 >= r.needed:
+            close.append(pair_id)
+    if close:
+        session.execute(_SQL_CLOSE_HINTS, {"ids": close})
+    if not take:
+        return []
+    exp = now + timedelta(minutes=minutes)
+    made = session.execute(insert(Lease).values([
+        {"pair_id": p, "user_id": actor.id, "round_id": round_id, "status": LeaseStatus.active, "expires_at": exp,
+         "created_at": now} for p in take]).returning(Lease.id, Lease.pair_id)).all()
+    lease_of = {int(pair_id): int(lease_id) for lease_id, pair_id in made}
+    return [lease_of[p] for p in take]
 
 
 def _shown(session: Session, project: Project, list_id: int, progress: Progress) -> QueryList | None:

@@ -282,11 +282,14 @@ def test_twenty_concurrent_list_annotators_never_share_a_pair(database: str) -> 
                                                                                 LeaseStatus.done)))))
         events = s.scalar(select(func.count()).select_from(LabelEvent))
         done = s.scalar(select(func.count()).select_from(Lease).where(Lease.status == LeaseStatus.done))
-        per_list = s.execute(select(Lease.list_id, func.count(func.distinct(Pair.query_id)))
+        per_list = s.execute(select(Lease.list_id, func.count(func.distinct(Pair.query_id)), func.count())
                              .join(Pair, Pair.id == Lease.pair_id).group_by(Lease.list_id)).all()
     assert [p for p, n in taken.items() if n > 1] == []
     assert events == done and done >= n_users * lists_each  # every list had at least one pair; none lost
-    assert {n for _, n in per_list} == {1}
+    assert {n for _, n, _ in per_list} == {1}
+    # Concurrent claims take different queries rather than splitting one into short lists (PostgreSQL locks
+    # the query row, SKIP LOCKED): every list has all five pairs of its query.
+    assert {size for _, _, size in per_list} == {5}
 
 
 @pytest.fixture
