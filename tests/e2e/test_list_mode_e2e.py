@@ -14,6 +14,7 @@ import json
 import platform
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from playwright.sync_api import expect
@@ -96,6 +97,23 @@ def _labels(url: str, name: str) -> list[tuple[str, int]]:
     return [(str(t), int(g)) for t, g in rows]
 
 
+# Before the app's own handler sees a key: which result the page showed focused (the marker) at that moment.
+OBSERVER = r"""
+window.__darlKeys = [];
+window.addEventListener('keydown', (e) => {
+  const focused = document.querySelector('.darl-list li.dl-focus .dl-title');
+  window.__darlKeys.push({key: e.key, title: focused ? focused.innerText.trim() : null});
+}, true);
+"""
+
+
+def _pressed_on_focus(stored: list[tuple[str, int]], keys: list[dict[str, Any]]) -> list[tuple[str, int]]:
+    """Stored grades with no key-down of that grade while that result was focused (should be none). A list
+    is saved in one statement, so the order within it is not the order of the keys."""
+    pressed = {(k["title"], k["key"]) for k in keys}
+    return [(t, g) for t, g in stored if (t, str(g + 1)) not in pressed]
+
+
 def _frames(page) -> list[int]:  # type: ignore[no-untyped-def]
     """A live count of the messages the page sends to the server over Streamlit's WebSocket."""
     sent = [0]
@@ -106,6 +124,7 @@ def _frames(page) -> list[int]:  # type: ignore[no-untyped-def]
 def test_two_lists_by_keyboard_while_a_second_annotator_grades(browser, app_url: str, app_db_url: str) -> None:  # type: ignore[no-untyped-def]
     contexts = [browser.new_context(viewport={"width": 1400, "height": 1000}) for _ in range(2)]
     ann, ann2 = (c.new_page() for c in contexts)
+    ann.add_init_script(OBSERVER)
     try:
         for pg, name in ((ann, "ann"), (ann2, "ann2")):
             login(pg, app_url, name, PASSWORD)
@@ -121,6 +140,7 @@ def test_two_lists_by_keyboard_while_a_second_annotator_grades(browser, app_url:
         expect(ann.locator(".darl-list .dl-status")).to_contain_text(f"{SIZE} of {SIZE} decided")
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         ann.screenshot(path=str(ARTIFACTS / "annotate_list_1400x1000.png"))
+        keys = ann.evaluate("window.__darlKeys")
         ann.reload()  # the grades so far are kept in the tab, under the list id, until the submit
         assert _list_on_screen(ann) == (first, titles1)
         expect(ann.locator(".darl-list .dl-status")).to_contain_text(f"{SIZE} of {SIZE} decided")
@@ -134,9 +154,10 @@ def test_two_lists_by_keyboard_while_a_second_annotator_grades(browser, app_url:
         # List 2: ↓ then irrelevant (focus moves on), weak x3, wrapping back to the first: strong; Enter.
         _press(ann, ["ArrowDown", "1", "2", "2", "2"])
         assert _focused(ann) == titles2[0]
-        _press(ann, ["3", "Enter"])
+        _press(ann, ["3", "Enter", "1"])  # the 1 lands while the list is saved, or on the next list: never sent
         third, titles3 = _list_on_screen(ann, not_id=second, size=None)
         ann.screenshot(path=str(ARTIFACTS / "annotate_list_next_1400x1000.png"))
+        keys += ann.evaluate("window.__darlKeys")
     finally:
         for c in contexts:
             c.close()
@@ -144,6 +165,7 @@ def test_two_lists_by_keyboard_while_a_second_annotator_grades(browser, app_url:
     assert _labels(app_db_url, "ann") == [
         (titles1[0], 2), (titles1[1], 0), (titles1[3], 1), (titles1[4], 2),  # titles1[2] skipped: no label
         (titles2[0], 2), (titles2[1], 0), (titles2[2], 1), (titles2[3], 1), (titles2[4], 1)]
+    assert _pressed_on_focus(_labels(app_db_url, "ann"), keys) == [], keys  # each grade: a key on the focused result
     assert _labels(app_db_url, "ann2") == [(t, 1) for t in others1]
     seen_ann, seen_ann2 = set(titles1 + titles2 + titles3), set(others1 + others2)
     # Only the pair ann skipped went back to the queue, so only it may reach ann2 afterwards.
