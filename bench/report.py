@@ -371,6 +371,10 @@ def render() -> str:
                                                              ("speed-up", "train_speedup"),
                                                              ("inference speed-up vs fixed padding", "infer_speedup"),
                                                              ("peak training RSS GB", "peak_rss_gb_training")])
+    lines += [""] + simple("List mode vs card mode, per label (scripted Chromium)", "list_mode_keys", [
+        ("keys, cards", "card.keystrokes_per_label"), ("keys, lists", "list.keystrokes_per_label"),
+        ("messages to server, cards", "card.messages_per_label"), ("lists", "list.messages_per_label"),
+        ("ratio lists/cards", "messages_ratio_list_over_card")])
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -1,4 +1,5 @@
-"""Grading screen: one card at a time, keyboard first (1..K grade, S skip, U undo).
+"""Grading screen: one card at a time, keyboard first (1..K grade, S skip, U undo); or, in list mode
+(``pages/_list_ui.py``), one query with its results, graded in the browser and submitted as one.
 
 Widgets only record the action (button callbacks); the script then makes ONE service call — the action,
 or ``next_card`` when there is none — and renders the card it returns.
@@ -16,11 +17,14 @@ import streamlit as st
 from sqlalchemy.orm import Session
 
 from darl_core.errors import StaleCardError
-from darl_core.guidelines import grade_table
 from db.models import Role, User
-from db.services import annotation
+from db.services import annotation, lists
+from db.services.projects import project_settings
+from pages._list_ui import guidelines_panel, list_screen, progress_line
 from pages._shared import db, require_role, selected_project
-from pages._text import guidelines_md, md
+from pages._text import md
+
+MODES = {"card": "One card at a time", "list": "A query's results as a list"}
 
 
 def _act(kind: str, lease_id: int | None, value: int | None = None) -> None:
@@ -47,6 +51,23 @@ user = require_role(Role.annotator)
 project = selected_project()
 grades: list[str] = list(project.grades)
 
+mode = str(project_settings(project).get("annotation_mode", "card"))
+if mode == "both":  # the annotator chooses; their choice is kept per project
+    with db() as session:
+        mode = lists.annotation_mode_for(session, user, project.id)
+    picked = st.segmented_control("Grade", list(MODES), default=mode, format_func=MODES.get, key="annotate_mode",
+                                  label_visibility="collapsed")
+    if picked in MODES and picked != mode:
+        with db() as session:
+            lists.set_list_preference(session, user, project.id, picked)
+            shown = st.session_state.pop("annotate_list_shown", None)
+            if picked == "card" and shown is not None:  # its pairs go back to the queue, ungraded
+                lists.release_list(session, user, shown)
+        mode = picked
+if mode == "list":
+    list_screen(user, project, grades)
+    st.stop()
+
 action = st.session_state.pop("annotate_action", None)
 dropped = False
 with db() as session:
@@ -71,28 +92,10 @@ if card is not None and st.session_state.get("annotate_lease") != card.lease_id:
     st.session_state["annotate_started"] = time.time()
 
 main, side = st.columns([5, 4], gap="medium")
-with side, st.expander("Guidelines", expanded=True, icon=":material/menu_book:"):
-    # The grade table, in button order, fits this box at 1400x1000; the full text is one click away.
-    with st.container(height=720, border=False, key="annotate_guidelines"):
-        for row in grade_table(project.guidelines, grades):
-            named = f" — {md(row.name)}" if row.name and row.name.lower() != row.grade.lower() else ""
-            st.markdown(f"**{row.key} · {md(row.grade)}**{named}")
-            if row.rules:
-                st.caption("\n".join(f"- {md(rule)}" for rule in row.rules))
-        if not project.guidelines:
-            st.caption("No guidelines for this project yet.")
-    if project.guidelines:
-        with st.expander("Full guidelines"):
-            st.markdown(guidelines_md(project.guidelines))
+with side:
+    guidelines_panel(project, grades)
 with main:
-    p = step.progress
-    if p.round_total:
-        graded = p.round_graded or 0
-        st.progress(graded / p.round_total,
-                    text=f"{md(p.round_name)}: {graded} of {p.round_total} pairs graded · "
-                         f"yours in this round: {p.mine_in_round} · today: {p.done_today}")
-    else:
-        st.caption(f"No round is open · today: {p.done_today}")
+    progress_line(step.progress)
     if card is None:
         st.success("Nothing left to grade in this project right now. Thank you!", icon=":material/task_alt:")
     else:

@@ -1,5 +1,7 @@
-"""Review: adjudicate pairs whose votes disagree (or were flagged) or that the label check suspects, the
-agreement dashboard, and (for engineers) the project's annotation settings. Each view makes one service call."""
+"""Review: adjudicate pairs whose votes disagree (or were flagged) or that the label check suspects, each
+query's results graded side by side with the per-query agreement (``pages/_query_review_ui.py``), the
+agreement dashboard, and (for engineers) the project's annotation settings. Each view makes one service call
+(the per-query view: two in one transaction)."""
 
 from __future__ import annotations
 
@@ -16,17 +18,20 @@ from db.models import Role
 from db.services import annotation, gold, label_check, label_neighbours, review
 from db.services.projects import project_settings
 from pages._jobs_ui import job_panel
+from pages._query_review_ui import query_view
 from pages._shared import db, require_role, selected_project
 from pages._text import frame, md, plain, safe_figure
 
 user = require_role(Role.reviewer)
 project = selected_project()
 grades: list[str] = list(project.grades)
-views = ["Disagreements", "Agreement", "Gold"] + (["Settings"] if Role(user.role).allows(Role.engineer) else [])
+views = ["Disagreements", "Queries", "Agreement", "Gold"] + (["Settings"] if Role(user.role).allows(Role.engineer) else [])
 st.title("Review")
 view = st.segmented_control("View", views, default=views[0], key="review_view", label_visibility="collapsed")
 
 
+GRADING_MODES = {"card": "one card at a time", "list": "a query's results as a list",
+                 "both": "each annotator chooses (card or list)"}
 PAGE_SIZE = 25
 LAST = -1  # "select the last row" after stepping back past the top of a page
 ss = st.session_state
@@ -251,6 +256,9 @@ if view == "Disagreements":
             st.button("Next pair", key="review_next", shortcut="J", on_click=_move, args=(ids, 1, q.offset, q.matching),
                       icon=":material/arrow_downward:")
 
+elif view == "Queries":
+    query_view(user, project, grades)
+
 elif view == "Agreement":
     with db() as session:
         rep = review.agreement_report(session, user, project.id)
@@ -330,10 +338,16 @@ elif view == "Settings":
         reasons = st.toggle("Show graders why a pair was picked (OOD score, cluster)", bool(current["show_reasons"]),
                             key="set_reasons", help="On by default (the Selection page has the same switch): knowing a "
                                                          "pair is 'unusual' can bias the grade.")
+        modes = list(GRADING_MODES)
+        mode = st.selectbox("How annotators grade", modes, format_func=GRADING_MODES.get, key="set_mode",
+                            index=modes.index(current.get("annotation_mode", "card")))
+        size = st.number_input("Results per list (list mode)", 2, 50, int(current.get("list_size", 10)),
+                               key="set_list_size", help="A query's leased results shown and submitted together")
         saved = st.form_submit_button("Save", type="primary")
     if saved:
         with db() as session:
             annotation.update_annotation_settings(session, user, project.id, overlap=int(overlap),
                                                   agreement_share=float(share), lease_minutes=int(minutes),
-                                                  show_reasons=bool(reasons), gold_share=float(gold_share))
+                                                  show_reasons=bool(reasons), gold_share=float(gold_share),
+                                                  annotation_mode=mode, list_size=int(size))
         st.success("Saved. The queue now follows the new settings.", icon=":material/check:")

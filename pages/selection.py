@@ -23,6 +23,9 @@ BUDGET_HELP = ("Pairs to queue for grading. On the Home Depot benchmark (bench/b
                "OOD macro-F1 by 3 points and 2,000 lifted it no further, while random picks needed 2,000 for 2 "
                "points; a round of a few hundred trains best with a larger replay_ratio in the dasa stage.")
 
+PICK = {"pair": "by pair", "query": "by query"}
+AGGREGATE = {"mean": "mean of its pairs", "max": "max of its pairs"}
+
 user = require_role(Role.engineer)
 project = selected_project()
 st.title("Selection")
@@ -43,11 +46,21 @@ with left:
                                    "sure OOD candidates first. Starts at the current version (Training page).")
         budget = st.number_input("Budget (pairs)", min_value=1, max_value=1_000_000, value=200, step=50,
                                  key="select_budget", help=BUDGET_HELP)
+        by = st.radio("Pick", list(PICK), format_func=PICK.get, horizontal=True, key="select_by",
+                      help="By query: queries ranked by how unusual their unlabelled pairs are, then the top "
+                           "results of each, for annotators who grade a query's results as a list.")
+        q1, q2 = st.columns(2)
+        per_query = q1.number_input("Results per query", min_value=1, max_value=100, value=10, key="select_per_query",
+                                    help="By query only: at most this many pairs of each chosen query.")
+        aggregate = q2.selectbox("Query score", list(AGGREGATE), format_func=AGGREGATE.get, key="select_aggregate",
+                                 help="By query only: how a query's pair OOD scores make its score.")
         go = st.form_submit_button("Select with DASA", type="primary", icon=":material/travel_explore:")
     if go:
         with db() as session:
-            job = launch.launch_selection(session, project, int(budget), version=options[picked], actor=user)
-        st.success(f"Job {job.id} queued: select {int(budget):,} pairs. The worker picks it up; the new round "
+            job = launch.launch_selection(session, project, int(budget), version=options[picked], actor=user, by=by,
+                                          per_query=int(per_query), aggregate=aggregate)
+        unit = f"pairs, up to {int(per_query)} per query" if by == "query" else "pairs"
+        st.success(f"Job {job.id} queued: select {int(budget):,} {unit}. The worker picks it up; the new round "
                    "joins the annotators' queue when it finishes.")
 with right:
     st.subheader("Jobs")
@@ -71,6 +84,9 @@ if not rows:
 st.dataframe(frame(pd.DataFrame(rows)), hide_index=True, key="rounds_table", width="stretch",
              column_config={
                  "created_at": st.column_config.DatetimeColumn("created (UTC)", format="YYYY-MM-DD HH:mm"),
+                 "by": st.column_config.TextColumn("by", help="pair: DASA ranked pairs; query: it ranked queries by "
+                                                              "their pairs' OOD scores, then took each one's top pairs"),
+                 "queries": st.column_config.NumberColumn("queries", help="distinct queries among the round's pairs"),
                  "controls": st.column_config.NumberColumn(
                      "controls", help="random pairs mixed in as a control for the DASA picks"),
                  "graded": st.column_config.NumberColumn("graded", help="pairs with a standing grade"),
@@ -84,7 +100,8 @@ linked = st.query_params.get("round")  # a finished select job links here with ?
 first = next((i for i, r in enumerate(rows) if str(r["id"]) == linked), 0)
 rid = st.selectbox("Round", list(by_id), index=first, key="round_pick",
                    format_func=lambda i: plain(f"{by_id[i]['name']} · {by_id[i]['version'] or 'backbone'} · "
-                                               f"{by_id[i]['pairs']} pairs"))
+                                               f"{by_id[i]['pairs']} pairs"
+                                               + (f" of {by_id[i]['queries']} queries" if 'queries' in by_id[i] else "")))
 with db() as session:
     pairs = round_pairs.round_pairs(session, rid, actor=user)
 st.dataframe(frame(pd.DataFrame(pairs, columns=list(round_pairs.COLUMNS))), hide_index=True, key="round_pairs_table",
