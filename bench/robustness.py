@@ -55,7 +55,13 @@ VARIANTS = {
     "d": {"desc": "five grades from the rater means (homedepot.FIVE_GRADE_CUTS)", "grades": 5},
     "e": {"desc": "15% of training grades flipped to an adjacent grade", "flip": 0.15},
 }
-RECIPES = ("ce", "ce_plus_labels", "pipeline", "no_posthoc")
+RECIPES = ("ce", "ce_plus_labels", "pipeline", "pipeline_r1", "no_posthoc")
+# The post-hoc rules the `pipeline` recipe runs under. r1: a softening temperature always kept, 8 val queries
+# enough for any step; r2 (the defaults since bench/posthoc_thresholds.py): every temperature must win out of
+# fold, 128 val queries. Runs made under r1 are kept as `pipeline_r1`; the dpo stage (where the blend, offsets
+# and temperature are decided) is rerun under r2 in its own directory. lp, ft, wi and dasa are shared: every
+# variant's validation has >= 128 queries, so wi decides the same under both rules.
+RULES = "r2"
 WORK = Path(".darl/bench/robustness")  # + the profile: top2_e1 (cheap) or all_e2 (default)
 # Targets (issue 26): per variant the pipeline is at most 0.5 points below ce on each test split, ECE <= 0.05
 # on both; across variants on average >= +2 points ID and >= +3 OOD over ce.
@@ -123,6 +129,9 @@ def run_job(variant: str, tuning: str, seed: int, args) -> None:
     d = WORK / f"{variant}_s{seed}"
     runs_file = d / f"runs_{tuning}.json"
     runs = json.loads(runs_file.read_text()) if runs_file.is_file() else []
+    for r in runs:
+        if r["recipe"] == "pipeline" and r.get("rules") != RULES:
+            r["recipe"] = "pipeline_r1"
     done = {r["recipe"] for r in runs}
     data = variant_data(variant, seed)
     print(f"== {variant} {tuning} seed {seed}: {data['train_pairs']} train, val {data['val_pairs']} pairs of "
@@ -170,11 +179,13 @@ def run_job(variant: str, tuning: str, seed: int, args) -> None:
     chain = lp.metrics["wall_s"] + ft.metrics["wall_s"]
     if "pipeline" not in done:
         dasa = stage("dasa", cfg["dasa"], parent=wi.checkpoint, new_labels=new)
-        dpo = stage("dpo", cfg["dpo"], parent=dasa.checkpoint, new_labels=new)
+        if data["val_queries"] < 128:
+            raise SystemExit("wi would decide differently under the r2 rules: give this variant its own work dir")
+        dpo = stage(f"dpo_{RULES}", cfg["dpo"], parent=dasa.checkpoint, new_labels=new)
         record("pipeline", dpo.checkpoint, chain + wi.metrics["wall_s"] + sel_wall + dasa.metrics["wall_s"]
                + dpo.metrics["wall_s"], val_macro_f1=dpo.metrics["val_macro_f1"], picked_ood_share=ood_share,
                wi_alpha=wi.metrics.get("alpha"), dpo_alpha=dpo.metrics.get("dpo_alpha"),
-               temperature=dpo.metrics.get("temperature"), posthoc={"wi": kept_steps(wi.metrics),
+               temperature=dpo.metrics.get("temperature"), rules=RULES, posthoc={"wi": kept_steps(wi.metrics),
                                                                    "dpo": kept_steps(dpo.metrics)})
     if "no_posthoc" not in done:
         raw = stage("dasa_from_ft", cfg["dasa"], parent=ft.checkpoint, new_labels=new)

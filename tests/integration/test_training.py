@@ -599,6 +599,16 @@ def test_a_child_stage_starts_from_the_head_not_the_parents_offsets_and_temperat
     monkeypatch.setattr(posthoc, "cross_fit_offsets", lambda z_, y_, *a, **k: {
         "offsets": [0.5, 0.0, -0.4], "kept": True, "reason": "test", "macro_f1_before": 0.1, "macro_f1_after": 0.2,
         "cv_macro_f1": 0.15})
+    real_decide = posthoc.decide
+
+    def decide_with_temperature(data, rows, config, scale=1.0):  # noqa: ANN001, ANN202
+        # a temperature is kept only when it wins out of fold; on this tiny data it need not, so one is forced
+        dec = real_decide(data, rows, config, scale)
+        if config.calibrate:
+            dec.temperature = 1.7
+            dec.record["temperature"] = {**dec.record["temperature"], "kept": True, "temperature": 1.7}
+        return dec
+    monkeypatch.setattr(posthoc, "decide", decide_with_temperature)
     parent = run_stage(cfg("wi", decision_offsets=True, calibrate=True, calibrate_by="nll"), train, val,
                        chain["root"] / "wi_out", parent=chain["ft"].checkpoint)
     plain = run_stage(cfg("wi"), train, val, chain["root"] / "wi_out_plain", parent=chain["ft"].checkpoint)

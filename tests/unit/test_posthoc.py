@@ -66,10 +66,10 @@ def test_five_queries_keep_neither_a_sharpening_temperature_nor_offsets() -> Non
     assert dec.temperature is None and dec.offsets is None
     for name in ("offsets", "temperature"):
         assert dec.record[name] == {**dec.record[name], "kept": False,
-                                    "reason": "validation has 5 queries < 8 (posthoc_min_queries)"}
+                                    "reason": "validation has 5 queries < 128 (posthoc_min_queries)"}
     np.testing.assert_array_equal(apply(dec, data, rows), data.logits[None])
     # With enough queries the same kind of data supports both (the guard is the query count, not the data).
-    many = sample(40, 20, 1)
+    many = sample(160, 5, 1)
     dec = decide(many, np.arange(len(many)), StageConfig("ft", **STEPS))
     assert dec.record["offsets"]["kept"] and any(o != 0 for o in dec.offsets)
     assert dec.record["temperature"]["kept"] and dec.temperature < 1
@@ -85,7 +85,7 @@ def test_a_sharpening_temperature_that_loses_out_of_fold_is_dropped() -> None:
     queries = np.array([f"q{i // 20}" for i in range(200)])
     data = Labelled(y, queries, np.zeros(200, dtype=bool), {None: z})
     dec = decide(data, np.arange(200), StageConfig("ft", calibrate=True, calibrate_by="nll",
-                                                   posthoc_min_per_grade=1))
+                                                   posthoc_min_queries=8, posthoc_min_per_grade=1))
     rec = dec.record["temperature"]
     assert rec["fitted_temperature"] < 1 and not rec["kept"] and dec.temperature is None
     assert "without winning out of fold" in rec["reason"]
@@ -102,7 +102,7 @@ def test_offsets_that_lower_the_held_out_labels_are_dropped() -> None:
     yh = zh.argmax(1)
     data = Labelled(np.concatenate([val.grades, yh]), np.concatenate([val.queries, [f"h{i // 10}" for i in range(200)]]),
                     np.arange(n + 200) >= n, {None: np.concatenate([val.logits[None], zh])})
-    dec = decide(data, np.arange(n + 200), StageConfig("ft", decision_offsets=True))
+    dec = decide(data, np.arange(n + 200), StageConfig("ft", decision_offsets=True, posthoc_min_queries=8))
     rec = dec.record["offsets"]
     assert not rec["kept"] and dec.offsets is None
     assert rec["holdout_macro_f1"] < rec["holdout_macro_f1_without"] or "does not beat" in rec["reason"]
@@ -110,9 +110,36 @@ def test_offsets_that_lower_the_held_out_labels_are_dropped() -> None:
 
 def test_the_reported_figure_is_out_of_fold() -> None:
     data = sample(20, 20, 4)
-    config = StageConfig("ft", **STEPS)
+    config = StageConfig("ft", **STEPS, posthoc_min_queries=8)
     oof = out_of_fold(data, config)
     fitted = apply(decide(data, np.arange(len(data)), config), data, np.arange(len(data)))
     assert not np.allclose(oof, fitted)  # each fold scored by choices made without it
     plain = StageConfig("ft")
     np.testing.assert_array_equal(out_of_fold(data, plain), data.logits[None])  # no step: nothing to fold
+
+
+def test_a_softening_temperature_must_win_too() -> None:
+    """Softening used to be kept whatever it did (bench/posthoc_thresholds.py: it raised ECE off the pairs it
+    was fitted on); now it is held to the sharpening rule, here failing on the held-out shifted labels."""
+    rng = np.random.default_rng(3)
+    n = 400
+    y = rng.integers(0, 3, n)
+    z = np.eye(3)[y] * 4.0 + rng.normal(0, 0.3, (n, 3))  # confident, and wrong on 40%: overconfident
+    wrong = rng.random(n) < 0.4
+    y = np.where(wrong, (y + 1) % 3, y)
+    zh = rng.normal(0, 1.5, (200, 3))  # held-out labels: underconfident logits (truth softmax(2 z))
+    ph = np.exp(2 * zh)
+    ph /= ph.sum(1, keepdims=True)
+    yh = (rng.random(200)[:, None] > np.cumsum(ph, 1)).sum(1)
+    data = Labelled(np.concatenate([y, yh]), np.array([f"q{i // 5}" for i in range(n)] + [f"h{i // 5}" for i in range(200)]),
+                    np.arange(n + 200) >= n, {None: np.concatenate([z, zh])})
+    config = StageConfig("ft", calibrate=True, calibrate_by="nll", posthoc_min_queries=8)
+    dec = decide(data, np.arange(n + 200), config)
+    rec = dec.record["temperature"]
+    assert rec["fitted_temperature"] > 1 and not rec["kept"] and dec.temperature is None
+    assert rec["reason"].startswith("softens") and "worsens the held-out labels' nll" in rec["reason"]
+    # Without the held-out labels the same softening wins out of fold on validation and is kept.
+    val_only = Labelled(y, data.queries[:n], np.zeros(n, dtype=bool), {None: z})
+    dec = decide(val_only, np.arange(n), config)
+    assert dec.record["temperature"]["kept"] and dec.temperature > 1
+    assert dec.record["temperature"]["reason"] == "softens and wins out of fold"
