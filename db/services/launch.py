@@ -78,7 +78,7 @@ _WORDS: dict[str, tuple[str, str, str]] = {
                                                        "preference loss"),
     # Each step after training is kept only when it wins on query folds it was not fitted on and does not lower
     # the held-out new labels' macro-F1; all are skipped (reason in the log) when validation has fewer than
-    # 8 queries or 10 pairs of a grade (darl_core/posthoc.py).
+    # 128 queries or 10 pairs of a grade (darl_core/posthoc.py).
     "zero_shot_blend": ("Blend in zero-shot similarity", "calibration",
                         "add the pretrained backbone's query-item similarity to the grade logits, if it helps"),
     "decision_offsets": ("Tune decision offsets for macro-F1", "calibration",
