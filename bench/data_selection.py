@@ -9,7 +9,8 @@ Rows, every one scored on test_id / test_ood in this run:
   the ordinal label check on the *fine-tuned* features: out-of-fold grade probabilities from the
   logistic head on the pooled embeddings and logits of ``ce_noisy`` (the version a check is run against);
 - ``ce_dropsus_<kind>_<rate>``: the product path, ``StageConfig(data_selection="drop_suspects",
-  drop_share=rate)``: its detector works on the pretrained backbone's frozen embeddings (no parent);
+  drop_share=rate)``: its detector works on the pretrained backbone's frozen embeddings (no parent); not in the
+  committed results (stopped for time: its detector's AUROC is the ``frozen_ordinal`` column);
 - ``ft_all`` / ``ft_hard_learnable`` / ``ft_random_subset``: the pipeline's ``ft`` stage (from one ``lp``) on all
   train pairs, with ``data_selection="hard_learnable"`` at the same number of steps, and on a random subset of
   the hard_learnable size at the same steps (is it the selection or just fewer distinct pairs?).
@@ -19,6 +20,9 @@ ordinal check on frozen pretrained embeddings (bench/label_noise.py's default), 
 "Recovered" = (cleaned - noisy) / (clean - noisy) macro-F1; target >= 0.5.
 
     nice -n 10 .venv/bin/python bench/data_selection.py [--seed 0] [--noise adjacent_10 adjacent_20 uniform_10 ...]
+The committed JSON: ``--parts cleaning selection`` (the product part stopped), then
+``--parts cleaning --detect-only uniform_10 uniform_20`` (rows reused, detection recomputed; total_seconds
+and load are the second run's).
 Writes bench/results/data_selection.json after every row (an interrupted run continues: stages are reused).
 """
 

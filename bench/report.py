@@ -286,9 +286,12 @@ def data_selection() -> list[str]:
     out += ["", "| row | pairs | steps | test_id macro-F1 | test_ood macro-F1 |", "|---|---|---|---|---|"]
     for name, r in rows.items():
         out.append(f"| {name} | {r['train_pairs']:,} | {r['steps']} | {num(r['id_macro_f1'])} | {num(r['ood_macro_f1'])} |")
-    rec = [f"{k.removesuffix('_recovered')} {num(v, 2)}" for k, v in summ.items() if k.endswith("_recovered")]
+    rec = [f"{k.removesuffix('_recovered')} " + (num(v, 2) if v is not None else "undefined, noise cost "
+                                                 f"{num(summ[k.replace('_recovered', '_lost_to_noise')], 3)}")
+           for k, v in summ.items() if k.endswith("_recovered")]
     if rec:
-        out += ["", "Share of the macro-F1 lost to noise that cleaning won back (target ≥ 0.5): " + "; ".join(rec) + "."]
+        out += ["", "Share of the macro-F1 lost to noise that cleaning won back (target ≥ 0.5; undefined where the "
+                "noise cost nothing, a negative cost being a gain): " + "; ".join(rec) + "."]
     speed = load("label_check_speed")
     if speed:
         out += ["", f"Label check over {speed['pairs']:,} pairs (frozen default, {speed['torch_threads']} torch "
