@@ -310,6 +310,8 @@ def posthoc_thresholds() -> list[str]:
         out.append(f"| {e['queries']} | {e['pairs']:.0f} | {e['min_per_grade']:.0f} | {cells} | "
                    f"{k['zero_shot_blend']:.0%} / {k['offsets']:.0%} / {k['temperature']:.0%} |")
     return out
+
+
 def select_by_query() -> list[str]:
     data = load("select_by_query")
     if data is None:
@@ -320,6 +322,39 @@ def select_by_query() -> list[str]:
             f"backbone, {len(data['runs'])} seeds): by pair {row('by_pair')}; by query, mean {row('by_query_mean')} "
             f"(x{s['by_query_mean']['ood_share_vs_by_pair']:.2f}); by query, max {row('by_query_max')} "
             f"(x{s['by_query_max']['ood_share_vs_by_pair']:.2f}); random {row('random')}. Not run: {data['not_run']}."]
+
+
+def data_selection() -> list[str]:
+    res = load("data_selection")
+    if not res:
+        return ["Data selection (`bench/data_selection.py`): not run."]
+    rows, summ = res.get("rows", {}), res.get("summary", {})
+    out = [f"**Label noise on fine-tuned features, cleaning and data selection** (`bench/data_selection.py`: "
+           f"{res['protocol']}; 1-min load average {load_span(res.get('load'))}). Detection AUROC (P@N) of the "
+           "injected flips; `fine-tuned` = the ordinal check on the noisy `ce` version's pooled embeddings and "
+           "logits, `own loss` = that fine-tune's per-pair training loss, `frozen` = the product's default:", "",
+           "| noise | fine-tuned (ours) | fine-tuned, cleanlab | embeddings only | own loss | frozen | random |",
+           "|---|---|---|---|---|---|---|"]
+    names = ("finetuned_ordinal", "finetuned_cleanlab", "finetuned_embeddings_only_ordinal", "finetune_training_loss",
+             "frozen_ordinal", "random")
+    for key, d in res.get("detection", {}).items():
+        cells = [f"{num(d[n]['auroc'])} ({num(d[n]['precision_at_n'])})" if n in d else "–" for n in names]
+        out.append(f"| {key.replace('_', ' ')}% | " + " | ".join(cells) + " |")
+    out += ["", "| row | pairs | steps | test_id macro-F1 | test_ood macro-F1 |", "|---|---|---|---|---|"]
+    for name, r in rows.items():
+        out.append(f"| {name} | {r['train_pairs']:,} | {r['steps']} | {num(r['id_macro_f1'])} | {num(r['ood_macro_f1'])} |")
+    rec = [f"{k.removesuffix('_recovered')} " + (num(v, 2) if v is not None else "undefined, noise cost "
+                                                 f"{num(summ[k.replace('_recovered', '_lost_to_noise')], 3)}")
+           for k, v in summ.items() if k.endswith("_recovered")]
+    if rec:
+        out += ["", "Share of the macro-F1 lost to noise that cleaning won back (target ≥ 0.5; undefined where the "
+                "noise cost nothing, a negative cost being a gain): " + "; ".join(rec) + "."]
+    speed = load("label_check_speed")
+    if speed:
+        out += ["", f"Label check over {speed['pairs']:,} pairs (frozen default, {speed['torch_threads']} torch "
+                f"thread(s), 1-min load {load_span(speed.get('load'))}): embedding {num(speed['embed_seconds'], 0)} s, "
+                f"cross-fit and ranking {num(speed['cross_fit_and_rank_seconds'], 0)} s (target ≤ 300 s in all)."]
+    return out
 
 
 def render() -> str:
@@ -339,6 +374,7 @@ def render() -> str:
     lines += ablation() + [""]
     lines += ood() + [""]
     lines += label_noise() + [""]
+    lines += data_selection() + [""]
     lines += simple("Import", "import_speed", [("1M rows in s", "import.wall_s"), ("peak RSS MB", "import.peak_rss_mb"),
                                                ("row-by-row ORM µs/row", "per_row_us.naive_orm"),
                                                ("ours µs/row", "per_row_us.import"), ("speed-up", "speedup_per_row")])

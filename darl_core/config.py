@@ -45,6 +45,8 @@ STAGE_DEFAULTS["ce"] = {"tuning": "full", "head_lr": 1e-3,
 TUNING_LR = {"lora": 5e-4, "full": 1e-4, "head": 5e-4}
 STAGE_LR_SHARE = {"ft": 1.0, "ce": 1.0, "dasa": 0.6, "dpo": 0.4}
 OCC_FORMS = ("dca", "entropy")
+DATA_SELECTIONS = ("all", "drop_suspects", "hard_learnable")  # darl_core/data_selection.py
+SELECTING_STAGES = ("lp", "ft")  # the stages that learn from the project's training pairs as a whole
 
 
 def _positive(name: str, value: float) -> None:
@@ -169,6 +171,13 @@ class StageConfig:
     posthoc_min_queries: int = 128
     posthoc_min_per_grade: int = 10
     posthoc_folds: int = 5
+    # Which training pairs the stage learns from (darl_core/data_selection.py; lp and ft, ce included):
+    # all; drop_suspects (the top `drop_share` by the label check's suspicion are excluded); hard_learnable
+    # (LREF: pairs a random-subset model gets wrong and a query-balanced one gets right, plus `rest_share` of the
+    # rest at random). Off by default: bench/data_selection.py measures whether either pays.
+    data_selection: str = "all"
+    drop_share: float = 0.1
+    rest_share: float = 0.5
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
@@ -225,6 +234,16 @@ class StageConfig:
         for name in ("dpo_holdout", "dasa_holdout"):
             if not 0 <= getattr(self, name) < 1:
                 raise ConfigError(f"`{name}` must be a share in [0, 1), got {getattr(self, name)!r}")
+        if self.data_selection not in DATA_SELECTIONS:
+            raise ConfigError(f"`data_selection` must be one of {', '.join(DATA_SELECTIONS)}, got {self.data_selection!r}")
+        if self.data_selection != "all" and self.stage not in SELECTING_STAGES:
+            raise ConfigError(f"`data_selection` {self.data_selection!r} applies to the stages that train on the "
+                              f"project's training pairs ({', '.join(SELECTING_STAGES)}), not {self.stage!r}: "
+                              "leave it at 'all' for this stage")
+        if not 0 < self.drop_share < 1:
+            raise ConfigError(f"`drop_share` must be a share in (0, 1), got {self.drop_share!r}")
+        if not 0 <= self.rest_share <= 1:
+            raise ConfigError(f"`rest_share` must be a share in [0, 1], got {self.rest_share!r}")
         if self.stage == "lp" and self.tuning != "head":
             object.__setattr__(self, "tuning", "head")  # a linear probe trains the head only, by definition
         if isinstance(self.loss.class_weights, tuple) and len(self.loss.class_weights) != self.num_grades:

@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from darl_core import distributed, posthoc, stages
-from darl_core.config import StageConfig
+from darl_core import data_selection, distributed, posthoc, stages
+from darl_core.config import SELECTING_STAGES, StageConfig
 from darl_core.errors import ConfigError, DarlError
 from darl_core.losses import class_weights_for, darl_loss
-from darl_core.metrics import evaluate, macro_f1_interval
+from darl_core.metrics import default_grade_names, evaluate, macro_f1_interval
 from darl_core.model import (
     RelevanceModel,
     add_lora,
@@ -111,6 +111,7 @@ def run_stage(config: StageConfig, train: Examples, val: Examples, out_dir: Path
     dist.barrier()
     if config.threads:
         torch.set_num_threads(config.threads)
+    train, selected = _select_training_pairs(config, train, out_dir, parent, progress)
     if not dist.is_main:  # a helper process of a multi-process launch: share the training, then read rank 0's result
         if config.stage != "wi":
             _train_loop(config, train, val, out_dir, parent, holdout_split(config, new_labels)[0], None, should_stop)
@@ -137,7 +138,7 @@ def run_stage(config: StageConfig, train: Examples, val: Examples, out_dir: Path
     post, oof = posthoc.finish(model, val, holdout, config, _emit(progress, config, phase), weights_at, alphas)
     if phase != "evaluation":
         _emit(progress, config, "evaluation")(0, 0, 0.0, None, f"{phase}: decided on {len(val)} validation pairs")
-    extra.update(post)
+    extra.update(post, **selected)
     save_weights(model, tuning, out_dir / "model.pt")
     metrics = {**_metrics_of(val, oof["val"], config), **extra}
     if holdout is not None:  # the new labels kept out: mostly shifted pairs, so a second, OOD-leaning val set
@@ -147,6 +148,38 @@ def run_stage(config: StageConfig, train: Examples, val: Examples, out_dir: Path
     dist.barrier()
     _emit(progress, config, "done")(-1, -1, float("nan"), None, "done")
     return StageResult(config.stage, out_dir, metrics)
+
+
+def _select_training_pairs(config: StageConfig, train: Examples, out_dir: Path, parent: Path | None,
+                           progress: Progress | None) -> tuple[Examples, dict]:
+    """(the training pairs the stage learns from, what its metrics record about them) under
+    ``data_selection``. Rank 0 embeds the pairs (the parent's pooled embeddings, or the pretrained
+    backbone's), selects, and saves the rows to ``selection.json``: a resumed run and every process of
+    a launch then train on the same rows without selecting again."""
+    if config.data_selection == "all" or config.stage not in SELECTING_STAGES:
+        return train, {}
+    dist = distributed.context()
+    saved = out_dir / "selection.json"
+    emit = _emit(progress, config, "preparing")
+    if dist.is_main and not saved.is_file():
+        emit(0, 0, 0.0, None, f"data selection ({config.data_selection}): embedding {len(train)} training pairs")
+        model = (model_from_weights(Path(parent) / "model.pt") if parent is not None
+                 else load_model(config.model_dir, config.num_grades, pooling=config.pooling))
+        emb = score_pairs(model, train.queries, train.items, batch_size=config.eval_batch_size,
+                          max_length=config.max_length).embeddings
+        del model
+        groups = np.unique(np.array(train.queries, dtype=object), return_inverse=True)[1]
+        chosen = data_selection.select(config.data_selection, emb, train.grades, groups, config.num_grades,
+                                       drop_share=config.drop_share, rest_share=config.rest_share, seed=config.seed)
+        names = config.grade_names or default_grade_names(config.num_grades)
+        record = {"rows": chosen.rows.tolist(), "summary": data_selection.summary(chosen, train.grades, names)}
+        saved.with_suffix(".tmp").write_text(json.dumps(record))
+        saved.with_suffix(".tmp").replace(saved)
+    dist.barrier()
+    record = json.loads(saved.read_text())
+    emit(0, 0, 0.0, None, f"data selection ({config.data_selection}): training on {len(record['rows'])} of "
+                          f"{len(train)} pairs")
+    return train.subset(record["rows"]), record["summary"]
 
 
 def holdout_split(config: StageConfig, new_labels: Examples | None) -> tuple[Examples | None, Examples | None]:

@@ -1,6 +1,7 @@
 """``train``: one fine-tuning stage for a project; ``score``: batch-score pairs with a model version.
 
     python -m darl_core train --project NAME --stage lp|ft|wi|dasa|dpo|ce [--from VERSION] [--set key=value ...]
+        [--data-selection all|drop_suspects|hard_learnable] [--drop-share X] [--rest-share X]
     python -m darl_core score --version V --in pairs.csv --out scored.csv [--project NAME]
 
 ``score`` reads CSV or JSONL with ``query`` and ``title`` (optional ``text``) columns; ``--version`` is a
@@ -16,7 +17,12 @@ from pathlib import Path
 
 from darl_core.errors import ConfigError, ImportFileError
 
-FLAGS = {"epochs": float, "lr": float, "batch_size": int, "tuning": str, "max_length": int, "seed": int}
+FLAGS = {"epochs": float, "lr": float, "batch_size": int, "tuning": str, "max_length": int, "seed": int,
+         "data_selection": str, "drop_share": float, "rest_share": float}
+HELP = {"data_selection": "lp, ft, ce: which training pairs to learn from: all (default), drop_suspects (leave out "
+                          "the top --drop-share by the label check's suspicion) or hard_learnable (LREF's rule)",
+        "drop_share": "drop_suspects: share of the pairs left out, most suspect first (default 0.1)",
+        "rest_share": "hard_learnable: share of the non-hard pairs kept at random (default 0.5)"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="skip scoring the new version on the labelled test_id / test_ood pairs")
     p.add_argument("--from", dest="from_version", help="parent version name or id (default: by stage)")
     for flag, kind in FLAGS.items():
-        p.add_argument(f"--{flag.replace('_', '-')}", dest=flag, type=kind)
+        p.add_argument(f"--{flag.replace('_', '-')}", dest=flag, type=kind, help=HELP.get(flag))
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any StageConfig field, value as JSON (e.g. --set 'loss={\"ordinal_weight\": 1}')")
     p.set_defaults(func=cmd_train)

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from darl_core.config import CALIBRATE_BY, STAGES, stage_config
+from darl_core.config import CALIBRATE_BY, DATA_SELECTIONS, STAGES, stage_config
 from darl_core.errors import ConfigError, ConflictError
 from db.models import Job, LabelEvent, Pair, Project, Role
 from db.services import jobs, versions
@@ -41,7 +41,7 @@ _BOUNDS: dict[str, tuple[float | None, float | None]] = {
     "max_length": (8, 4096), "seed": (0, 2**31 - 1), "warmup_ratio": (0.0, 0.99), "weight_decay": (0.0, 1.0),
     "replay_ratio": (0.0, 100.0), "dpo_beta": (1e-4, 100.0), "dpo_sft_weight": (0.0, 100.0),
     "dpo_holdout": (0.0, 0.9), "dasa_holdout": (0.0, 0.9), "layer_lr_decay": (0.05, 1.0),
-    "average_tail": (0.0, 1.0),
+    "average_tail": (0.0, 1.0), "drop_share": (0.01, 0.9), "rest_share": (0.0, 1.0),
     "save_every": (1, 10**6), "loss.label_smoothing": (0.0, 0.99), "loss.ordinal_weight": (0.0, 100.0),
     "loss.occ_weight": (0.0, 100.0), "lora.r": (1, 1024),
 }
@@ -53,7 +53,8 @@ _AFTER = ("zero_shot_blend", "decision_offsets", "calibrate", "calibrate_by")  #
 _STAGE_FIELDS = {"lp": tuple(f for f in _TRAINING if f != "lr") + _AFTER, "wi": ("max_length",) + _AFTER}
 # The form's words: field -> (label, group, one-line help). Every field the form can show has an entry
 # (tests/app/test_training_form.py checks that no raw field name reaches the page and each help is one line).
-GROUPS = {"basics": "Basics", "loss": "Loss", "calibration": "Calibration", "advanced": "Advanced"}
+GROUPS = {"basics": "Basics", "data": "Training data", "loss": "Loss", "calibration": "Calibration",
+          "advanced": "Advanced"}
 _WORDS: dict[str, tuple[str, str, str]] = {
     "epochs": ("Epochs", "basics", "passes over the training labels; fractions allowed"),
     "batch_size": ("Batch size", "basics", "pairs per training step"),
@@ -69,6 +70,13 @@ _WORDS: dict[str, tuple[str, str, str]] = {
     "dpo_pairs": ("Rejected predictions", "basics", "over: only over-predictions are rejected; wrong: every wrong "
                                                     "prediction"),
     "dpo_beta": ("Preference strength (β)", "basics", "how far the model may move from its parent"),
+    # darl_core/data_selection.py; off by default until bench/data_selection.py shows it pays.
+    "data_selection": ("Training pairs to learn from", "data",
+                       "all; drop_suspects: leave out likely-mislabelled pairs; hard_learnable: LREF's hard pairs"),
+    "drop_share": ("Share of suspects left out", "data",
+                   "drop_suspects: this share of the pairs, most suspect first, is not trained on"),
+    "rest_share": ("Share of the other pairs kept", "data",
+                   "hard_learnable: besides the hard pairs, this share of the rest is kept at random"),
     "loss.label_smoothing": ("Label smoothing", "loss", "share of each target spread over the other grades"),
     "loss.ordinal_weight": ("Ordinal penalty", "loss", "penalises a prediction more the further its grade is "
                                                        "from the true one"),
@@ -103,11 +111,13 @@ _WORDS: dict[str, tuple[str, str, str]] = {
     "dpo_holdout": ("Held-out share for the strength pick", "advanced",
                     "new labels kept out of training; the pick must not lower their macro-F1"),
 }
-_PER_STAGE = {"lp": (), "ft": ("tuning", "lora.r", "layer_lr_decay", "average_tail"), "wi": ("wi_alphas",),
+_SELECTION = ("data_selection", "drop_share", "rest_share")  # config.SELECTING_STAGES
+_PER_STAGE = {"lp": _SELECTION, "ft": ("tuning", "lora.r", "layer_lr_decay", "average_tail") + _SELECTION,
+              "wi": ("wi_alphas",),
               "dasa": ("tuning", "lora.r", "layer_lr_decay", "average_tail", "replay_ratio", "dasa_holdout"),
               "dpo": ("tuning", "lora.r", "layer_lr_decay", "dpo_beta", "dpo_sft_weight", "dpo_pairs", "dpo_alphas",
                       "dpo_holdout")}
-_CHOICES = {"tuning": ("lora", "full", "head"), "calibrate_by": CALIBRATE_BY, "dpo_pairs": ("over", "wrong"), "loss.occ_form": ("dca", "entropy")}
+_CHOICES = {"data_selection": DATA_SELECTIONS, "tuning": ("lora", "full", "head"), "calibrate_by": CALIBRATE_BY, "dpo_pairs": ("over", "wrong"), "loss.occ_form": ("dca", "entropy")}
 
 
 def stage_form(stage: str) -> list[FormField]:

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import func, select
 
 from darl_core.config import STAGES
-from darl_core.errors import ConflictError
+from darl_core.errors import ConfigError, ConflictError
 from db.models import Job, LabelEvent, LabelKind, ModelVersion, Pair, Project, User
 from db.services import launch
 from db.session import session_scope
@@ -88,3 +88,29 @@ def test_dasa_without_new_labels_is_refused(eng: dict[str, int], sqlite_database
     assert not at.warning and not at.button[0].disabled
     at.button[0].click().run()
     assert not at.exception and "queued: dasa" in at.success[0].value
+
+
+def test_data_selection_is_offered_under_training_data_and_launched(eng: dict[str, int], sqlite_database: str) -> None:
+    at = page("training", eng["eng"]).run()
+    at.selectbox(key="train_stage").set_value("lp").run()
+    box = next(e for e in at.expander if e.label == "Training data")
+    assert not box.proto.expanded
+    choice = at.selectbox(key="train_lp_data_selection")
+    assert choice.key in {w.key for w in _inputs(box)}
+    assert choice.label == "Training pairs to learn from" and choice.value == "all"
+    assert list(choice.options) == ["all", "drop_suspects", "hard_learnable"]
+    assert at.number_input(key="train_lp_drop_share").value == pytest.approx(0.1)
+    choice.set_value("hard_learnable")
+    at.number_input(key="train_lp_rest_share").set_value(0.4)
+    at.button[0].click().run()
+    assert not at.exception and "queued: lp" in at.success[0].value
+    with session_scope(sqlite_database) as s:
+        job = s.scalars(select(Job)).one()
+    assert job.params["overrides"] == {"data_selection": "hard_learnable", "rest_share": 0.4}
+    at.selectbox(key="train_stage").set_value("dasa").run()  # dasa trains on new labels: not offered
+    assert not any(e.label == "Training data" for e in at.expander)
+    with session_scope(sqlite_database) as s, pytest.raises(ConfigError, match="applies to the stages that train on"):
+        launch.launch_training(s, s.get(Project, eng["project"]), "dasa", from_version=None,
+                               overrides={"data_selection": "hard_learnable"}, actor=s.get(User, eng["eng"]))
+    with session_scope(sqlite_database) as s:
+        assert s.scalar(select(func.count(Job.id))) == 1  # the refused launch queued nothing
