@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import insert, select
@@ -110,3 +111,23 @@ def seed_label_check(session: Session, project_id: int, suspects: Sequence[tuple
                     for rank, (pid, label, grade, suspect) in enumerate(rows, start=1))
     session.flush()
     return check.id
+
+
+def run_together(work: Callable[[Any], None], people: Sequence[Any]) -> None:
+    """``work(person)`` in one thread per person, all released at once; fails with the first errors raised."""
+    errors: list[BaseException] = []
+    start = threading.Barrier(len(people))
+
+    def run(person: Any) -> None:
+        try:
+            start.wait()
+            work(person)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(p,)) for p in people]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:3]

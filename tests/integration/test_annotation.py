@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
 from datetime import timedelta
 
@@ -14,7 +13,7 @@ from db.models import LabelEvent, Lease, LeaseStatus, Role, utcnow
 from db.services import annotation
 from db.services.labels import final_labels
 from db.session import session_scope
-from tests.seed import pair_ids, seed_project, seed_round, seed_user
+from tests.seed import pair_ids, run_together, seed_project, seed_round, seed_user
 
 
 def _setup(database: str, n_pairs: int = 30, users: tuple[str, ...] = ("ann", "bob"), **settings):  # type: ignore[no-untyped-def]
@@ -171,24 +170,12 @@ def test_roles_and_ownership_are_checked_in_the_service(database: str) -> None:
 
 def _grade_concurrently(database: str, pid: int, people: list, per_user: int) -> None:  # type: ignore[type-arg]
     """Each user in its own thread, all starting together: claim a card, then grade ``per_user`` cards."""
-    errors: list[BaseException] = []
-    start = threading.Barrier(len(people))
-
     def work(user) -> None:  # type: ignore[no-untyped-def]
-        try:
-            start.wait()
-            step = _next(database, user, pid)
-            for i in range(per_user):
-                step = _label(database, user, step, grade=i % 3)
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
+        step = _next(database, user, pid)
+        for i in range(per_user):
+            step = _label(database, user, step, grade=i % 3)
 
-    threads = [threading.Thread(target=work, args=(u,)) for u in people]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors[:3]
+    run_together(work, people)
 
 
 def test_twenty_concurrent_annotators_no_duplicates_no_loss(database: str) -> None:

@@ -3,7 +3,6 @@ nothing, skips, expiry of a partial list, stale and foreign lists refused, cards
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
 from datetime import timedelta
 
@@ -14,7 +13,7 @@ from darl_core.errors import ConfigError, NotFoundError, StaleCardError
 from db.models import LabelEvent, Lease, LeaseStatus, Pair, utcnow
 from db.services import annotation, lists
 from db.session import session_scope
-from tests.seed import pair_ids, seed_project, seed_round, seed_user
+from tests.seed import pair_ids, run_together, seed_project, seed_round, seed_user
 
 
 def _setup(database: str, n_pairs: int = 30, users: tuple[str, ...] = ("ann", "bob"), **settings):  # type: ignore[no-untyped-def]
@@ -264,24 +263,12 @@ def test_twenty_concurrent_list_annotators_never_share_a_pair(database: str) -> 
     n_users, lists_each = 20, 4
     names = tuple(f"l{i:02d}" for i in range(n_users))
     pid, people, ids = _setup(database, n_pairs=n_users * (lists_each + 1) * 10, users=names)
-    errors: list[BaseException] = []
-    start = threading.Barrier(n_users)
-
     def work(user) -> None:  # type: ignore[no-untyped-def]
-        try:
-            start.wait()
-            ql = _call(database, lists.next_list, user, pid)
-            for _ in range(lists_each):
-                ql = _call(database, lists.submit_list, user, ql.list_id, {i.lease_id: 1 for i in ql.items})
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
+        ql = _call(database, lists.next_list, user, pid)
+        for _ in range(lists_each):
+            ql = _call(database, lists.submit_list, user, ql.list_id, {i.lease_id: 1 for i in ql.items})
 
-    threads = [threading.Thread(target=work, args=(u,)) for u in people]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors[:3]
+    run_together(work, people)
     with session_scope(database) as s:
         taken = Counter(s.scalars(select(Lease.pair_id).where(Lease.status.in_((LeaseStatus.active,
                                                                                 LeaseStatus.done)))))
