@@ -287,7 +287,9 @@ def robustness(name: str = "robustness") -> list[str]:
     for tuning, o in res.get("overall", {}).items():
         out += ["", f"Across variants {', '.join(o['variants'])} ({tuning}): pipeline vs ce ID "
                 f"{o['mean_id_vs_ce']:+.3f}, OOD {o['mean_ood_vs_ce']:+.3f} (target +0.02 / +0.03: "
-                f"{ok(o['meets_mean_gain'])})."]
+                f"{ok(o['meets_mean_gain'])}). On equal data (pipeline minus `ce_plus_labels`, per variant, ID / OOD): "
+                + ", ".join(f"{v} {d['id']:+.3f} / {d['ood']:+.3f}" for v, d in o.get("vs_ce_plus_labels", {}).items())
+                + "."]
     return out
 
 
