@@ -8,7 +8,10 @@ Home Depot data in five variants (``VARIANTS``), three recipes each, scored on t
 - ``no_posthoc``: the same lp and ft, then dasa straight from ft on the same DASA picks: no wi alpha, no
   dpo strength, blend, offsets or temperature (every choice fitted after training left out);
 - ``ce_plus_labels``: ``ce`` trained on the training pairs plus the pipeline's DASA labels (the same
-  picks): what the labels alone buy, so the pipeline's stages are judged on equal data as well.
+  picks): what the labels alone buy, so the pipeline's stages are judged on equal data as well;
+- with ``--by-query`` (issue 24): ``dasa_by_pair`` is the pipeline's dasa stage, ``dasa_by_query`` the same
+  stage from the same wi model on a round picked query by query (``query_selection.select_by_query``,
+  mean aggregate, up to 10 pairs a query) at the same budget.
 
 The pipeline runs with LoRA and with full tuning (``--tunings``); ``ce`` is always full tuning, shared by
 both. Validation is what the product would use: the variant's val split, redrawn by query from the
@@ -44,6 +47,7 @@ from bench.common import save  # noqa: E402
 from darl_core import homedepot  # noqa: E402
 from darl_core.metrics import evaluate  # noqa: E402
 from darl_core.model import load_checkpoint, score_pairs  # noqa: E402
+from darl_core.query_selection import select_by_query  # noqa: E402
 from darl_core.training import Examples, run_stage  # noqa: E402
 from db.services.training import draw_validation  # noqa: E402
 
@@ -55,7 +59,7 @@ VARIANTS = {
     "d": {"desc": "five grades from the rater means (homedepot.FIVE_GRADE_CUTS)", "grades": 5},
     "e": {"desc": "15% of training grades flipped to an adjacent grade", "flip": 0.15},
 }
-RECIPES = ("ce", "ce_plus_labels", "pipeline", "pipeline_r1", "no_posthoc")
+RECIPES = ("ce", "ce_plus_labels", "pipeline", "pipeline_r1", "no_posthoc", "dasa_by_pair", "dasa_by_query")
 # The post-hoc rules the `pipeline` recipe runs under. r1: a softening temperature always kept, 8 val queries
 # enough for any step; r2 (the defaults since bench/posthoc_thresholds.py): every temperature must win out of
 # fold, 128 val queries. Runs made under r1 are kept as `pipeline_r1`; the dpo stage (where the blend, offsets
@@ -162,7 +166,8 @@ def run_job(variant: str, tuning: str, seed: int, args) -> None:
         ce_cfg = configs(seed, "full", args.threads, args.epochs, args.train_layers, num_grades=data["k"])["ce"]
         res = run_stage(ce_cfg, train, val, ce_dir, progress=log)
         record("ce", ce_dir, res.metrics["wall_s"], val_macro_f1=res.metrics["val_macro_f1"])
-    if {"pipeline", "no_posthoc", "ce_plus_labels"} <= done:
+    wanted = {"pipeline", "no_posthoc", "ce_plus_labels"} | ({"dasa_by_pair", "dasa_by_query"} if args.by_query else set())
+    if wanted <= done:
         return
     lp = stage("lp", cfg["lp"])
     ft = stage("ft", cfg["ft"], parent=lp.checkpoint)
@@ -191,6 +196,23 @@ def run_job(variant: str, tuning: str, seed: int, args) -> None:
         raw = stage("dasa_from_ft", cfg["dasa"], parent=ft.checkpoint, new_labels=new)
         record("no_posthoc", raw.checkpoint, chain + sel_wall + raw.metrics["wall_s"],
                val_macro_f1=raw.metrics["val_macro_f1"], picked_ood_share=ood_share)
+    if args.by_query and "dasa_by_pair" not in done:
+        pair_stage = stage("dasa", cfg["dasa"], parent=wi.checkpoint, new_labels=new)
+        record("dasa_by_pair", pair_stage.checkpoint, sel_wall + pair_stage.metrics["wall_s"],
+               val_macro_f1=pair_stage.metrics["val_macro_f1"], picked_ood_share=ood_share,
+               queries_picked=len(set(new.queries)))
+    if args.by_query and "dasa_by_query" not in done:
+        t = time.perf_counter()
+        z = np.load(d / tuning / "pool_scores.npz")
+        by_query = np.array([s.index for s in select_by_query(
+            z["pool_emb"], z["bank_emb"], budget=data["budget"], query_ids=pool.queries, per_query=10,
+            bank_labels=z["bank_grades"], pool_logits=z["pool_logits"], bank_logits=z["bank_logits"], seed=seed)])
+        q_wall = time.perf_counter() - t
+        q_new = pool.subset(by_query)
+        q_stage = stage("dasa_by_query", cfg["dasa"], parent=wi.checkpoint, new_labels=q_new)
+        record("dasa_by_query", q_stage.checkpoint, q_wall + q_stage.metrics["wall_s"],
+               val_macro_f1=q_stage.metrics["val_macro_f1"], queries_picked=len(set(q_new.queries)),
+               picked_ood_share=float((data["pool_split"][by_query] == "pool_ood").mean()))
     if "ce_plus_labels" not in done:  # the baseline again, given the DASA labels too (full tuning, like ce)
         plus_cfg = configs(seed, "full", args.threads, args.epochs, args.train_layers, num_grades=data["k"])["ce"]
         plus = run_stage(plus_cfg, train.concat(new), val, d / tuning / "ce_plus_labels", progress=log)
@@ -223,6 +245,9 @@ def summarise() -> dict:
                     for split in ("id", "ood"):
                         row[f"{split}_vs_ce"] = mean_sd([r[f"{split}_macro_f1"] - ce[r["seed"]][f"{split}_macro_f1"]
                                                          for r in paired])
+                if recipe.startswith("dasa_by"):
+                    row["picked_ood_share"] = mean_sd([r["picked_ood_share"] for r in rs])
+                    row["queries_picked"] = mean_sd([r["queries_picked"] for r in rs])
                 if recipe == "pipeline":
                     row["targets"] = {
                         "not_below_ce": bool(row["id_vs_ce"]["mean"] >= -MAX_BELOW_CE
@@ -260,6 +285,7 @@ def main() -> int:
     ap.add_argument("--epochs", type=float, default=1.0)
     ap.add_argument("--train-layers", type=int, default=2, help="0: all layers")
     ap.add_argument("--summarise", action="store_true")
+    ap.add_argument("--by-query", action="store_true", help="also the dasa stage on a by-query round (issue 24)")
     args = ap.parse_args()
     args.train_layers = args.train_layers or None
     global WORK
