@@ -94,13 +94,13 @@ def main() -> int:
             counts = np.bincount(val.grades[rows], minlength=val.logits[None].shape[1])
             rest = np.setdiff1d(np.arange(len(val)), rows)
             sets = {**tests, "val_rest": sub(val, rest)}
-            raw_rest = test_scores(posthoc.Decisions(), {"val_rest": sets["val_rest"]})
+            before = {**raw, **test_scores(posthoc.Decisions(), {"val_rest": sets["val_rest"]})}
             for name, cfg in configs.items():
                 dec = posthoc.decide(val, rows, replace(cfg, seed=d))
                 s = test_scores(dec, sets)
                 draws[name].append({"pairs": len(rows), "min_per_grade": int(counts.min()),
                                     "kept": sorted(k for k, r in dec.record.items() if r["kept"]),
-                                    **{k: s[k] - (raw_rest[k] if k.startswith("val_rest") else raw[k]) for k in s}})
+                                    **{k: s[k] - before[k] for k in s}})
         entry: dict = {"queries": n, "pairs": float(np.mean([x["pairs"] for x in draws["no_thresholds"]])),
                        "min_per_grade": float(np.median([x["min_per_grade"] for x in draws["no_thresholds"]]))}
         for name, xs in draws.items():

@@ -129,18 +129,26 @@ def kept_steps(metrics: dict) -> dict:
     return {name: "kept" if r["kept"] else f"not kept: {r['reason']}" for name, r in metrics.get("posthoc", {}).items()}
 
 
-def run_job(variant: str, tuning: str, seed: int, args) -> None:
-    d = WORK / f"{variant}_s{seed}"
-    runs_file = d / f"runs_{tuning}.json"
-    runs = json.loads(runs_file.read_text()) if runs_file.is_file() else []
+def read_runs(path: Path) -> list[dict]:
+    """The runs recorded in ``path``; a pipeline run made under older rules is named ``pipeline_r1``."""
+    runs = json.loads(path.read_text()) if path.is_file() else []
     for r in runs:
         if r["recipe"] == "pipeline" and r.get("rules") != RULES:
             r["recipe"] = "pipeline_r1"
+    return runs
+
+
+def run_job(variant: str, tuning: str, seed: int, args) -> None:
+    d = WORK / f"{variant}_s{seed}"
+    runs_file = d / f"runs_{tuning}.json"
+    runs = read_runs(runs_file)
     done = {r["recipe"] for r in runs}
     data = variant_data(variant, seed)
     print(f"== {variant} {tuning} seed {seed}: {data['train_pairs']} train, val {data['val_pairs']} pairs of "
           f"{data['val_queries']} queries; {'; '.join(data['notes']) or 'no changes'}", flush=True)
     cfg = configs(seed, tuning, args.threads, args.epochs, args.train_layers, num_grades=data["k"])
+    # the baseline is full tuning whatever the pipeline's (also given the DASA labels, as ce_plus_labels)
+    ce_cfg = configs(seed, "full", args.threads, args.epochs, args.train_layers, num_grades=data["k"])["ce"]
     train, val, pool = data["train"], data["val"], data["pool"]
 
     def log(ev) -> None:
@@ -161,14 +169,14 @@ def run_job(variant: str, tuning: str, seed: int, args) -> None:
         print(f"{variant} {tuning} s{seed} {recipe}: ID {m['id_macro_f1']:.4f} OOD {m['ood_macro_f1']:.4f} "
               f"ECE {m['id_ece']:.3f}/{m['ood_ece']:.3f} ({wall:.0f} s)", flush=True)
 
-    if "ce" not in done:  # the baseline is full tuning whatever the pipeline's: one per variant and seed
-        ce_dir = WORK / f"{variant}_s{seed}" / "ce"
-        ce_cfg = configs(seed, "full", args.threads, args.epochs, args.train_layers, num_grades=data["k"])["ce"]
-        res = run_stage(ce_cfg, train, val, ce_dir, progress=log)
-        record("ce", ce_dir, res.metrics["wall_s"], val_macro_f1=res.metrics["val_macro_f1"])
+    if "ce" not in done:  # one per variant and seed, shared by both tunings' files
+        res = run_stage(ce_cfg, train, val, d / "ce", progress=log)
+        record("ce", res.checkpoint, res.metrics["wall_s"], val_macro_f1=res.metrics["val_macro_f1"])
     wanted = {"pipeline", "no_posthoc", "ce_plus_labels"} | ({"dasa_by_pair", "dasa_by_query"} if args.by_query else set())
     if wanted <= done:
         return
+    if data["val_queries"] < cfg["wi"].posthoc_min_queries:  # wi's stage directory is shared by both rules
+        raise SystemExit("wi would decide differently under the r2 rules: give this variant its own work dir")
     lp = stage("lp", cfg["lp"])
     ft = stage("ft", cfg["ft"], parent=lp.checkpoint)
     wi = stage("wi", cfg["wi"], parent=ft.checkpoint)
@@ -184,8 +192,6 @@ def run_job(variant: str, tuning: str, seed: int, args) -> None:
     chain = lp.metrics["wall_s"] + ft.metrics["wall_s"]
     if "pipeline" not in done:
         dasa = stage("dasa", cfg["dasa"], parent=wi.checkpoint, new_labels=new)
-        if data["val_queries"] < 128:
-            raise SystemExit("wi would decide differently under the r2 rules: give this variant its own work dir")
         dpo = stage(f"dpo_{RULES}", cfg["dpo"], parent=dasa.checkpoint, new_labels=new)
         record("pipeline", dpo.checkpoint, chain + wi.metrics["wall_s"] + sel_wall + dasa.metrics["wall_s"]
                + dpo.metrics["wall_s"], val_macro_f1=dpo.metrics["val_macro_f1"], picked_ood_share=ood_share,
@@ -213,18 +219,14 @@ def run_job(variant: str, tuning: str, seed: int, args) -> None:
         record("dasa_by_query", q_stage.checkpoint, q_wall + q_stage.metrics["wall_s"],
                val_macro_f1=q_stage.metrics["val_macro_f1"], queries_picked=len(set(q_new.queries)),
                picked_ood_share=float((data["pool_split"][by_query] == "pool_ood").mean()))
-    if "ce_plus_labels" not in done:  # the baseline again, given the DASA labels too (full tuning, like ce)
-        plus_cfg = configs(seed, "full", args.threads, args.epochs, args.train_layers, num_grades=data["k"])["ce"]
-        plus = run_stage(plus_cfg, train.concat(new), val, d / tuning / "ce_plus_labels", progress=log)
+    if "ce_plus_labels" not in done:  # the baseline again, given the DASA labels too
+        plus = run_stage(ce_cfg, train.concat(new), val, d / tuning / "ce_plus_labels", progress=log)
         record("ce_plus_labels", plus.checkpoint, sel_wall + plus.metrics["wall_s"],
                val_macro_f1=plus.metrics["val_macro_f1"], picked_ood_share=ood_share)
 
 
 def summarise() -> dict:
-    runs = [r for f in sorted(WORK.glob("*_s*/runs_*.json")) for r in json.loads(f.read_text())]
-    for r in runs:  # a pipeline run made under the old rules, not yet rerun
-        if r["recipe"] == "pipeline" and r.get("rules") != RULES:
-            r["recipe"] = "pipeline_r1"
+    runs = [r for f in sorted(WORK.glob("*_s*/runs_*.json")) for r in read_runs(f)]
     table: list[dict] = []
     keys = ("id_macro_f1", "ood_macro_f1", "id_ece", "ood_ece", "val_macro_f1", "wall_s")
     for variant in VARIANTS:
