@@ -7,7 +7,9 @@ service's embedding cache fills), then the cross-fitted head and the ranking. Th
 the embeddings are cached per version and shared with maps and selection, so a project whose pairs
 were embedded already pays the second part only. Not timed: the database reads and the 50k row insert.
 
-    nice -n 10 .venv/bin/python bench/label_check_speed.py [--pairs 50000] [--threads 1]
+    .venv/bin/python bench/label_check_speed.py [--pairs 50000] [--threads N]
+
+--threads defaults to torch's own count (every core), what the worker's check job gets.
 Writes bench/results/label_check_speed.json.
 """
 
@@ -39,7 +41,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "label_check_speed.json"
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--pairs", type=int, default=50_000)
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--cache", type=Path, default=Path("/tmp/darl_bench"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -50,7 +52,8 @@ def main() -> None:
     cache = args.cache / f"label_check_speed_{len(frame)}.npy"
     t0 = time.perf_counter()
     earlier = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    if cache.is_file():  # embedded by an earlier run: its embedding time stands (the cross-fit is timed anew)
+    cached = cache.is_file()
+    if cached:  # embedded by an earlier run: its embedding time stands (the cross-fit is timed anew)
         emb, embed_s = np.load(cache), earlier.get("embed_seconds") if earlier.get("pairs") == args.pairs else None
     else:
         emb = model_compute(load_model())(queries, items)[0]
@@ -64,7 +67,7 @@ def main() -> None:
     check_s = time.perf_counter() - t1
     result = {"pairs": len(frame), "queries": int(groups.max() + 1), "torch_threads": args.threads,
               "embed_seconds": None if embed_s is None else round(embed_s, 1),
-              "embed_load": earlier.get("embed_load", earlier.get("load")) if cache.is_file() else load_window(load0),
+              "embed_load": earlier.get("embed_load", earlier.get("load")) if cached else load_window(load0),
               "cross_fit_and_rank_seconds": round(check_s, 1),
               "total_seconds": None if embed_s is None else round(embed_s + check_s, 1),
               "n_issues": found.n_issues, "target_total_le_300_s": None if embed_s is None else embed_s + check_s <= 300,

@@ -15,7 +15,7 @@ Home Depot data in five variants (``VARIANTS``), three recipes each, scored on t
 
 The pipeline runs with LoRA and with full tuning (``--tunings``); ``ce`` is always full tuning, shared by
 both. Validation is what the product would use: the variant's val split, redrawn by query from the
-training pairs when it is small (``db.services.training.draw_validation``, as a launched stage does).
+training pairs when it is small (``darl_core.validation.draw_validation``, as a launched stage does).
 The cheap profile (top 2 layers, 1 epoch of fine-tuning, max_length 48) is the default; ``--epochs 2
 --train-layers 0`` is the default profile. Stage directories are reused, so a rerun continues; results
 are rewritten after every recipe. One process per job list uses both cores:
@@ -49,7 +49,7 @@ from darl_core.metrics import evaluate  # noqa: E402
 from darl_core.model import load_checkpoint, score_pairs  # noqa: E402
 from darl_core.query_selection import select_by_query  # noqa: E402
 from darl_core.training import Examples, run_stage  # noqa: E402
-from db.services.training import draw_validation  # noqa: E402
+from darl_core.validation import draw_validation  # noqa: E402
 
 VARIANTS = {
     "a": {"desc": "query-department protocol (small profile)"},

@@ -270,13 +270,14 @@ def embed_job(ctx: JobContext) -> dict[str, Any]:
 
 @handler("check_labels")
 def check_labels_job(ctx: JobContext) -> dict[str, Any]:
-    """Embed the labelled pairs, cross-fit the grade head and store the label check (likely-wrong labels)."""
+    """Embed the labelled pairs, cross-fit the grade head (or refit ce per fold) and store the label check."""
     from db.services import label_check
     from db.services.users import SYSTEM
 
     p = ctx.params
     with _service_session(ctx) as (session, progress, _stop):
         check = label_check.run_label_check(session, p["project"], p.get("version"), progress,
-                                            method=p.get("method", "ordinal"), created_by=p.get("created_by"),
-                                            job_id=ctx.job_id, actor=SYSTEM)
+                                            method=p.get("method", "ordinal"), refit=bool(p.get("refit")),
+                                            refit_overrides=p.get("refit_overrides"), should_stop=_stop,
+                                            created_by=p.get("created_by"), job_id=ctx.job_id, actor=SYSTEM)
         return {"check_id": int(check.id), "pairs": int(check.pairs), "suspects": int(check.suspects)}

@@ -11,16 +11,28 @@ The ordinal variant scales cleanlab's quality down by how far the model's expect
 the label:  ``q_ord = q / (1 + |E[grade] - label|)``.  On a relevance scale a pair labelled *strong*
 that the model calls *irrelevant* is a worse error than one it calls *weak*, and self-confidence alone
 ranks the two alike. Lower quality = more suspect, in both methods.
+
+The refit option (``refit_probs``) replaces the frozen-embedding head with the whole model: each fold's
+pairs are scored by a model fine-tuned (a ``StageConfig``, the ``ce`` baseline in the product) on the
+other folds, its validation set drawn by query from those folds. K fine-tunes instead of K logistic
+fits: for GPUs or small projects.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from darl_core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from darl_core.config import StageConfig
+    from darl_core.training import Examples
 
 METHODS = ("ordinal", "cleanlab")
 
@@ -72,23 +84,69 @@ def _full_probs(model, x: np.ndarray, n_grades: int) -> np.ndarray:  # noqa: ANN
 def out_of_fold_probs(embeddings: np.ndarray, labels: np.ndarray, groups: np.ndarray, n_grades: int, *,
                       folds: int = 5, seed: int = 0, c: float = 0.1) -> np.ndarray:
     """[N, K] grade probabilities, each from a head fitted on the other query-grouped folds."""
-    from sklearn.model_selection import StratifiedGroupKFold
-
     x, y, g = np.asarray(embeddings, np.float64), np.asarray(labels, int), np.asarray(groups)
     _check(x, y, g, n_grades)
-    k = min(folds, len(np.unique(g)))
-    if k < 2:
-        raise ConfigError(f"cross-fitting needs pairs of at least 2 queries, got {len(np.unique(g))}")
     probs = np.zeros((len(y), n_grades))
-    with warnings.catch_warnings():  # a rare grade with fewer pairs than folds: stratification is best effort
-        warnings.simplefilter("ignore", UserWarning)
-        splits = list(StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed).split(x, y, g))
-    for train, held in splits:
+    for train, held in fold_splits(y, g, folds, seed):
         if len(np.unique(y[train])) < 2:  # a fold without two grades to learn from: the grade prior
-            probs[held] = np.bincount(y[train], minlength=n_grades) + 1.0
-            probs[held] /= probs[held].sum(1, keepdims=True)
+            probs[held] = _prior(y[train], n_grades)
             continue
         probs[held] = _full_probs(_head(seed, c).fit(x[train], y[train]), x[held], n_grades)
+    return probs
+
+
+def fold_splits(labels: np.ndarray, groups: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train rows, held-out rows) per fold: grouped by query, stratified by grade as far as the groups allow."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    k = min(folds, len(np.unique(groups)))
+    if k < 2:
+        raise ConfigError(f"cross-fitting needs pairs of at least 2 queries, got {len(np.unique(groups))}")
+    with warnings.catch_warnings():  # a rare grade with fewer pairs than folds: stratification is best effort
+        warnings.simplefilter("ignore", UserWarning)
+        return list(StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+                    .split(np.zeros((len(labels), 1)), labels, groups))
+
+
+def _prior(labels: np.ndarray, n_grades: int) -> np.ndarray:
+    p = np.bincount(labels, minlength=n_grades) + 1.0
+    return p / p.sum()
+
+
+def refit_probs(data: Examples, groups: np.ndarray, n_grades: int, config: StageConfig, work_dir: Path, *,
+                folds: int = 5, seed: int = 0, progress: Callable[[float, str], None] | None = None,
+                should_stop: Callable[[], bool] | None = None) -> np.ndarray:
+    """[N, K] grade probabilities, each pair scored by a model that ``config`` fine-tuned on the other
+    query-grouped folds (``work_dir``/fold{i}: a rerun resumes finished folds). Each fold validates on
+    queries drawn from its own training part (``draw_validation`` with no val split), never on the held-out
+    fold; ``progress(fraction, message)`` follows the folds."""
+    from darl_core.model import load_checkpoint, score_pairs
+    from darl_core.training import ProgressEvent, run_stage
+    from darl_core.validation import draw_validation
+
+    y, g = np.asarray(data.grades, int), np.asarray(groups)
+    _check(np.zeros((len(y), 1)), y, g, n_grades)
+    if config.num_grades != n_grades:
+        raise ConfigError(f"the refit config has {config.num_grades} grades, the labels {n_grades}")
+    say = progress or (lambda _f, _m: None)
+    splits = fold_splits(y, g, folds, seed)
+    probs = np.zeros((len(y), n_grades))
+    for i, (train, held) in enumerate(splits):
+        part = data.subset(train)
+        if len(np.unique(y[train])) < 2:
+            probs[held] = _prior(y[train], n_grades)
+            continue
+        fit, val, _note = draw_validation(part, part.subset(np.zeros(0, int)))
+
+        def tick(ev: ProgressEvent, i: int = i) -> None:
+            frac = ev.fraction if ev.fraction is not None else (ev.step / ev.total_steps if ev.total_steps else 0.0)
+            say((i + min(max(frac, 0.0), 1.0)) / len(splits), f"fold {i + 1}/{len(splits)}: {ev.message}")
+        result = run_stage(config, fit, val, Path(work_dir) / f"fold{i}", progress=tick, should_stop=should_stop)
+        model = load_checkpoint(result.checkpoint)
+        out = score_pairs(model, [data.queries[j] for j in held], [data.items[j] for j in held],
+                          max_length=config.max_length)
+        probs[held] = out.probs
+        say((i + 1) / len(splits), f"fold {i + 1}/{len(splits)} scored {len(held):,} held-out pairs")
     return probs
 
 

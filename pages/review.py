@@ -162,12 +162,17 @@ if view == "Disagreements":
             st.caption("No label check yet." if Role(user.role).allows(Role.engineer) else
                        "No label check yet: ask an engineer to run one (Review, 'Suspected by the label check').")
         if Role(user.role).allows(Role.engineer):
-            if st.button("Run a label check", key="review_run_check", icon=":material/fact_check:",
-                         help="The worker scores every labelled pair with a model that never saw its label and "
-                              "ranks the likely-mislabelled ones (the current version, else the backbone)"):
+            with st.container(horizontal=True, vertical_alignment="center"):
+                run = st.button("Run a label check", key="review_run_check", icon=":material/fact_check:",
+                                help="The worker scores every labelled pair with a model that never saw its label "
+                                     "and ranks the likely-mislabelled ones (the current version, else the backbone)")
+                refit = st.checkbox("Refit per fold", key="review_check_refit",
+                                    help="Fine-tune the ce baseline once per fold (5 fine-tunes) instead of fitting "
+                                         "a head on frozen embeddings: slower, meant for GPUs or small projects")
+            if run:
                 with db() as session:
                     job = label_check.launch_label_check(session, project, version=project.current_version_id,
-                                                         actor=user)
+                                                         refit=refit, actor=user)
                 st.success(f"Label check queued (job {job.id}); its suspects appear here when it finishes.")
                 ss["review_check_queued"] = True
             with st.expander("Label check jobs", expanded=bool(ss.get("review_check_queued"))):  # open once queued

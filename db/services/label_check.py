@@ -15,25 +15,32 @@ Rules the service keeps:
 - a confirmed label is not suspected again: a pair that an earlier check suspected and a reviewer then
   adjudicated (an adjudication after that check's last label event) to the grade the check saw, and
   whose grade still stands, is stored with ``suspect = False`` and says so in its reason;
-- the check writes at the end only (the job releases SQLite's lock while it computes).
+- the check writes at the end only (the job releases SQLite's lock while it computes);
+- ``refit=True`` swaps the frozen-embedding head for K fine-tunes of the ``ce`` baseline (the project's
+  backbone and settings, ``refit_overrides`` on top), one per fold (``label_issues.refit_probs``); the
+  folds' checkpoints are deleted once the check is stored.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from darl_core.config import StageConfig
 from darl_core.errors import ConfigError, NotFoundError
 from db.models import Job, LabelCheck, LabelCheckItem, LabelEvent, LabelKind, Pair, Project, Role
 from db.services import jobs
 from db.services.labels import final_labels, last_event_id
 from db.services.projects import get_project
 from db.services.users import Actor, require_role
+
+if TYPE_CHECKING:
+    from darl_core.training import Examples
 
 Progress = Callable[[float, str], None]
 METHODS = ("ordinal", "cleanlab")
@@ -57,6 +64,17 @@ def _check_params(method: str, folds: int) -> None:
         raise ConfigError(f"`method` must be one of {', '.join(METHODS)}, got {method!r}.")
     if isinstance(folds, bool) or not isinstance(folds, int) or not 2 <= folds <= 20:
         raise ConfigError(f"`folds` must be 2..20, got {folds!r}.")
+
+
+def _refit_config(project: Project, overrides: dict[str, Any] | None = None) -> StageConfig:
+    """The fine-tune a refit check runs per fold: the ``ce`` baseline with the project's backbone and
+    grades, ``overrides`` (StageConfig fields) on top; a bad field raises ConfigError naming it."""
+    from darl_core.config import stage_config
+
+    settings = dict(project.settings or {})
+    base = {"model_dir": settings.get("model_dir"), "num_grades": len(project.grades),
+            "grade_names": list(project.grades)}
+    return stage_config("ce", base, overrides or {})
 
 
 def _labelled_pairs(session: Session, project_id: int, labels: dict[int, Any]) -> tuple[list[int], list[int],
@@ -87,12 +105,39 @@ def _confirmed(session: Session, project_id: int, labels: dict[int, Any]) -> dic
     return {pid: cid for pid, cid, label in rows if pid in labels and labels[pid].grade == label}
 
 
+def _refit(session: Session, project: Project, config: StageConfig, data: Examples, groups: np.ndarray, *,
+           folds: int, seed: int, say: Progress, should_stop: Callable[[], bool] | None) -> np.ndarray:
+    """Out-of-fold probabilities from ``folds`` fine-tunes; their checkpoints live under DARL_HOME while
+    the check runs (a retried job resumes the finished folds) and are removed afterwards."""
+    import hashlib
+    import json
+    import shutil
+
+    from darl_core.label_issues import refit_probs
+    from darl_core.settings import darl_home
+    from db.session import is_sqlite
+
+    key = hashlib.sha1(json.dumps([config.to_dict(), folds, seed, len(data), data.queries[:1], data.grades.tolist()],
+                                  sort_keys=True, default=str).encode()).hexdigest()[:12]
+    work = darl_home() / "label_checks" / f"project{project.id}" / f"refit-{key}"
+    say(0.0, f"refitting the ce baseline on {folds} query-grouped folds of {len(data):,} labelled pairs")
+    if is_sqlite(session) and session.in_transaction():
+        session.commit()  # only read so far: minutes of training must not hold SQLite's write lock
+    probs = refit_probs(data, groups, config.num_grades, config, work, folds=folds, seed=seed,
+                        progress=lambda f, m: say(0.9 * f, m), should_stop=should_stop)
+    shutil.rmtree(work, ignore_errors=True)
+    return probs
+
+
 def run_label_check(session: Session, project_name: str, version: str | int | None = None,
                     progress: Progress | None = None, *, method: str = "ordinal", folds: int = 5, seed: int = 0,
-                    created_by: int | None = None, job_id: int | None = None, actor: Actor | None) -> LabelCheck:
+                    refit: bool = False, refit_overrides: dict[str, Any] | None = None,
+                    should_stop: Callable[[], bool] | None = None, created_by: int | None = None,
+                    job_id: int | None = None, actor: Actor | None) -> LabelCheck:
     """Check every labelled pair of a project (engineer role); returns the stored check."""
     from darl_core.embeddings import EmbeddingCache, embed_cached, lazy_compute
     from darl_core.label_issues import out_of_fold_probs, rank_issues, reason
+    from darl_core.training import Examples
     from db.services.rounds import embedding_key, resolve_version
 
     require_role(actor, Role.engineer)
@@ -100,6 +145,7 @@ def run_label_check(session: Session, project_name: str, version: str | int | No
     say = progress or (lambda _f, _m: None)
     project = get_project(session, project_name)
     grades = list(project.grades)
+    config = _refit_config(project, refit_overrides) if refit else None  # a bad override fails before any work
     mv = resolve_version(session, project.id, version, actor=actor)
     labels = final_labels(session, project.id)
     seen = last_event_id(session, project.id)
@@ -107,20 +153,29 @@ def run_label_check(session: Session, project_name: str, version: str | int | No
     if len(ids) < 2 * folds:
         raise ConfigError(f"project '{project_name}' has {len(ids)} labelled pair(s); a {folds}-fold label check "
                           f"needs at least {2 * folds}: label more pairs, or lower `folds`")
-    say(0.0, f"embedding {len(ids):,} labelled pairs ({mv.name})")
-
-    def tick(done: int, total: int) -> None:
-        say(0.8 * done / max(total, 1), f"embedded {done:,}/{total:,} pairs")
-    emb, _ = embed_cached(EmbeddingCache(embedding_key(mv)), ids, queries, items, lazy_compute(mv.artifact_path),
-                          progress=tick)
     y = np.array([labels[i].grade for i in ids])
-    say(0.8, f"cross-fitting the grade head ({folds} folds grouped by query)")
-    found = rank_issues(y, out_of_fold_probs(emb, y, np.array(groups), len(grades), folds=folds, seed=seed),
-                        method=method)
+    params: dict[str, Any] = {"folds": folds, "seed": seed, "model_version": mv.name}
+    if config is not None:
+        probs = _refit(session, project, config, Examples(queries, items, y), np.array(groups), folds=folds, seed=seed,
+                       say=say, should_stop=should_stop)
+        params["refit"] = {"stage": "ce", "epochs": config.epochs, "tuning": config.tuning,
+                           "train_layers": config.train_layers, "overrides": dict(refit_overrides or {})}
+        params["model_version"] = f"ce refit per fold ({config.tuning}, {config.epochs:g} epochs)"
+    else:
+        say(0.0, f"embedding {len(ids):,} labelled pairs ({mv.name})")
+
+        def tick(done: int, total: int) -> None:
+            say(0.8 * done / max(total, 1), f"embedded {done:,}/{total:,} pairs")
+        emb, _ = embed_cached(EmbeddingCache(embedding_key(mv)), ids, queries, items,
+                              lazy_compute(mv.artifact_path), progress=tick)
+        say(0.8, f"cross-fitting the grade head ({folds} folds grouped by query)")
+        probs = out_of_fold_probs(emb, y, np.array(groups), len(grades), folds=folds, seed=seed)
+    found = rank_issues(y, probs, method=method)
+    params["n_issues"] = found.n_issues
     confirmed = _confirmed(session, project.id, labels)
     say(0.95, "writing the check")
     check = LabelCheck(project_id=project.id, model_version_id=mv.id, method=method, last_event_id=seen,
-                       params={"folds": folds, "seed": seed, "model_version": mv.name, "n_issues": found.n_issues},
+                       params=params,
                        pairs=len(ids), job_id=job_id, created_by=created_by)
     session.add(check)
     session.flush()
@@ -144,12 +199,17 @@ def run_label_check(session: Session, project_name: str, version: str | int | No
 
 
 def launch_label_check(session: Session, project: Project, *, version: int | None, method: str = "ordinal",
+                       refit: bool = False, refit_overrides: dict[str, Any] | None = None,
                        actor: Actor | None) -> Job:
-    """Queue a label check of the project (engineer role), its parameters checked first."""
+    """Queue a label check of the project (engineer role), its parameters checked first (a refit's
+    overrides too: a bad field is refused here, not minutes later in the worker)."""
     require_role(actor, Role.engineer)
     _check_params(method, 5)
-    return jobs.enqueue(session, "check_labels", {"project": project.name, "version": version, "method": method,
-                                                  "created_by": actor.id}, project_id=project.id, actor=actor)
+    params: dict[str, Any] = {"project": project.name, "version": version, "method": method, "created_by": actor.id}
+    if refit:
+        _refit_config(project, refit_overrides)
+        params.update(refit=True, refit_overrides=dict(refit_overrides or {}))
+    return jobs.enqueue(session, "check_labels", params, project_id=project.id, actor=actor)
 
 
 def latest_check(session: Session, project_id: int) -> LabelCheck | None:

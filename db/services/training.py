@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 from collections.abc import Callable
 from typing import Any
@@ -29,6 +28,7 @@ from darl_core.metrics import evaluate
 from darl_core.model import item_text, load_checkpoint, score_pairs
 from darl_core.settings import darl_home
 from darl_core.training import Examples, ProgressEvent, run_stage
+from darl_core.validation import draw_validation
 from db.models import LabelEvent, ModelVersion, Pair, Project, Role
 from db.services import versions
 from db.services.labels import TEST_SPLITS, VAL_SPLITS, final_labels
@@ -39,13 +39,6 @@ from db.services.versions import DEFAULT_PARENT
 from db.session import is_sqlite
 
 Progress = Callable[[float, str], None]
-# The validation set the product trusts (draw_validation): a val split with fewer pairs or queries than
-# this is topped up by query from the training pairs. Not measured: VAL_MIN_QUERIES was the post-hoc guards'
-# old threshold, VAL_SHARE the 10% of queries the old hash bucket drew. A drawn set under the guards'
-# posthoc_min_queries (128, measured) makes the stage skip every post-hoc step, the safe side.
-MIN_VAL = 50
-VAL_MIN_QUERIES = 8
-VAL_SHARE = 0.1
 
 
 # "lp · pooling: pooling 512 training pairs": the stage, its phase, then what happened (may be empty: the
@@ -56,32 +49,6 @@ PHASE_MESSAGE = re.compile(r"^(?P<stage>\w+) · (?P<phase>[a-z ]+): (?P<text>.*)
 def phase_message(stage: str, phase: str, text: str) -> str:
     """A progress message that carries the stage's phase (``PHASE_MESSAGE`` reads it back)."""
     return f"{stage} · {phase}: {text}" if phase else f"{stage}: {text}"
-
-
-def _query_key(text: str) -> str:
-    return hashlib.sha1(text.encode("utf-8")).hexdigest()
-
-
-def draw_validation(train: Examples, val: Examples) -> tuple[Examples, Examples, str | None]:
-    """(train, val, a note for the stage log): when the val split has fewer than ``MIN_VAL`` pairs or
-    ``VAL_MIN_QUERIES`` queries, whole training queries join it: ``VAL_SHARE`` of them, at least enough for
-    ``VAL_MIN_QUERIES`` in all, at most half. Drawn in sha1 order of the query text (deterministic, and by
-    query, so no query is on both sides); the note says what was drawn."""
-    have = set(val.queries)
-    if (len(val) >= MIN_VAL and len(have) >= VAL_MIN_QUERIES) or not len(train):
-        return train, val, None
-    candidates = sorted({q for q in train.queries if q not in have}, key=_query_key)
-    wanted = max(math.ceil(VAL_SHARE * len(candidates)), VAL_MIN_QUERIES - len(have))
-    drawn = set(candidates[:min(wanted, len(candidates) // 2)])
-    if not drawn:
-        return train, val, (f"validation: the val split has {len(val)} pairs of {len(have)} queries and too few "
-                            "training queries to draw more; its figures are unreliable")
-    rows = np.array([q in drawn for q in train.queries])
-    moved = train.subset(np.flatnonzero(rows))
-    note = (f"validation: the val split has {len(val)} pairs of {len(have)} queries (fewer than {MIN_VAL} pairs or "
-            f"{VAL_MIN_QUERIES} queries), so {len(drawn)} training queries ({len(moved)} pairs; "
-            f"{VAL_SHARE:.0%} of them, at least {VAL_MIN_QUERIES} queries in all) were drawn into it")
-    return train.subset(np.flatnonzero(~rows)), (val.concat(moved) if len(val) else moved), note
 
 
 def _default_parent(session: Session, project, stage: str) -> ModelVersion | None:

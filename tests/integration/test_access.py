@@ -118,7 +118,7 @@ READ_ONLY = {
     "rounds.default_version", "rounds.embedding_key", "rounds.get_round", "rounds.round_items", "rounds.round_queue",
     "rounds.round_rows", "round_pairs.round_csv",
     "stats.project_overview", "stats.user_count",
-    "training.collect_examples", "training.draw_validation", "training.phase_message",
+    "training.collect_examples", "training.phase_message",
     "users.admin_exists", "users.authenticate", "users.get_user", "users.list_users", "users.require_role",
     "versions.default_parent", "versions.figures", "versions.flags", "versions.get_version", "versions.lineage",
     "versions.list_versions", "versions.version_names", "versions.version_rows",

@@ -120,7 +120,7 @@ def test_dpo_without_a_dasa_parent_names_its_reference(sqlite_database, bert):
 
 def test_a_small_val_split_is_topped_up_by_whole_training_queries():
     from darl_core.training import Examples
-    from db.services.training import VAL_MIN_QUERIES, draw_validation
+    from darl_core.validation import VAL_MIN_QUERIES, draw_validation
 
     queries = [f"q{i}" for i in range(100) for _ in range(3)]
     train = Examples(queries, [f"item {i}" for i in range(300)], np.arange(300) % 3)

@@ -153,3 +153,74 @@ def test_review_filter_lists_the_latest_checks_open_suspects(database: str) -> N
         # Adjudicating (confirming here) takes the pair off the list; the disagreement queue is unchanged.
         after = review.adjudicate_and_list(s, rita, pid, (ids[13], 2, "checked: strong"), only)
         assert [it.pair_id for it in after.items] == [ids[4]] and after.suspected == 1 and after.pending == 12
+
+
+REFIT = {"epochs": 1, "batch_size": 8, "max_length": 16}
+
+
+def test_refit_scores_every_fold_with_a_model_that_never_saw_its_queries(
+        tiny_backbone: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The refit option fine-tunes per fold: no held-out query is in that fold's training or validation
+    pairs, every pair gets probabilities, and a rerun resumes the finished folds instead of training again."""
+    from darl_core import label_issues, training
+    from darl_core.config import stage_config
+
+    rows = [(WORDS[j % 10], f"{WORDS[(j + (i % 2)) % 10]} pro", 2 if i % 2 == 0 else 0)
+            for j in range(24) for i in range(3)]
+    data = training.Examples([r[0] + str(j // 3) for j, r in enumerate(rows)], [r[1] for r in rows],
+                             np.array([r[2] for r in rows]))
+    groups = np.unique(data.queries, return_inverse=True)[1]
+    config = stage_config("ce", {"model_dir": str(tiny_backbone), "num_grades": 3, **REFIT})
+    seen: list[tuple[set, set]] = []
+    real_run, real_loop = training.run_stage, training._train_loop
+    loops: list[int] = []
+    monkeypatch.setattr(training, "run_stage", lambda cfg, tr, va, out, **kw: (
+        seen.append((set(tr.queries), set(va.queries))), real_run(cfg, tr, va, out, **kw))[1])
+    monkeypatch.setattr(training, "_train_loop", lambda *a, **kw: (loops.append(1), real_loop(*a, **kw))[1])
+    said: list[float] = []
+    probs = label_issues.refit_probs(data, groups, 3, config, tmp_path / "refit", folds=3, seed=0,
+                                     progress=lambda f, _m: said.append(f))
+    assert probs.shape == (len(data), 3) and np.allclose(probs.sum(1), 1.0, atol=1e-5)
+    assert len(seen) == 3 and len(loops) == 3 and said[-1] == pytest.approx(1.0)
+    for (fit, val), (_train, held) in zip(seen, label_issues.fold_splits(data.grades, groups, 3, 0), strict=True):
+        held_queries = {data.queries[i] for i in held}
+        assert val and not (fit & val) and not (held_queries & (fit | val))
+    again = label_issues.refit_probs(data, groups, 3, config, tmp_path / "refit", folds=3, seed=0)
+    assert len(loops) == 3 and np.allclose(again, probs, atol=1e-5)  # resumed: no fold trained twice
+    with pytest.raises(ConfigError, match="the refit config has 3 grades, the labels 4"):
+        label_issues.refit_probs(data, groups, 4, config, tmp_path / "refit4", folds=3)
+
+
+def test_refit_check_is_stored_with_its_settings_and_leaves_no_checkpoints(database: str, tiny_backbone: Path,
+                                                                           tmp_path: Path) -> None:
+    from darl_core.settings import darl_home
+
+    with session_scope(database) as s:
+        _project(s, n=60)
+        check = label_check.run_label_check(s, "demo", folds=3, refit=True, refit_overrides=REFIT, actor=SYSTEM)
+        assert check.pairs == 60 and check.params["refit"]["stage"] == "ce"
+        assert check.params["refit"]["overrides"] == REFIT and "ce refit per fold" in check.params["model_version"]
+        items = s.scalars(select(LabelCheckItem).where(LabelCheckItem.check_id == check.id)).all()
+        assert len(items) == 60 and all(0.0 <= i.model_prob <= 1.0 for i in items)
+        assert sorted(i.rank for i in items) == list(range(1, 61))
+    assert not list((darl_home() / "label_checks").glob("project*/refit-*"))
+
+
+def test_refit_settings_are_checked_before_anything_runs(sqlite_database: str, tiny_backbone: Path,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    from darl_app.cli import main
+
+    with session_scope(sqlite_database) as s:
+        project = _project(s)
+        eve = seed_user(s, "eve", Role.engineer)
+        with pytest.raises(ConfigError, match="epochs"):
+            label_check.launch_label_check(s, project, version=None, refit=True, refit_overrides={"epochs": -1},
+                                           actor=eve)
+        with pytest.raises(ConfigError, match="epochs"):
+            label_check.run_label_check(s, "demo", refit=True, refit_overrides={"epochs": -1}, actor=SYSTEM)
+        assert s.scalar(select(func.count(Job.id))) == 0 and s.scalar(select(func.count(LabelCheck.id))) == 0
+        job = label_check.launch_label_check(s, project, version=None, refit=True, refit_overrides={"epochs": 1},
+                                             actor=eve)
+        assert job.params["refit"] is True and job.params["refit_overrides"] == {"epochs": 1}
+    assert main(["check-labels", "--project", "demo", "--set", "epochs=1"]) == 2
+    assert "add --refit" in capsys.readouterr().err
