@@ -20,7 +20,6 @@ Everything is seeded: the same pairs, embeddings and settings keep the same rows
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -41,15 +40,12 @@ class Selection:
 
 
 def _kfold(labels: np.ndarray, groups: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    from sklearn.model_selection import StratifiedGroupKFold
+    from darl_core.label_issues import fold_splits
 
-    k = min(folds, len(np.unique(groups)))
-    if k < 2:
-        raise ConfigError(f"data selection cross-fits over queries and needs pairs of at least 2 queries, got "
-                          f"{len(np.unique(groups))}; use data_selection 'all'")
-    with warnings.catch_warnings():  # a rare grade with fewer pairs than folds: stratification is best effort
-        warnings.simplefilter("ignore", UserWarning)
-        return list(StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed).split(labels, labels, groups))
+    try:
+        return fold_splits(labels, groups, folds, seed)
+    except ConfigError as e:
+        raise ConfigError(f"data selection {e}; use data_selection 'all'") from e
 
 
 def query_balanced(groups: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:

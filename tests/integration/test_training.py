@@ -18,7 +18,8 @@ from darl_core.config import LossConfig, StageConfig
 from darl_core.errors import ConfigError
 from darl_core.metrics import evaluate
 from darl_core.model import load_checkpoint, load_model, score_pairs
-from darl_core.training import Examples, StageCancelled, build_model, holdout_split, param_groups, run_stage
+from darl_core.training import Examples, StageCancelled, holdout_split, run_stage
+from darl_core.tuning import build_model, param_groups
 from db.services.users import SYSTEM
 
 torch.set_num_threads(1)
