@@ -80,12 +80,12 @@ def test_ce_baseline_is_trained_evaluated_and_made_current_from_the_cli(sqlite_d
         assert session.query(PairScore).filter_by(model_version_id=ce.id).count() == 48
         # Figures on fewer than FEW_QUERIES queries are flagged with their interval.
         row = next(r for r in version_rows(session, ce.project_id) if r["name"] == "ce-1")
-        assert "id: 6 queries < 30" in row["few_queries"] and "ood: 6 queries < 30" in row["few_queries"]
+        assert "id: 6 queries < 300" in row["few_queries"] and "ood: 6 queries < 300" in row["few_queries"]
         assert row["id_interval"].startswith("[") and row["val_queries"] == m["val_queries"]
         vid = ce.id
     assert "ce-1 on test_id: 24 pairs of 6 queries" in out
     assert "F1 per grade: bad" in out and "perfect" in out and "gap (ID - OOD)" in out
-    assert "warning: few queries: id: 6 queries < 30" in out
+    assert "warning: few queries: id: 6 queries < 300" in out
 
     assert main(["evaluate", "ce-1", "--project", "four", "--stored"]) == 0
     again = capsys.readouterr().out
