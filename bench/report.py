@@ -267,6 +267,51 @@ def label_noise() -> list[str]:
     return out
 
 
+def label_noise_refit() -> list[str]:
+    res = load("label_noise_refit")
+    if not res:
+        return ["Label noise, refit option (`bench/label_noise.py --refit`): not run."]
+    out = [f"**Label noise, the refit option** (`bench/label_noise.py --refit`: {res['protocol']}). Detection AUROC "
+           "(P@N) of the injected flips; on the untouched grades (`real`), the share of the top suspects whose rater "
+           "mean the rounding decided:", "",
+           "| noise | seeds | ordinal (ours) | cleanlab default | plain fine-tune's training loss | random | refit s |",
+           "|---|---|---|---|---|---|---|"]
+    names = ("ordinal", "cleanlab", "finetune_training_loss", "random")
+    for key, d in res["settings"].items():
+        if key == "real":
+            continue
+        cells = [f"{num(d[n]['auroc']['mean'])} ({num(d[n]['precision_at_n']['mean'])})" for n in names]
+        out.append(f"| {key.replace('_', ' ')}% | {len(d['seeds'])} | " + " | ".join(cells) + f" | {d['refit_seconds']:.0f} |")
+    real = res["settings"].get("real")
+    if real:
+        base = real["base_rate"]["rounding_decided_share"]["mean"]
+        out += ["", "Real noise, top 1,000 suspects, rounding decided (base "
+                f"{base:.1%}): " + ", ".join(f"{n} {real[n]['rounding_decided_share']['mean']:.1%}" for n in names)
+                + "; raters disagreed (base "
+                f"{real['base_rate']['raters_disagreed_share']['mean']:.1%}): "
+                + ", ".join(f"{n} {real[n]['raters_disagreed_share']['mean']:.1%}" for n in names) + "."]
+    return out
+
+
+def few_queries() -> list[str]:
+    res = load("few_queries")
+    if not res:
+        return ["Few-queries flag (`bench/few_queries.py`): not run."]
+    out = [f"**Where a figure becomes too thin** (`bench/few_queries.py`: {res['draws']} random query subsets per "
+           "count from each Home Depot test split, scored by the robustness run's variant-a seed-0 `ce` and pipeline "
+           "models): median half-width of the 95% query-bootstrap interval of the pipeline's macro-F1, and how often "
+           "the subset ranks pipeline and `ce` the wrong way round:", "",
+           "| queries | half-width test_id | test_ood | wrong ranking test_id | test_ood |", "|---|---|---|---|---|"]
+    by = {split: {r["queries"]: r for r in d["by_count"]} for split, d in res["splits"].items()}
+    for n in by["test_id"]:
+        a, b = by["test_id"][n], by["test_ood"][n]
+        out.append(f"| {n} | {num(a['median_half_width'])} | {num(b['median_half_width'])} | "
+                   f"{num(a['wrong_ranking_share'], 2)} | {num(b['wrong_ranking_share'], 2)} |")
+    out += ["", f"Threshold (first count within ±{res['half_width']:.2f} on both splits): {res['threshold']} queries, "
+            "the versions table's and Gap page's `FEW_QUERIES`."]
+    return out
+
+
 def robustness(name: str = "robustness") -> list[str]:
     res = load(name)
     if not res:
@@ -362,6 +407,8 @@ def data_selection() -> list[str]:
 def render() -> str:
     lines: list[str] = []
     lines += robustness() + [""]
+    lines += robustness("robustness_all_e2") + [""]
+    lines += few_queries() + [""]
     lines += posthoc_thresholds(rule="Run under the earlier temperature rule (a softening T always kept): its ECE "
                                 "columns show that rule's harm; the macro-F1 columns do not depend on it (a "
                                 "temperature never changes the predicted grade)") + [""]
@@ -380,6 +427,7 @@ def render() -> str:
     lines += ablation() + [""]
     lines += ood() + [""]
     lines += label_noise() + [""]
+    lines += label_noise_refit() + [""]
     lines += data_selection() + [""]
     lines += simple("Import", "import_speed", [("1M rows in s", "import.wall_s"), ("peak RSS MB", "import.peak_rss_mb"),
                                                ("row-by-row ORM µs/row", "per_row_us.naive_orm"),
