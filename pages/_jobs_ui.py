@@ -52,7 +52,7 @@ def job_title(job: Job, names: dict[int, str]) -> str:
     if job.kind == "embed" and "version_id" in p:
         return f"embed {len(p.get('pair_ids') or [])} pairs with {name(p['version_id'])}"
     if job.kind == "check_labels":
-        return f"label check with {name(p.get('version'))}"
+        return "label check, ce refit per fold" if p.get("refit") else f"label check with {name(p.get('version'))}"
     if job.kind == "select":
         return f"select {int(p.get('budget', 0)):,} pairs with {name(p.get('version'))}"
     return job.kind

@@ -69,6 +69,14 @@ def test_an_engineer_runs_a_label_check_beside_a_stored_one_and_sees_its_job(che
     assert any("label check with the pretrained backbone" in m.value for m in at.markdown)  # its progress panel
     (jobs,) = [e for e in at.expander if e.label == "Label check jobs"]
     assert jobs.proto.expanded  # open once a check was queued
+    # The refit option: the same button with "Refit per fold" ticked queues a refit check, named as one.
+    at.checkbox(key="review_check_refit").check().run()
+    at.button(key="review_run_check").click().run()
+    assert not at.exception
+    with session_scope(sqlite_database) as s:
+        refit = s.scalars(select(Job).order_by(Job.id.desc())).first()
+        assert refit.kind == "check_labels" and refit.params["refit"] is True and refit.params["refit_overrides"] == {}
+    assert any("label check, ce refit per fold" in m.value for m in at.markdown)
 
 
 def test_a_decision_marked_gold_and_the_gold_view(checked: dict[str, Any], sqlite_database: str) -> None:
