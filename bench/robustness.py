@@ -45,7 +45,7 @@ from quality import configs, examples, mean_sd, pick  # noqa: E402
 
 from bench.common import save  # noqa: E402
 from darl_core import homedepot  # noqa: E402
-from darl_core.metrics import evaluate  # noqa: E402
+from darl_core.metrics import evaluate, softmax  # noqa: E402
 from darl_core.model import load_checkpoint, score_pairs  # noqa: E402
 from darl_core.query_selection import select_by_query  # noqa: E402
 from darl_core.training import Examples, run_stage  # noqa: E402
@@ -59,13 +59,18 @@ VARIANTS = {
     "d": {"desc": "five grades from the rater means (homedepot.FIVE_GRADE_CUTS)", "grades": 5},
     "e": {"desc": "15% of training grades flipped to an adjacent grade", "flip": 0.15},
 }
-RECIPES = ("ce", "ce_plus_labels", "pipeline", "pipeline_r1", "no_posthoc", "dasa_by_pair", "dasa_by_query")
+RECIPES = ("ce", "ce_plus_labels", "pipeline", "pipeline_r2", "pipeline_r1", "no_posthoc", "dasa_by_pair",
+           "dasa_by_query")
 # The post-hoc rules the `pipeline` recipe runs under. r1: a softening temperature always kept, 8 val queries
-# enough for any step; r2 (the defaults since bench/posthoc_thresholds.py): every temperature must win out of
-# fold, 128 val queries. Runs made under r1 are kept as `pipeline_r1`; the dpo stage (where the blend, offsets
-# and temperature are decided) is rerun under r2 in its own directory. lp, ft, wi and dasa are shared: every
-# variant's validation has >= 128 queries, so wi decides the same under both rules.
-RULES = "r2"
+# enough for any step; r2 (bench/posthoc_thresholds.py): every temperature must win out of fold and not worsen
+# the held-out labels, 128 val queries; r3 (the defaults since bench/temperature_guard.py): as r2, but a
+# softening temperature is kept once validation passes the 128-query threshold. Runs made under older rules
+# are kept as `pipeline_r1` / `pipeline_r2`; the dpo stage (where the blend, offsets and temperature are
+# decided) runs under each rule in its own directory (dpo_r2, dpo_r3), or, for r3, ``--rescore`` rescales an
+# r2 checkpoint's logits by the temperature r3 keeps (exact: the rules differ in that last step only, and
+# training does not depend on it). lp, ft, wi and dasa are shared: every variant's validation has >= 128
+# queries, so wi decides the same under every rule.
+RULES = "r3"
 WORK = Path(".darl/bench/robustness")  # + the profile: top2_e1 (cheap) or all_e2 (default)
 # Targets (issue 26): per variant the pipeline is at most 0.5 points below ce on each test split, ECE <= 0.05
 # on both; across variants on average >= +2 points ID and >= +3 OOD over ce.
@@ -110,16 +115,18 @@ def variant_data(name: str, seed: int) -> dict:
             "train_pairs": len(train), "val_pairs": len(val)}
 
 
-def test_metrics(ckpt: Path, tests: dict[str, Examples]) -> dict:
+def test_metrics(ckpt: Path, tests: dict[str, Examples], divide: float = 1.0) -> dict:
+    """Test figures of a checkpoint; ``divide``: a temperature applied to its final logits first."""
     model = load_checkpoint(ckpt)
     out: dict = {}
     for split, ex in tests.items():
         s = score_pairs(model, ex.queries, ex.items, batch_size=128, max_length=48)
-        m = evaluate(ex.grades, s.probs, ex.queries)
+        probs = s.probs if divide == 1.0 else softmax(s.logits / divide)
+        m = evaluate(ex.grades, probs, ex.queries)
         for key in ("macro_f1", "ece", "qwk", "over_recall"):
             out[f"{split}_{key}"] = m[key]
-        k = s.probs.shape[1]
-        out[f"{split}_predicted_share"] = (np.bincount(s.probs.argmax(1), minlength=k) / len(ex)).round(4).tolist()
+        k = probs.shape[1]
+        out[f"{split}_predicted_share"] = (np.bincount(probs.argmax(1), minlength=k) / len(ex)).round(4).tolist()
         out[f"{split}_true_share"] = (np.bincount(ex.grades, minlength=k) / len(ex)).round(4).tolist()
     return out
 
@@ -130,12 +137,44 @@ def kept_steps(metrics: dict) -> dict:
 
 
 def read_runs(path: Path) -> list[dict]:
-    """The runs recorded in ``path``; a pipeline run made under older rules is named ``pipeline_r1``."""
+    """The runs recorded in ``path``; a pipeline run made under older rules is named ``pipeline_r1`` / ``_r2``."""
     runs = json.loads(path.read_text()) if path.is_file() else []
     for r in runs:
         if r["recipe"] == "pipeline" and r.get("rules") != RULES:
-            r["recipe"] = "pipeline_r1"
+            r["recipe"] = f"pipeline_{r.get('rules') or 'r1'}"
     return runs
+
+
+def r3_temperature(stage: Path) -> float | None:
+    """The temperature r3 would add to an r2 dpo stage: its fitted softening T where r2 vetoed it after the
+    support thresholds passed (out of fold or on the held-out labels); None where r3 decides as r2 did."""
+    t = json.loads((stage / "metrics.json").read_text())["posthoc"].get("temperature")
+    if t is None or t["kept"] or t["fitted_temperature"] <= 1.0:
+        return None
+    return t["fitted_temperature"] if t["reason"].startswith("softens (T ") else None
+
+
+def rescore(args) -> None:
+    """r3 records for every r2 pipeline run without one (``runs_<tuning>_r3.json`` beside the run's file)."""
+    for runs_file in sorted(WORK.glob("*_s*/runs_lora.json")) + sorted(WORK.glob("*_s*/runs_full.json")):
+        out_file = runs_file.with_name(f"{runs_file.stem}_r3.json")
+        done = json.loads(out_file.read_text()) if out_file.is_file() else []
+        have = {r["seed"] for r in done}
+        for r in json.loads(runs_file.read_text()):
+            if r["recipe"] != "pipeline" or r.get("rules") != "r2" or r["seed"] in have:
+                continue
+            stage = runs_file.parent / r["tuning"] / "dpo_r2"
+            if json.loads((stage / "metrics.json").read_text()).get("zero_shot_kept"):
+                raise SystemExit(f"{stage}: a kept blend comes after the temperature in score_pairs; rerun dpo instead")
+            t = r3_temperature(stage)
+            new = {**r, "rules": "r3", "rescored_from": "r2", "r3_temperature": t}
+            if t is not None:
+                new.update(test_metrics(stage, variant_data(r["variant"], r["seed"])["tests"], divide=t))
+                new["temperature"] = t
+            done.append(new)
+            out_file.write_text(json.dumps(done, indent=1))
+            print(f"{runs_file.parent.name} {r['tuning']} r3: T {t} ECE {new['id_ece']:.3f}/{new['ood_ece']:.3f} "
+                  f"(r2 {r['id_ece']:.3f}/{r['ood_ece']:.3f})", flush=True)
 
 
 def run_job(variant: str, tuning: str, seed: int, args) -> None:
@@ -227,6 +266,9 @@ def run_job(variant: str, tuning: str, seed: int, args) -> None:
 
 def summarise() -> dict:
     runs = [r for f in sorted(WORK.glob("*_s*/runs_*.json")) for r in read_runs(f)]
+    # an r3 run made for real (dpo_r3) wins over a rescored one of the same variant, tuning and seed
+    real = {(r["variant"], r["tuning"], r["seed"]) for r in runs if r["recipe"] == "pipeline" and "rescored_from" not in r}
+    runs = [r for r in runs if not (r.get("rescored_from") and (r["variant"], r["tuning"], r["seed"]) in real)]
     table: list[dict] = []
     keys = ("id_macro_f1", "ood_macro_f1", "id_ece", "ood_ece", "val_macro_f1", "wall_s")
     for variant in VARIANTS:
@@ -288,6 +330,7 @@ def main() -> int:
     ap.add_argument("--train-layers", type=int, default=2, help="0: all layers")
     ap.add_argument("--summarise", action="store_true")
     ap.add_argument("--by-query", action="store_true", help="also the dasa stage on a by-query round (issue 24)")
+    ap.add_argument("--rescore", action="store_true", help="r3 records from the r2 dpo checkpoints (see RULES)")
     args = ap.parse_args()
     args.train_layers = args.train_layers or None
     global WORK
@@ -301,7 +344,9 @@ def main() -> int:
             raise SystemExit(f"bad job {job!r}: variant in {sorted(VARIANTS)}, tuning lora|full")
         run_job(variant, tuning, int(seed), args)
         save(results, summarise())
-    if args.summarise:
+    if args.rescore:
+        rescore(args)
+    if args.summarise or args.rescore:
         save(results, summarise())
     return 0
 
