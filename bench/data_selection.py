@@ -72,7 +72,15 @@ def main() -> None:
     ap.add_argument("--parts", nargs="+", default=["cleaning", "selection", "product"])
     ap.add_argument("--work", type=Path, default=Path(".darl/bench/data_selection"))
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--summarise-seeds", nargs="*", type=Path, metavar="FILE",
+                    help="mean and sd over per-seed result files (default: data_selection.json, _s1, _s2) "
+                         "-> bench/results/data_selection_seeds.json")
     args = ap.parse_args()
+    if args.summarise_seeds is not None:
+        save(RESULTS.with_name("data_selection_seeds.json"), over_seeds(
+            args.summarise_seeds or [RESULTS, RESULTS.with_name("data_selection_s1.json"),
+                                     RESULTS.with_name("data_selection_s2.json")]))
+        return
     torch.set_num_threads(args.threads)
     load0, t_start = os.getloadavg(), time.perf_counter()
     work = args.work / f"seed{args.seed}"
@@ -201,6 +209,38 @@ def summarise(rows: dict) -> dict:
             for split in ("id", "ood"):
                 out[f"{name}_{split}_minus_all"] = round(rows[name][f"{split}_macro_f1"] - base[f"{split}_macro_f1"], 4)
     return out
+
+
+def over_seeds(files: list[Path]) -> dict:
+    """Rows, recovered shares and detection AUROC as mean / sd over the seeds whose files hold them."""
+    per = [json.loads(f.read_text()) for f in files if f.is_file()]
+
+    def stat(values: list[float]) -> dict:
+        return {"mean": round(float(np.mean(values)), 4), "sd": round(float(np.std(values)), 4), "n": len(values)}
+    rows = {name: {k: stat([p["rows"][name][k] for p in per if name in p["rows"]])
+                   for k in ("id_macro_f1", "ood_macro_f1", "train_pairs")}
+            for name in sorted({n for p in per for n in p["rows"]})}
+    # recovered per seed, then averaged; also from the seed-mean rows (robust when one seed's loss is ~0)
+    recovered = {}
+    for name in rows:
+        if not name.startswith("ce_cleaned_") or "ce_clean" not in rows:
+            continue
+        noisy = rows.get("ce_noisy_" + name.removeprefix("ce_cleaned_"))
+        if noisy is None:
+            continue
+        for split in ("id", "ood"):
+            lost = rows["ce_clean"][f"{split}_macro_f1"]["mean"] - noisy[f"{split}_macro_f1"]["mean"]
+            won = rows[name][f"{split}_macro_f1"]["mean"] - noisy[f"{split}_macro_f1"]["mean"]
+            recovered[f"{name}_{split}"] = {"lost_to_noise": round(lost, 4), "won_back": round(won, 4),
+                                            "recovered": round(won / lost, 3) if lost > 0.005 else None}
+    detection = {key: {n: stat([p["detection"][key][n]["auroc"] for p in per if n in p.get("detection", {}).get(key, {})])
+                       for n in ("finetuned_ordinal", "finetuned_cleanlab", "finetune_training_loss", "frozen_ordinal",
+                                 "random")}
+                 for key in sorted({k for p in per for k in p.get("detection", {})})}
+    return {"protocol": "bench/data_selection.py per-seed files " + ", ".join(f.name for f in files if f.is_file())
+                        + "; recovered = (cleaned - noisy) / (clean - noisy) on the seed means, undefined where "
+                          "noise cost under 0.5 points",
+            "seeds": len(per), "rows": rows, "recovered": recovered, "detection_auroc": detection}
 
 
 if __name__ == "__main__":
