@@ -155,7 +155,9 @@ def r3_temperature(stage: Path) -> float | None:
 
 
 def rescore(args) -> None:
-    """r3 records for every r2 pipeline run without one (``runs_<tuning>_r3.json`` beside the run's file)."""
+    """r3 records for every r2 pipeline run without one (``runs_<tuning>_r3.json`` beside the run's file).
+    score_pairs's logits are the final ones (offsets, a kept blend: ``divide_logits`` divides the blend's
+    parameters too), so dividing them by T is what the stage would have saved under r3."""
     for runs_file in sorted(WORK.glob("*_s*/runs_lora.json")) + sorted(WORK.glob("*_s*/runs_full.json")):
         out_file = runs_file.with_name(f"{runs_file.stem}_r3.json")
         done = json.loads(out_file.read_text()) if out_file.is_file() else []
@@ -164,8 +166,6 @@ def rescore(args) -> None:
             if r["recipe"] != "pipeline" or r.get("rules") != "r2" or r["seed"] in have:
                 continue
             stage = runs_file.parent / r["tuning"] / "dpo_r2"
-            if json.loads((stage / "metrics.json").read_text()).get("zero_shot_kept"):
-                raise SystemExit(f"{stage}: a kept blend comes after the temperature in score_pairs; rerun dpo instead")
             t = r3_temperature(stage)
             new = {**r, "rules": "r3", "rescored_from": "r2", "r3_temperature": t}
             if t is not None:

@@ -95,8 +95,31 @@ def main() -> None:
     for c in by.values():
         for part in ("pool_id", "pool_ood"):
             c[f"{part}_gain_of_other"] = round(float(np.mean(c[f"{part}_gain_of_other"])), 4)
-    save(RESULTS, {"sample_per_part": SAMPLE, "runs": rows, "by_category": by, "load": load_window(load0),
+    save(RESULTS, {"sample_per_part": SAMPLE, "runs": rows, "by_category": by, "rules": rules(rows),
+                   "load": load_window(load0),
                    "note": "gain_of_other > 0: the other choice would have had lower pool ECE (the decision was wrong)"})
+
+
+# Which temperature each rule keeps, from a run's record (r2: what the stage did; r3: softening kept past the
+# support thresholds, sharpening as r2; always: the fitted T; never: none).
+RULES = {"r2": lambda r: r["kept"],
+         "r3": lambda r: r["kept"] or (r["fitted_temperature"] > 1 and r["reason"].startswith("softens (T ")),
+         "always": lambda r: r["category"] != "too little validation data",
+         "never": lambda r: False}
+
+
+def rules(rows: list[dict]) -> dict:
+    """Mean pool ECE (pool_id, pool_ood) under each rule, over all runs and per profile."""
+    def ece_of(r: dict, keep: bool, part: str) -> float:
+        same = keep == r["kept"]
+        return r[f"{part}_ece_as_is"] if same else r[f"{part}_ece_other_choice"]
+    out: dict = {}
+    for profile in sorted({r["profile"] for r in rows}) + ["all"]:
+        rs = [r for r in rows if profile in ("all", r["profile"])]
+        out[profile] = {"runs": len(rs), **{name: {part: round(float(np.mean([ece_of(r, keep(r), part) for r in rs])), 4)
+                                                   for part in ("pool_id", "pool_ood")}
+                                            for name, keep in RULES.items()}}
+    return out
 
 
 if __name__ == "__main__":
