@@ -15,7 +15,7 @@ import pytest
 from playwright.sync_api import expect
 from sqlalchemy import func, insert, select
 
-from db.models import Item, LabelCheckItem, LabelEvent, LabelKind, ModelVersion, Pair, Query, User
+from db.models import Item, Job, LabelCheckItem, LabelEvent, LabelKind, ModelVersion, Pair, Query, Role, User
 from db.session import session_scope
 from tests.e2e.conftest import ARTIFACTS, login
 from tests.seed import PASSWORD, seed_label_check, seed_review_queue, seed_user
@@ -68,6 +68,7 @@ def seed(app_home: Path) -> Callable[[str], None]:
             for item in s.scalars(select(LabelCheckItem).where(LabelCheckItem.check_id == cid)):
                 item.label = finals[item.pair_id].grade  # the grade the check saw (the seed says 0 for clean ones)
             gold_ids = _gold(s, pid, seeded["users"]["rita"])
+            seed_user(s, "erin", Role.engineer)
             # The check's embeddings, where the app finds them (its DARL_HOME): one cluster per grade as the pairs
             # will stand after the test (ids[0] corrected to strong), and ids[4] among the strong ones although
             # labelled irrelevant: a real check suspects it, so the test can see the confirmation honoured.
@@ -148,3 +149,21 @@ def test_the_agreement_dashboard_shows_gold_accuracy_and_suspected_share(page, a
     _idle(page)
     page.wait_for_timeout(1500)
     page.screenshot(path=str(ARTIFACTS / "agreement_gold.png"), full_page=True)
+
+
+def test_an_engineer_queues_a_refit_label_check(page, app_url: str, app_db_url: str) -> None:  # type: ignore[no-untyped-def]
+    page.set_viewport_size({"width": 1400, "height": 900})
+    login(page, app_url, "erin", PASSWORD)
+    page.get_by_role("link", name="Review").click()
+    expect(page.get_by_text("pair(s) wait for adjudication", exact=False)).to_be_visible()
+    page.get_by_text("Suspected by the label check (", exact=False).click()
+    refit = page.get_by_text("Refit per fold", exact=True)
+    expect(refit).to_be_visible()
+    refit.click()
+    _idle(page)
+    page.screenshot(path=str(ARTIFACTS / "label_check_refit.png"))
+    page.get_by_role("button", name="Run a label check").click()
+    expect(page.get_by_text("Label check queued", exact=False)).to_be_visible()
+    with session_scope(app_db_url) as s:
+        job = s.scalars(select(Job).where(Job.kind == "check_labels").order_by(Job.id.desc())).first()
+        assert job is not None and job.params["refit"] is True
