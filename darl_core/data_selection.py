@@ -110,6 +110,17 @@ def drop_suspect_rows(embeddings: np.ndarray, labels: np.ndarray, groups: np.nda
     return np.flatnonzero(found.rank > n_drop)
 
 
+def drop_ranked(rank: np.ndarray, drop_share: float) -> Selection:
+    """``drop_suspects`` from a finished ranking (1 = most suspect, ``inf`` = never dropped): every row but
+    the top ``drop_share`` of all rows by rank, fewer when fewer have a finite rank."""
+    r = np.asarray(rank, dtype=np.float64)
+    n_drop = min(int(round(drop_share * len(r))), int(np.isfinite(r).sum()))
+    dropped = np.argsort(r, kind="stable")[:n_drop]
+    keep = np.ones(len(r), bool)
+    keep[dropped] = False
+    return Selection("drop_suspects", np.flatnonzero(keep), drop_share)
+
+
 def select(method: str, embeddings: np.ndarray | None, labels: np.ndarray, groups: np.ndarray, n_grades: int, *,
            drop_share: float = 0.1, rest_share: float = 0.5, folds: int = 5, seed: int = 0) -> Selection:
     """The rows to train on under ``method`` (see the module docstring); ``embeddings`` unused for ``all``."""

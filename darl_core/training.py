@@ -70,6 +70,15 @@ class Examples:
 
 
 @dataclass(frozen=True)
+class Suspicion:
+    """A finished label check's view of the training pairs, for ``drop_suspects``: ``rank`` per pair (1 = most
+    suspect; ``inf`` = never dropped: not in the check, relabelled since, or confirmed by a reviewer) and
+    ``source`` (what the stage's metrics record, e.g. "label check 3")."""
+    rank: np.ndarray
+    source: str
+
+
+@dataclass(frozen=True)
 class StageResult:
     stage: str
     checkpoint: Path
@@ -90,12 +99,13 @@ Progress = Callable[[ProgressEvent], None]
 
 def run_stage(config: StageConfig, train: Examples, val: Examples, out_dir: Path, *, parent: Path | None = None,
               new_labels: Examples | None = None, progress: Progress | None = None,
-              should_stop: Callable[[], bool] | None = None) -> StageResult:
+              should_stop: Callable[[], bool] | None = None, suspicion: Suspicion | None = None) -> StageResult:
     """Run one stage and return its checkpoint and validation metrics (see module docstring).
 
     ``parent``: the checkpoint to start from (lp: none; ft: the lp checkpoint; wi: the ft checkpoint;
     dasa: the best model so far; dpo: the reference model). ``new_labels``: dasa's newly labelled pairs
-    (dpo also trains on them when given).
+    (dpo also trains on them when given). ``suspicion``: for ``drop_suspects``, a finished label check's
+    ranking of the training pairs (see ``Suspicion``) instead of one computed here.
     """
     out_dir = Path(out_dir)
     _validate(config, train, val, parent, new_labels)
@@ -109,7 +119,7 @@ def run_stage(config: StageConfig, train: Examples, val: Examples, out_dir: Path
     dist.barrier()
     if config.threads:
         torch.set_num_threads(config.threads)
-    train, selected = _select_training_pairs(config, train, out_dir, parent, progress)
+    train, selected = _select_training_pairs(config, train, out_dir, parent, progress, suspicion)
     if not dist.is_main:  # a helper process of a multi-process launch: share the training, then read rank 0's result
         if config.stage != "wi":
             _train_loop(config, train, val, out_dir, parent, holdout_split(config, new_labels)[0], None, should_stop)
@@ -149,7 +159,7 @@ def run_stage(config: StageConfig, train: Examples, val: Examples, out_dir: Path
 
 
 def _select_training_pairs(config: StageConfig, train: Examples, out_dir: Path, parent: Path | None,
-                           progress: Progress | None) -> tuple[Examples, dict]:
+                           progress: Progress | None, suspicion: Suspicion | None = None) -> tuple[Examples, dict]:
     """(the training pairs the stage learns from, what its metrics record about them) under
     ``data_selection``. Rank 0 embeds the pairs (the parent's pooled embeddings, or the pretrained
     backbone's), selects, and saves the rows to ``selection.json``: a resumed run and every process of
@@ -159,6 +169,12 @@ def _select_training_pairs(config: StageConfig, train: Examples, out_dir: Path, 
     dist = distributed.context()
     saved = out_dir / "selection.json"
     emit = _emit(progress, config, "preparing")
+    if dist.is_main and not saved.is_file() and suspicion is not None and config.data_selection == "drop_suspects":
+        chosen = data_selection.drop_ranked(suspicion.rank, config.drop_share)
+        names = config.grade_names or default_grade_names(config.num_grades)
+        summary = {**data_selection.summary(chosen, train.grades, names), "selection_source": suspicion.source}
+        saved.with_suffix(".tmp").write_text(json.dumps({"rows": chosen.rows.tolist(), "summary": summary}))
+        saved.with_suffix(".tmp").replace(saved)
     if dist.is_main and not saved.is_file():
         emit(0, 0, 0.0, None, f"data selection ({config.data_selection}): embedding {len(train)} training pairs")
         model = (model_from_weights(Path(parent) / "model.pt") if parent is not None

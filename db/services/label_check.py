@@ -40,7 +40,7 @@ from db.services.projects import get_project
 from db.services.users import Actor, require_role
 
 if TYPE_CHECKING:
-    from darl_core.training import Examples
+    from darl_core.training import Examples, Suspicion
 
 Progress = Callable[[float, str], None]
 METHODS = ("ordinal", "cleanlab")
@@ -216,6 +216,32 @@ def latest_check(session: Session, project_id: int) -> LabelCheck | None:
     """The project's most recent label check, or None before the first."""
     return session.scalar(select(LabelCheck).where(LabelCheck.project_id == project_id)
                           .order_by(LabelCheck.id.desc()).limit(1))
+
+
+def training_suspicion(session: Session, project_id: int, train: Examples) -> Suspicion | None:
+    """The latest label check's ranking of ``train``'s pairs (matched by query and item text) for a
+    ``drop_suspects`` stage, or None before the first check. A pair a reviewer has looked at since it was
+    suspected (confirmed, or adjudicated after the check) and a pair the check did not see are never dropped."""
+    from darl_core.model import item_text
+    from darl_core.training import Suspicion
+
+    check = latest_check(session, project_id)
+    if check is None:
+        return None
+    n_issues = int((check.params or {}).get("n_issues", 0))
+    reviewed = set(session.scalars(
+        select(LabelEvent.pair_id).join(Pair, Pair.id == LabelEvent.pair_id)
+        .where(Pair.project_id == project_id, LabelEvent.kind == LabelKind.adjudication,
+               LabelEvent.id > check.last_event_id)))
+    rank: dict[tuple[str, str], float] = {}
+    rows = session.execute(select(LabelCheckItem.pair_id, LabelCheckItem.rank, LabelCheckItem.suspect, Pair)
+                           .join(Pair, Pair.id == LabelCheckItem.pair_id).where(LabelCheckItem.check_id == check.id))
+    for pid, r, suspect, pair in rows:
+        confirmed = r <= n_issues and not suspect
+        rank[(pair.query.text, item_text(pair.item.title, pair.item.text))] = \
+            float("inf") if confirmed or pid in reviewed else float(r)
+    ranks = np.array([rank.get((q, i), float("inf")) for q, i in zip(train.queries, train.items, strict=True)])
+    return Suspicion(ranks, f"label check {check.id}")
 
 
 def check_suspects(session: Session, check_id: int, limit: int | None = 20) -> list[Suspect]:

@@ -72,7 +72,8 @@ _WORDS: dict[str, tuple[str, str, str]] = {
     "dpo_beta": ("Preference strength (β)", "basics", "how far the model may move from its parent"),
     # darl_core/data_selection.py; off by default until bench/data_selection.py shows it pays.
     "data_selection": ("Training pairs to learn from", "data",
-                       "all; drop_suspects: leave out likely-mislabelled pairs; hard_learnable: LREF's hard pairs"),
+                       "all; drop_suspects: leave out the latest label check's suspects (reviewed pairs stay); "
+                       "hard_learnable: LREF's hard pairs"),
     "drop_share": ("Share of suspects left out", "data",
                    "drop_suspects: this share of the pairs, most suspect first, is not trained on"),
     "rest_share": ("Share of the other pairs kept", "data",

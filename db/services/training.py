@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from darl_core import distributed
-from darl_core.config import BASELINES, STAGES, stage_config
+from darl_core.config import BASELINES, SELECTING_STAGES, STAGES, stage_config
 from darl_core.errors import ConfigError, NotFoundError
 from darl_core.metrics import evaluate
 from darl_core.model import item_text, load_checkpoint, score_pairs
@@ -30,7 +30,7 @@ from darl_core.settings import darl_home
 from darl_core.training import Examples, ProgressEvent, run_stage
 from darl_core.validation import draw_validation
 from db.models import LabelEvent, ModelVersion, Pair, Project, Role
-from db.services import versions
+from db.services import label_check, versions
 from db.services.labels import TEST_SPLITS, VAL_SPLITS, final_labels
 from db.services.projects import get_project
 from db.services.rounds import resolve_version
@@ -135,8 +135,13 @@ def train_stage(session: Session, project_name: str, stage: str, *, from_version
     if len(train) == 0 or len(val) == 0:
         raise ConfigError(f"project {project_name!r} has {len(train)} training and {len(val)} validation labels; "
                           "label more pairs (or import graded pairs) before training")
+    # drop_suspects drops what the latest label check suspects (reviewed pairs never); without a check the stage
+    # ranks the pairs itself (darl_core.data_selection).
+    suspicion = label_check.training_suspicion(session, project.id, train) \
+        if config.data_selection == "drop_suspects" and config.stage in SELECTING_STAGES else None
     # The resolved config, not just the overrides: a changed default never reuses an old run's directory.
-    key = hashlib.sha1(json.dumps([stage, parent.id if parent else 0, data["last_event_id"], config.to_dict()],
+    key = hashlib.sha1(json.dumps([stage, parent.id if parent else 0, data["last_event_id"], config.to_dict()]
+                                  + ([suspicion.source] if suspicion is not None else []),
                                   sort_keys=True, default=str).encode()).hexdigest()[:12]
     out_dir = darl_home() / "checkpoints" / f"project{project.id}" / f"{stage}-{key}"
     existing = session.scalar(select(ModelVersion).where(ModelVersion.artifact_path == str(out_dir)))
@@ -150,6 +155,10 @@ def train_stage(session: Session, project_name: str, stage: str, *, from_version
             progress(max(0.0, min(1.0, frac)), phase_message(ev.stage, ev.phase, ev.message))
 
     notes = [n for n in (data.get("val_note"), _reference_note(stage, parent)) if n]
+    if config.data_selection == "drop_suspects" and config.stage in SELECTING_STAGES:
+        notes.append(f"drop_suspects: the ranking of {suspicion.source} (pairs reviewers have looked at are kept)"
+                     if suspicion is not None else
+                     "drop_suspects: no label check yet, so the stage ranks its pairs itself (frozen embeddings)")
     for note in notes:  # the stage log (a job's log lines; the CLI's stderr)
         if progress is not None:
             progress(0.0, f"{stage}: {note}")
@@ -159,7 +168,7 @@ def train_stage(session: Session, project_name: str, stage: str, *, from_version
         # so minutes of training lock out neither the app nor the other processes of a multi-process launch.
         session.commit()
     result = run_stage(config, train, val, out_dir, parent=_path(parent), new_labels=new, progress=relay,
-                       should_stop=should_stop)
+                       should_stop=should_stop, suspicion=suspicion)
     if not distributed.context().is_main:
         return None  # a helper process of `accelerate launch`: rank 0 scores and registers the version
     metrics = dict(result.metrics)

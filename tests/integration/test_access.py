@@ -110,7 +110,7 @@ READ_ONLY = {
     "jobs.count_jobs", "jobs.get_job", "jobs.heartbeat_s", "jobs.install_dispatcher", "jobs.list_jobs", "jobs.queued_ids", "jobs.redispatch_s", "jobs.stale_s",
     "labels.final_labels", "labels.iter_final_labels", "labels.label_event_count", "labels.last_event_id",
     "labels.standing_pair_ids",
-    "label_check.check_suspects", "label_check.latest_check",
+    "label_check.check_suspects", "label_check.latest_check", "label_check.training_suspicion",
     "launch.missing_prerequisite", "launch.overrides_from_form", "launch.stage_form", "launch.training_overview",
     "limits.check_comment", "limits.check_name", "limits.quote",
     "maps.cluster_summary", "maps.map_choices", "maps.map_key", "maps.map_view",

@@ -95,3 +95,48 @@ def test_cli_trains_with_data_selection_and_the_version_records_what_was_kept(sq
     assert "`drop_share` must be a share in (0, 1), got 1.5" in capsys.readouterr().err
     with session_scope() as session:
         assert session.query(ModelVersion).count() == 1
+
+
+def test_drop_suspects_follows_the_latest_label_check_and_keeps_reviewed_pairs(database, bert, monkeypatch):
+    """With a label check stored, drop_suspects drops that check's most suspect training pairs, never one a
+    reviewer has looked at since (here its top suspect, confirmed); without a check it ranks the pairs itself."""
+    from tiny_models import seed_tiny_project
+
+    from db.models import LabelCheckItem, Pair, Project, Role
+    from db.services import label_check, review, training
+    from db.services.users import SYSTEM
+    from db.session import session_scope
+    from tests.seed import seed_user
+
+    monkeypatch.setenv("DARL_MODEL", str(bert))
+    fast = {"epochs": 1, "batch_size": 8, "max_length": 24, "data_selection": "drop_suspects", "drop_share": 0.2}
+    with session_scope(database) as s:
+        seed_tiny_project(s, bert, n=80)
+        pid = s.query(Project).filter_by(name="tiny").one().id
+        assert label_check.training_suspicion(s, pid, training.collect_examples(s, pid)["train"]) is None
+        check = label_check.run_label_check(s, "tiny", folds=3, actor=SYSTEM)
+        train = training.collect_examples(s, pid)["train"]
+        in_train = set(zip(train.queries, train.items, strict=True))
+        top = next(i for i in s.query(LabelCheckItem).filter_by(check_id=check.id).order_by(LabelCheckItem.rank)
+                   if (s.get(Pair, i.pair_id).query.text, s.get(Pair, i.pair_id).item.title) in in_train)
+        top_pair = s.get(Pair, top.pair_id)
+        rita = seed_user(s, "rita-sel", Role.reviewer)
+        review.adjudicate(s, rita, top.pair_id, top.label)  # confirmed: the label stands
+        assert training.collect_examples(s, pid)["train"].queries == train.queries  # the same training pairs
+        ranks = {(p.query.text, p.item.title): i.rank for i, p in
+                 s.query(LabelCheckItem, Pair).join(Pair, Pair.id == LabelCheckItem.pair_id)
+                 .filter(LabelCheckItem.check_id == check.id)}
+        version = training.train_stage(s, "tiny", "ce", overrides=fast, actor=SYSTEM)
+        m = version.metrics
+        rows = json.loads((Path(version.artifact_path) / "selection.json").read_text())["rows"]
+        check_id = check.id
+    assert m["selection_source"] == f"label check {check_id}" and m["selection_pairs"] == len(train)
+    n_drop = round(0.2 * len(train))
+    assert m["selection_dropped"] == n_drop and len(rows) == len(train) - n_drop
+    dropped = sorted(set(range(len(train))) - set(rows))
+    pairs = list(zip(train.queries, train.items, strict=True))
+    expected = sorted((i for i in range(len(train)) if pairs[i] != (top_pair.query.text, top_pair.item.title)),
+                      key=lambda i: ranks[pairs[i]])[:n_drop]
+    assert dropped == sorted(expected)  # the check's most suspect training pairs, the confirmed one kept
+    assert pairs.index((top_pair.query.text, top_pair.item.title)) in rows
+    assert any("drop_suspects: the ranking of label check" in n for n in m["notes"])
