@@ -59,18 +59,18 @@ VARIANTS = {
     "d": {"desc": "five grades from the rater means (homedepot.FIVE_GRADE_CUTS)", "grades": 5},
     "e": {"desc": "15% of training grades flipped to an adjacent grade", "flip": 0.15},
 }
-RECIPES = ("ce", "ce_plus_labels", "pipeline", "pipeline_r3", "pipeline_r1", "no_posthoc", "dasa_by_pair",
+RECIPES = ("ce", "ce_plus_labels", "pipeline", "pipeline_r2", "pipeline_r1", "no_posthoc", "dasa_by_pair",
            "dasa_by_query")
 # The post-hoc rules the `pipeline` recipe runs under. r1: a softening temperature always kept, 8 val queries
 # enough for any step; r2 (bench/posthoc_thresholds.py): every temperature must win out of fold and not worsen
-# the held-out labels, 128 val queries (the defaults); r3 (measured by bench/temperature_guard.py, not
-# adopted): as r2, but a softening temperature is kept once validation passes the 128-query threshold.
-# Runs under other rules are named `pipeline_r1` / `pipeline_r3`; the dpo stage (where the blend, offsets
-# and temperature are decided) runs under r2 in dpo_r2, and ``--rescore`` derives r3 from it by rescaling
-# the checkpoint's logits by the temperature r3 keeps (exact: the rules differ in that last step only, and
-# training does not depend on it). lp, ft, wi and dasa are shared: every variant's validation has >= 128
-# queries, so wi decides the same under every rule.
-RULES = "r2"
+# the held-out labels, 128 val queries; r3 (the defaults since bench/temperature_guard.py): as r2, but a
+# softening temperature is kept once validation passes the 128-query threshold. Runs under older rules are
+# named `pipeline_r1` / `pipeline_r2`; the dpo stage (where the blend, offsets and temperature are decided)
+# ran under r2 in dpo_r2, and ``--rescore`` derives r3 from it by rescaling the checkpoint's logits by the
+# temperature r3 keeps (exact: the rules differ in that last step only, and training does not depend on
+# it); a run started under r3 trains its own dpo_r3. lp, ft, wi and dasa are shared: every variant's
+# validation has >= 128 queries, so wi decides the same under every rule.
+RULES = "r3"
 WORK = Path(".darl/bench/robustness")  # + the profile: top2_e1 (cheap) or all_e2 (default)
 # Targets (issue 26): per variant the pipeline is at most 0.5 points below ce on each test split, ECE <= 0.05
 # on both; across variants on average >= +2 points ID and >= +3 OOD over ce.

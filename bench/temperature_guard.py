@@ -8,9 +8,8 @@ each decision did on labelled shifted data that is neither picked nor tested: a 
 variant's labelled pool the round did not pick (up to 1,500 ``pool_id`` and 1,500 ``pool_ood`` pairs; the
 benchmark has their grades, a product would not). Per run: the stage's decision and its reason, and the
 pool ECE as the model stands against the other choice (T undone where kept, the fitted T where not).
-Test splits are not read. The summary scores each rule (r2, the default; r3, softening kept past the
-support thresholds; always; never) by mean pool ECE: r3 was measured here and not adopted (it traded the
-shifted part's calibration for the in-distribution part's).
+Test splits are not read. The summary scores each rule (r2; r3, softening kept past the support
+thresholds, the default since this measurement; always; never) by mean pool ECE.
 
     nice -n 10 .venv/bin/python bench/temperature_guard.py
 Writes bench/results/temperature_guard.json.

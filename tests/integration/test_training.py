@@ -603,7 +603,8 @@ def test_a_child_stage_starts_from_the_head_not_the_parents_offsets_and_temperat
     real_decide = posthoc.decide
 
     def decide_with_temperature(data, rows, config, scale=1.0):  # noqa: ANN001, ANN202
-        # a temperature is kept only when it wins out of fold; on this tiny data it need not, so one is forced
+        # a temperature is kept only past the support thresholds (and a sharpening one must win out of fold);
+        # on this tiny data it need not be, so one is forced
         dec = real_decide(data, rows, config, scale)
         if config.calibrate:
             dec.temperature = 1.7
