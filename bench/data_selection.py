@@ -220,26 +220,30 @@ def over_seeds(files: list[Path]) -> dict:
     rows = {name: {k: stat([p["rows"][name][k] for p in per if name in p["rows"]])
                    for k in ("id_macro_f1", "ood_macro_f1", "train_pairs")}
             for name in sorted({n for p in per for n in p["rows"]})}
-    # recovered per seed, then averaged; also from the seed-mean rows (robust when one seed's loss is ~0)
+    # recovered on the seeds that have all three rows (clean, noisy, cleaned), from their means
     recovered = {}
     for name in rows:
-        if not name.startswith("ce_cleaned_") or "ce_clean" not in rows:
+        key = name.removeprefix("ce_cleaned_")
+        if not name.startswith("ce_cleaned_"):
             continue
-        noisy = rows.get("ce_noisy_" + name.removeprefix("ce_cleaned_"))
-        if noisy is None:
+        both = [p for p in per if {"ce_clean", f"ce_noisy_{key}", name} <= set(p["rows"])]
+        if not both:
             continue
         for split in ("id", "ood"):
-            lost = rows["ce_clean"][f"{split}_macro_f1"]["mean"] - noisy[f"{split}_macro_f1"]["mean"]
-            won = rows[name][f"{split}_macro_f1"]["mean"] - noisy[f"{split}_macro_f1"]["mean"]
-            recovered[f"{name}_{split}"] = {"lost_to_noise": round(lost, 4), "won_back": round(won, 4),
+            def mean(row: str) -> float:
+                return float(np.mean([p["rows"][row][f"{split}_macro_f1"] for p in both]))  # noqa: B023
+            lost = mean("ce_clean") - mean(f"ce_noisy_{key}")
+            won = mean(name) - mean(f"ce_noisy_{key}")
+            recovered[f"{name}_{split}"] = {"seeds": len(both), "lost_to_noise": round(lost, 4),
+                                            "won_back": round(won, 4),
                                             "recovered": round(won / lost, 3) if lost > 0.005 else None}
     detection = {key: {n: stat([p["detection"][key][n]["auroc"] for p in per if n in p.get("detection", {}).get(key, {})])
                        for n in ("finetuned_ordinal", "finetuned_cleanlab", "finetune_training_loss", "frozen_ordinal",
                                  "random")}
                  for key in sorted({k for p in per for k in p.get("detection", {})})}
     return {"protocol": "bench/data_selection.py per-seed files " + ", ".join(f.name for f in files if f.is_file())
-                        + "; recovered = (cleaned - noisy) / (clean - noisy) on the seed means, undefined where "
-                          "noise cost under 0.5 points",
+                        + "; recovered = (cleaned - noisy) / (clean - noisy) on the means of the seeds that have "
+                          "all three rows, undefined where noise cost under 0.5 points",
             "seeds": len(per), "rows": rows, "recovered": recovered, "detection_auroc": detection}
 
 

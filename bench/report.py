@@ -414,7 +414,7 @@ def data_selection_seeds() -> list[str]:
         out.append(f"| {name} | {r['id_macro_f1']['n']} | {r['train_pairs']['mean']:,.0f} | "
                    f"{num(r['id_macro_f1']['mean'])} ± {num(r['id_macro_f1']['sd'])} | "
                    f"{num(r['ood_macro_f1']['mean'])} ± {num(r['ood_macro_f1']['sd'])} |")
-    rec = [f"{k.removeprefix('ce_cleaned_').replace('_', ' ')}: lost {v['lost_to_noise']:+.3f}, won back "
+    rec = [f"{k.removeprefix('ce_cleaned_').replace('_', ' ')} ({v['seeds']} seeds): lost {v['lost_to_noise']:+.3f}, won back "
            f"{v['won_back']:+.3f}" + (f" ({v['recovered']:.2f})" if v["recovered"] is not None else " (undefined)")
            for k, v in res["recovered"].items()]
     out += ["", "Cleaning, share of the noise's loss won back (target ≥ 0.5): " + "; ".join(rec) + "."]
