@@ -106,8 +106,7 @@ def drop_suspect_rows(embeddings: np.ndarray, labels: np.ndarray, groups: np.nda
     from darl_core.label_issues import detect
 
     found = detect(embeddings, labels, groups, n_grades, method="ordinal", folds=folds, seed=seed)
-    n_drop = int(round(drop_share * len(labels)))
-    return np.flatnonzero(found.rank > n_drop)
+    return drop_ranked(found.rank, drop_share).rows
 
 
 def drop_ranked(rank: np.ndarray, drop_share: float) -> Selection:

@@ -169,24 +169,25 @@ def _select_training_pairs(config: StageConfig, train: Examples, out_dir: Path, 
     dist = distributed.context()
     saved = out_dir / "selection.json"
     emit = _emit(progress, config, "preparing")
-    if dist.is_main and not saved.is_file() and suspicion is not None and config.data_selection == "drop_suspects":
-        chosen = data_selection.drop_ranked(suspicion.rank, config.drop_share)
-        names = config.grade_names or default_grade_names(config.num_grades)
-        summary = {**data_selection.summary(chosen, train.grades, names), "selection_source": suspicion.source}
-        saved.with_suffix(".tmp").write_text(json.dumps({"rows": chosen.rows.tolist(), "summary": summary}))
-        saved.with_suffix(".tmp").replace(saved)
     if dist.is_main and not saved.is_file():
-        emit(0, 0, 0.0, None, f"data selection ({config.data_selection}): embedding {len(train)} training pairs")
-        model = (model_from_weights(Path(parent) / "model.pt") if parent is not None
-                 else load_model(config.model_dir, config.num_grades, pooling=config.pooling))
-        emb = score_pairs(model, train.queries, train.items, batch_size=config.eval_batch_size,
-                          max_length=config.max_length).embeddings
-        del model
-        groups = np.unique(np.array(train.queries, dtype=object), return_inverse=True)[1]
-        chosen = data_selection.select(config.data_selection, emb, train.grades, groups, config.num_grades,
-                                       drop_share=config.drop_share, rest_share=config.rest_share, seed=config.seed)
+        source: dict = {}
+        if suspicion is not None and config.data_selection == "drop_suspects":  # a finished label check's ranking
+            chosen = data_selection.drop_ranked(suspicion.rank, config.drop_share)
+            source = {"selection_source": suspicion.source}
+        else:
+            emit(0, 0, 0.0, None, f"data selection ({config.data_selection}): embedding {len(train)} training pairs")
+            model = (model_from_weights(Path(parent) / "model.pt") if parent is not None
+                     else load_model(config.model_dir, config.num_grades, pooling=config.pooling))
+            emb = score_pairs(model, train.queries, train.items, batch_size=config.eval_batch_size,
+                              max_length=config.max_length).embeddings
+            del model
+            groups = np.unique(np.array(train.queries, dtype=object), return_inverse=True)[1]
+            chosen = data_selection.select(config.data_selection, emb, train.grades, groups, config.num_grades,
+                                           drop_share=config.drop_share, rest_share=config.rest_share,
+                                           seed=config.seed)
         names = config.grade_names or default_grade_names(config.num_grades)
-        record = {"rows": chosen.rows.tolist(), "summary": data_selection.summary(chosen, train.grades, names)}
+        record = {"rows": chosen.rows.tolist(),
+                  "summary": {**data_selection.summary(chosen, train.grades, names), **source}}
         saved.with_suffix(".tmp").write_text(json.dumps(record))
         saved.with_suffix(".tmp").replace(saved)
     dist.barrier()

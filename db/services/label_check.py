@@ -36,7 +36,7 @@ from darl_core.errors import ConfigError, NotFoundError
 from db.models import Job, LabelCheck, LabelCheckItem, LabelEvent, LabelKind, Pair, Project, Role
 from db.services import jobs
 from db.services.labels import final_labels, last_event_id
-from db.services.projects import get_project
+from db.services.projects import get_project, stage_base
 from db.services.users import Actor, require_role
 
 if TYPE_CHECKING:
@@ -71,10 +71,7 @@ def _refit_config(project: Project, overrides: dict[str, Any] | None = None) -> 
     grades, ``overrides`` (StageConfig fields) on top; a bad field raises ConfigError naming it."""
     from darl_core.config import stage_config
 
-    settings = dict(project.settings or {})
-    base = {"model_dir": settings.get("model_dir"), "num_grades": len(project.grades),
-            "grade_names": list(project.grades)}
-    return stage_config("ce", base, overrides or {})
+    return stage_config("ce", stage_base(project), overrides or {})
 
 
 def _labelled_pairs(session: Session, project_id: int, labels: dict[int, Any]) -> tuple[list[int], list[int],

@@ -76,6 +76,12 @@ def project_settings(project: Project) -> dict[str, Any]:
     return {**DEFAULT_SETTINGS, **(project.settings or {})}
 
 
+def stage_base(project: Project) -> dict[str, Any]:
+    """The project's part of every stage config it trains: its backbone (``model_dir``) and its grades."""
+    return {"model_dir": (project.settings or {}).get("model_dir"), "num_grades": len(project.grades),
+            "grade_names": list(project.grades)}
+
+
 def update_settings(session: Session, project: Project, *, actor: Actor | None, **changes: Any) -> Project:
     """Change annotation settings (engineer role); unknown names are refused."""
     require_role(actor, Role.engineer)

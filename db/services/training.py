@@ -32,7 +32,7 @@ from darl_core.validation import draw_validation
 from db.models import LabelEvent, ModelVersion, Pair, Project, Role
 from db.services import label_check, versions
 from db.services.labels import TEST_SPLITS, VAL_SPLITS, final_labels
-from db.services.projects import get_project
+from db.services.projects import get_project, stage_base
 from db.services.rounds import resolve_version
 from db.services.users import Actor, require_role
 from db.services.versions import DEFAULT_PARENT
@@ -115,10 +115,7 @@ def train_stage(session: Session, project_name: str, stage: str, *, from_version
         parent = None if stage == "lp" else parent
         if parent is not None:
             raise ConfigError(f"version {parent.name!r} is the untrained backbone; stage {stage!r} needs a trained parent")
-    settings = dict(project.settings or {})
-    base = {"model_dir": settings.get("model_dir"), "num_grades": len(project.grades),
-            "grade_names": list(project.grades)}
-    config = stage_config(stage, base, overrides)
+    config = stage_config(stage, stage_base(project), overrides)
     since = int((parent.label_snapshot or {}).get("last_event_id", 0)) if parent is not None else 0
     split_new = stage == "dasa"
     if stage == "dpo" and config.dpo_holdout > 0 and parent is not None and parent.parent_id is not None:

@@ -114,7 +114,7 @@ READ_ONLY = {
     "launch.missing_prerequisite", "launch.overrides_from_form", "launch.stage_form", "launch.training_overview",
     "limits.check_comment", "limits.check_name", "limits.quote",
     "maps.cluster_summary", "maps.map_choices", "maps.map_key", "maps.map_view",
-    "projects.filter_choices", "projects.get_project", "projects.list_projects", "projects.parse_grades", "projects.project_settings",
+    "projects.filter_choices", "projects.get_project", "projects.list_projects", "projects.parse_grades", "projects.project_settings", "projects.stage_base",
     "rounds.default_version", "rounds.embedding_key", "rounds.get_round", "rounds.round_items", "rounds.round_queue",
     "rounds.round_rows", "round_pairs.round_csv",
     "stats.project_overview", "stats.user_count",
