@@ -307,7 +307,7 @@ elif view == "Gold":
     if change:
         st.toast(f"{gv.changed} pair(s) changed.", icon=":material/star:")
     st.caption(f"**{gv.gold_pairs}** gold pair(s) among {gv.adjudicated} adjudicated. {gv.share:.0%} of each "
-               "annotator's new cards are gold pairs (Settings), served like any other card; never to whoever "
+               "annotator's new cards and list items are gold pairs (Settings), served like any other; never to whoever "
                "adjudicated the pair, and never twice to anyone. An answer is kept as a vote and scored on "
                "Agreement; the adjudicated grade stays final.")
     if gv.rows.empty:
@@ -337,9 +337,10 @@ elif view == "Settings":
         share = st.slider("Extra share of pairs graded twice (for agreement, when k = 1)", 0.0, 1.0,
                           float(current["agreement_share"]), 0.05, key="set_share")
         minutes = st.number_input("Lease minutes", 1, 240, int(current["lease_minutes"]), key="set_minutes")
-        gold_share = st.number_input("Share of each annotator's cards that are gold pairs", 0.0, 0.5,
+        gold_share = st.number_input("Share of each annotator's cards (or list items) that are gold pairs", 0.0, 0.5,
                                      float(current["gold_share"]), 0.01, key="set_gold_share",
-                                     help="0 to 0.5; gold pairs are marked on the Gold view")
+                                     help="0 to 0.5; gold pairs are marked on the Gold view. In list mode a gold "
+                                          "list is one query's gold pairs with its ordinary open pairs")
         reasons = st.toggle("Show graders why a pair was picked (OOD score, cluster)", bool(current["show_reasons"]),
                             key="set_reasons", help="On by default (the Selection page has the same switch): knowing a "
                                                          "pair is 'unusual' can bias the grade.")

@@ -6,6 +6,10 @@ Rules the service keeps:
   pair, drawn per card from a hash of (annotator, how many cards they were leased in the project), so
   the pattern is fixed per person but not guessable by counting; a gold card is served only while the
   ordinary queue has work for them, so nobody grades gold alone once the queue is empty;
+- in list mode (``db.services.lists``) a list is one query, so gold comes as a list: the least-served query
+  with gold pairs open to the annotator, its gold pairs mixed (in pair order) with that query's ordinary open
+  pairs, drawn per list with chance ``gold_share * m / g`` (``g`` its gold pairs, ``m`` the annotator's mean
+  list length) so that gold is about the same share of the pairs graded as on cards;
 - a gold card is an ordinary lease and shows what an ordinary card shows: the annotator is not told.
   Served while a round is open, it is leased under that round, so the answer counts in "yours in this
   round" like the card it stands in for; when the project shows reasons it shows those of the round
@@ -155,6 +159,28 @@ def _draw(user_id: int, n: int) -> float:
     return int.from_bytes(digest[:8], "big") / 2.0 ** 64
 
 
+def _open_to(actor: User) -> tuple[Any, ...]:
+    """Where-clauses: the gold pair is one the actor never leased, voted on or adjudicated."""
+    seen = aliased(LabelEvent)
+    return (~exists().where(Lease.pair_id == GoldPair.pair_id, Lease.user_id == actor.id),
+            ~exists().where(seen.pair_id == GoldPair.pair_id, seen.user_id == actor.id))
+
+
+def _served() -> Any:
+    """How often the gold pair was leased to anyone: least-served first spreads gold over the pairs."""
+    return select(func.count(Lease.id)).where(Lease.pair_id == GoldPair.pair_id).scalar_subquery()
+
+
+def _next_draw(session: Session, actor: User, project: Project) -> float | None:
+    """The draw for the actor's next card or list (None: the project serves no gold)."""
+    share = gold_share(project)
+    if share <= 0 or session.scalar(select(GoldPair.id).where(GoldPair.project_id == project.id).limit(1)) is None:
+        return None
+    leased = int(session.scalar(select(func.count(Lease.id)).join(Pair, Pair.id == Lease.pair_id)
+                                .where(Lease.user_id == actor.id, Pair.project_id == project.id)) or 0)
+    return _draw(actor.id, leased)
+
+
 def claim_gold(session: Session, actor: User, project: Project, now: datetime, minutes: int,
                has_work: Callable[[], bool], round_id: int | None = None) -> int | None:
     """If the draw for the actor's next card says gold, and ``has_work()`` (the ordinary queue has a card for
@@ -162,21 +188,12 @@ def claim_gold(session: Session, actor: User, project: Project, now: datetime, m
     on, so the answer counts as theirs in it like the card it stands in for). Returns the lease id, or None:
     an ordinary card is due (or no gold pair is left for them)."""
     require_role(actor, Role.annotator)
-    share = gold_share(project)
-    if share <= 0 or session.scalar(select(GoldPair.id).where(GoldPair.project_id == project.id).limit(1)) is None:
+    draw = _next_draw(session, actor, project)
+    if draw is None or draw >= gold_share(project) or not has_work():
         return None
-    leased = int(session.scalar(select(func.count(Lease.id)).join(Pair, Pair.id == Lease.pair_id)
-                                .where(Lease.user_id == actor.id, Pair.project_id == project.id)) or 0)
-    if _draw(actor.id, leased) >= share or not has_work():
-        return None
-    seen = aliased(LabelEvent)
-    served = select(func.count(Lease.id)).where(Lease.pair_id == GoldPair.pair_id).scalar_subquery()
     candidates = session.scalars(
-        select(GoldPair.pair_id).where(
-            GoldPair.project_id == project.id,
-            ~exists().where(Lease.pair_id == GoldPair.pair_id, Lease.user_id == actor.id),
-            ~exists().where(seen.pair_id == GoldPair.pair_id, seen.user_id == actor.id))
-        .order_by(served, GoldPair.id).limit(8)).all()  # least-served first: spread gold over the pairs
+        select(GoldPair.pair_id).where(GoldPair.project_id == project.id, *_open_to(actor))
+        .order_by(_served(), GoldPair.id).limit(8)).all()
     for pair_id in candidates:
         try:
             with session.begin_nested():  # a second tab of the same annotator may take it this instant
@@ -187,6 +204,45 @@ def claim_gold(session: Session, actor: User, project: Project, now: datetime, m
             continue
         return int(lease.id)
     return None
+
+
+@dataclass(frozen=True)
+class GoldList:
+    """The gold part of the actor's next query list: one query and its gold pairs the actor may see."""
+    query_id: int
+    pair_ids: tuple[int, ...]
+
+
+def gold_list_due(session: Session, actor: User, project: Project, size: int,
+                  has_work: Callable[[], bool]) -> GoldList | None:
+    """Whether the actor's next query list is a gold list, and which (annotator role; ``lists.next_list``).
+
+    The least-served query with gold pairs open to the actor is drawn with chance ``gold_share * m / g``
+    (at most 1), ``g`` its gold pairs (up to ``size``) and ``m`` the actor's mean list length so far
+    (``size`` before their first list), so that gold is about ``gold_share`` of the pairs an annotator grades
+    in list mode as on cards; the list is then filled with that query's ordinary open pairs.
+    None: an ordinary list is due, no gold pair is left for the actor, or the ordinary queue has no work
+    (``has_work``), since nobody grades gold alone."""
+    require_role(actor, Role.annotator)
+    draw = _next_draw(session, actor, project)
+    if draw is None:
+        return None
+    first = session.scalar(
+        select(Pair.query_id).join(GoldPair, GoldPair.pair_id == Pair.id)
+        .where(GoldPair.project_id == project.id, *_open_to(actor)).order_by(_served(), GoldPair.id).limit(1))
+    if first is None:
+        return None
+    ids = tuple(int(p) for p in session.scalars(
+        select(GoldPair.pair_id).join(Pair, Pair.id == GoldPair.pair_id)
+        .where(GoldPair.project_id == project.id, Pair.query_id == first, *_open_to(actor))
+        .order_by(GoldPair.pair_id).limit(size)))
+    lists, leased = session.execute(
+        select(func.count(func.distinct(Lease.list_id)), func.count(Lease.id)).join(Pair, Pair.id == Lease.pair_id)
+        .where(Lease.user_id == actor.id, Pair.project_id == project.id, Lease.list_id.is_not(None))).one()
+    per_list = leased / lists if lists else size  # lists are often shorter than `size`: a query has few pairs
+    if draw >= min(1.0, gold_share(project) * per_list / len(ids)) or not has_work():
+        return None
+    return GoldList(query_id=int(first), pair_ids=ids)
 
 
 @dataclass

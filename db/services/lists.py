@@ -15,7 +15,9 @@ order and lease minutes apply to every pair of a list):
 - a list whose leases expired (``expire_leases`` expires a list's open leases together) is refused with
   ``StaleCardError``: its pairs went back to the queue and may be someone else's now. A list past its expiry
   that nobody has expired yet is still the annotator's, and is accepted (as a late card label is);
-- releasing or expiring a list gives its slots back; the annotator is not offered those pairs again.
+- releasing or expiring a list gives its slots back; the annotator is not offered those pairs again;
+- gold pairs (``db.services.gold``) come as a list of one query: its gold pairs the annotator may see, mixed
+  with its ordinary open pairs, shown like any list.
 
 A lease in a list is never the card on screen (``annotation._CURRENT``), and card actions on it are refused;
 an undo from the card screen that reaches a grade given in a list re-opens that pair as a card.
@@ -35,12 +37,14 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from sqlalchemy import JSON, DateTime, bindparam, column, insert, select, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from darl_core.errors import ConfigError, NotFoundError, StaleCardError
 from darl_core.reasons import explain
 from db.models import AnnotationPref, Lease, LeaseStatus, Project, Role, User, utcnow
 from db.services import annotation as ann
+from db.services import gold
 from db.services.cards import Progress
 from db.services.projects import project_settings
 from db.services.users import require_role
@@ -162,7 +166,14 @@ def _claim_list(session: Session, actor: User, project_id: int, round_id: int | 
 def _claim_pairs(session: Session, actor: User, candidates: list[int], round_id: int | None, open_only: bool,
                  size: int, params: dict[str, Any], now: datetime, minutes: int, lock: bool) -> list[int]:
     """Lease the first ``size`` free candidates, in order; the rules of ``annotation._try_claim``. Lease ids."""
-    if not candidates:
+    take = _free_pairs(session, candidates, round_id is not None, open_only, size, params, lock)
+    return _lease(session, actor, [(p, round_id) for p in take], now, minutes)
+
+
+def _free_pairs(session: Session, candidates: list[int], in_round: bool, open_only: bool, size: int,
+                params: dict[str, Any], lock: bool) -> list[int]:
+    """The first ``size`` candidates the actor may be leased now, in order; stale queue hints are closed."""
+    if not candidates or size <= 0:
         return []
     free = set(session.scalars(_SQL_LOCK_PAIRS, {"ids": candidates})) if lock else set(candidates)
     rows = {r.id: r for r in session.execute(_SQL_CHECK_PAIRS, {**params, "ids": [c for c in candidates if c in free]})}
@@ -172,7 +183,7 @@ def _claim_pairs(session: Session, actor: User, candidates: list[int], round_id:
         r = rows.get(pair_id)
         if r is None or (open_only and not r.queue_open) or len(take) == size:
             continue  # locked by a claimer now, closed meanwhile, or enough
-        eligible = round_id is not None or not (r.graded or (r.split or "").startswith("test"))
+        eligible = in_round or not (r.graded or (r.split or "").startswith("test"))
         if r.taken >= r.needed or not eligible:
             close.append(pair_id)  # correct a stale hint
             continue
@@ -181,14 +192,45 @@ def _claim_pairs(session: Session, actor: User, candidates: list[int], round_id:
             close.append(pair_id)
     if close:
         session.execute(_SQL_CLOSE_HINTS, {"ids": close})
-    if not take:
+    return take
+
+
+def _lease(session: Session, actor: User, pairs: list[tuple[int, int | None]], now: datetime,
+           minutes: int) -> list[int]:
+    """Lease (pair, round) in the given order, one statement; the lease ids in that order."""
+    if not pairs:
         return []
     exp = now + timedelta(minutes=minutes)
     made = session.execute(insert(Lease).values([
-        {"pair_id": p, "user_id": actor.id, "round_id": round_id, "status": LeaseStatus.active, "expires_at": exp,
-         "created_at": now} for p in take]).returning(Lease.id, Lease.pair_id)).all()
+        {"pair_id": p, "user_id": actor.id, "round_id": rid, "status": LeaseStatus.active, "expires_at": exp,
+         "created_at": now} for p, rid in pairs]).returning(Lease.id, Lease.pair_id)).all()
     lease_of = {int(pair_id): int(lease_id) for lease_id, pair_id in made}
-    return [lease_of[p] for p in take]
+    return [lease_of[p] for p, _ in pairs]
+
+
+def _claim_gold_list(session: Session, actor: User, project: Project, round_id: int | None, size: int,
+                     params: dict[str, Any], now: datetime, minutes: int, has_work: Any) -> int | None:
+    """A gold list when the draw says so (``gold.gold_list_due``): the query's gold pairs, leased under the open
+    round as gold cards are, mixed in pair order with that query's ordinary open pool pairs up to ``size``.
+    Returns the list id, or None (an ordinary list is due; nothing was written)."""
+    due = gold.gold_list_due(session, actor, project, size, has_work)
+    if due is None:
+        return None
+    lock = not is_sqlite(session)
+    try:
+        with session.begin_nested():  # a second tab of the same annotator may lease one of them this instant
+            if lock and session.execute(_SQL_LOCK_QUERY, {"qid": due.query_id}).first() is None:
+                return None  # another annotator is leasing this query's pairs right now
+            room = size - len(due.pair_ids)
+            pool = session.scalars(_SQL_POOL_PAIRS, {**params, "pid": project.id, "qid": due.query_id,
+                                                     "n": room + len(due.pair_ids) + ann._BATCH}) if room > 0 else []
+            fill = _free_pairs(session, [p for p in pool if p not in due.pair_ids], False, True, room, params, lock)
+            pairs = sorted([(p, round_id) for p in due.pair_ids] + [(p, None) for p in fill])
+            leases = _lease(session, actor, pairs, now, minutes)
+            session.execute(_SQL_SET_LIST, {"lid": leases[0], "ids": leases})
+    except IntegrityError:
+        return None
+    return leases[0]
 
 
 def _shown(session: Session, project: Project, list_id: int, progress: Progress) -> QueryList | None:
@@ -229,8 +271,12 @@ def _next_list(session: Session, actor: User, project: Project, size: int | None
             ann.expire_leases(session, now)
         if project_settings(project).get("queue_basis") != [overlap, share, int(state.max_pair or 0)]:
             ann._sync_locked(session, project, overlap, share)
-        list_id = _claim_list(session, actor, project_id, state.round_id, size,
-                              ann._params(actor, overlap, share), now, minutes)
+        params = ann._params(actor, overlap, share)
+        list_id = _claim_gold_list(session, actor, project, state.round_id, size, params, now, minutes,
+                                   has_work=lambda: ann._has_work(session, actor, project_id, state.round_id, overlap,
+                                                                  share))  # gold only beside ordinary work
+        if list_id is None:
+            list_id = _claim_list(session, actor, project_id, state.round_id, size, params, now, minutes)
     if list_id is None:
         return None
     return _shown(session, project, int(list_id), ann._progress(state))

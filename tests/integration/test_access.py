@@ -42,6 +42,7 @@ NEEDS_ROLE: dict[str, Role] = {
     "evaluation.evaluate_version_job": Role.engineer,
     "evaluation.write_pair_probs": Role.engineer,
     "gold.claim_gold": Role.annotator,  # inside annotation.next_card, which checked the annotator too
+    "gold.gold_list_due": Role.annotator,  # inside lists.next_list, which checked the annotator too
     "gold.gold_view": Role.reviewer,
     "gold.mark_gold": Role.reviewer,
     "imports.import_file": Role.engineer,

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from darl_core.errors import ConfigError, PermissionDeniedError
 from db.models import LabelEvent, LabelKind, Lease, Role
-from db.services import annotation, gold, review
+from db.services import annotation, gold, lists, review
 from db.services.labels import final_labels
 from db.session import session_scope
 from tests.seed import pair_ids, seed_label_check, seed_project, seed_review_queue, seed_user
@@ -165,3 +165,85 @@ def test_a_gold_card_looks_like_a_round_card(database: str) -> None:
         # Leased under the open round, so "yours in this round" counts every card, gold or not.
         assert s.scalar(select(Lease.round_id).where(Lease.pair_id == gold_cards[0][0])) == open_round.id
         assert step.progress.mine_in_round == 10 and step.progress.round_total == 10
+
+
+# --- list mode: gold comes as a list of one query ------------------------------------------------------------------
+
+
+def _list_project(s, gold_at, share: float, n_pairs: int = 100):  # type: ignore[no-untyped-def]
+    """A list-mode project (5 pairs per query); the pairs at indices ``gold_at`` adjudicated by rita and gold."""
+    project = seed_project(s, n_pairs=n_pairs, settings={"gold_share": share, "annotation_mode": "list"})
+    ids = pair_ids(s, project.id)
+    users = {n: seed_user(s, n, r) for n, r in [("ann", Role.annotator), ("rita", Role.reviewer)]}
+    gold_ids = [ids[i] for i in gold_at]
+    for i in gold_at:
+        review.adjudicate(s, users["rita"], ids[i], i % 3)
+    gold.mark_gold(s, users["rita"], project.id, gold_ids)
+    return project, ids, set(gold_ids), users
+
+
+def _grade_lists(s, user, project_id: int, most: int = 100) -> list[list[int]]:  # type: ignore[no-untyped-def]
+    """Grade lists (grade 1 for every item) until none is left; the pairs of each list, in the order shown."""
+    shown: list[list[int]] = []
+    ql = lists.next_list(s, user, project_id)
+    while ql is not None and len(shown) < most:
+        shown.append([it.pair_id for it in ql.items])
+        ql = lists.submit_list(s, user, ql.list_id, {it.lease_id: 1 for it in ql.items})
+    return shown
+
+
+def test_list_mode_serves_gold_as_a_list_of_one_query_with_its_ordinary_pairs(database: str) -> None:
+    from db.models import Pair
+
+    with session_scope(database) as s:
+        # 40 queries of 5 pairs; queries 0-23 have two gold pairs each (48) and three ordinary ones.
+        gold_at = [i for i in range(120) if i % 5 in (0, 1)]
+        project, ids, gold_ids, users = _list_project(s, gold_at, share=0.1, n_pairs=200)
+        shown = _grade_lists(s, users["ann"], project.id)
+        flat = [p for lst in shown for p in lst]
+        assert len(flat) == len(set(flat))  # nobody gets a pair twice, gold or not
+        assert len([p for p in flat if p not in gold_ids]) == 152  # all the ordinary work was served
+        query_of = dict(s.execute(select(Pair.id, Pair.query_id).where(Pair.id.in_(flat))).all())
+        assert all(len({query_of[p] for p in lst}) == 1 for lst in shown)  # every list is one query
+        gold_lists = [lst for lst in shown if set(lst) & gold_ids]
+        # A gold list holds its query's gold pairs, with the query's ordinary pairs when some are still open,
+        # in pair order; gold is about 10% of the pairs graded (ordinary lists hold 3-5 pairs here, not 10).
+        assert all(len(set(lst) & gold_ids) == 2 and len(lst) in (2, 5) and lst == sorted(lst) for lst in gold_lists)
+        assert any(len(lst) == 5 for lst in gold_lists)
+        served = len(set(flat) & gold_ids)
+        assert 0.03 <= served / len(flat) <= 0.18, (served, len(flat))
+        answers = gold.gold_answers(s, project.id)
+        assert sorted(a[0] for a in answers) == ["ann"] * served  # each gold item is scored as a gold answer
+        # rita adjudicated every gold pair: her lists never hold one
+        assert not {p for lst in _grade_lists(s, users["rita"], project.id) for p in lst} & gold_ids
+
+
+def test_list_mode_gold_share_zero_and_no_gold_alone(database: str) -> None:
+    with session_scope(database) as s:
+        # queries 0-5 are all gold (30 pairs), queries 6-7 ordinary (10 pairs); chance per list 0.1 * 10 / 5 = 0.2
+        project, ids, gold_ids, users = _list_project(s, range(30), share=0.1, n_pairs=40)
+        shown = _grade_lists(s, users["ann"], project.id)
+        ordinary = [p for lst in shown for p in lst if p not in gold_ids]
+        assert sorted(ordinary) == ids[30:]
+        served = {p for lst in shown for p in lst} & gold_ids
+        assert len(served) < 30  # gold left for ann, but no ordinary work: nothing more is served
+        assert lists.next_list(s, users["ann"], project.id) is None
+        annotation.update_annotation_settings(s, seed_user(s, "eve", Role.engineer), project.id, gold_share=0.0)
+        bob = seed_user(s, "bob", Role.annotator)
+        assert not {p for lst in _grade_lists(s, bob, project.id) for p in lst} & gold_ids
+
+
+def test_a_gold_list_is_leased_under_the_open_round(database: str) -> None:
+    from tests.seed import seed_round
+
+    with session_scope(database) as s:
+        project, ids, gold_ids, users = _list_project(s, [0, 1, 5, 6], share=0.5, n_pairs=30)  # chance 1
+        open_round = seed_round(s, project.id, ids[10:30], name="round 1")
+        ql = lists.next_list(s, users["ann"], project.id)
+        assert ql is not None and [it.pair_id for it in ql.items] == ids[0:5]  # 2 gold + 3 ordinary of query 0
+        rounds = dict(s.execute(select(Lease.pair_id, Lease.round_id).where(Lease.pair_id.in_(ids[0:5]))).all())
+        assert rounds == {ids[0]: open_round.id, ids[1]: open_round.id, ids[2]: None, ids[3]: None, ids[4]: None}
+        assert all(it.why is None for it in ql.items)
+        nxt = lists.submit_list(s, users["ann"], ql.list_id, {it.lease_id: 2 for it in ql.items})
+        assert nxt is not None and [it.pair_id for it in nxt.items] == ids[5:10]  # the next gold query
+        assert nxt.progress.mine_in_round == 2  # the gold answers count in the round, as gold cards do
