@@ -54,6 +54,12 @@ def get_handler(kind: str) -> Handler:
         raise ConfigError(f"no handler for job kind {kind!r}; known: {sorted(_HANDLERS)}") from None
 
 
+# The phase a job panel shows for kinds whose handlers report none of their own (train reports pooling,
+# training, ...): with it the panel also shows the time left.
+KIND_PHASE = {"select": "selecting", "evaluate": "evaluating", "map": "mapping", "embed": "embedding",
+              "check_labels": "checking labels"}
+
+
 @dataclass
 class JobContext:
     """What a handler sees: its parameters, a work directory, and the reporting callbacks."""
@@ -76,7 +82,9 @@ class JobContext:
     def progress(self, fraction: float, message: str | None = None, *, loss: float | None = None,
                  step: float | None = None, force: bool = False, phase: str | None = None) -> None:
         """Record progress (0..1), optionally a log line and a loss-curve point (step, loss). With a
-        ``phase`` (pooling, training, ...) the job also shows it and an estimate of the time left."""
+        ``phase`` (pooling, training, ...; default ``KIND_PHASE[kind]``) the job also shows it and an estimate
+        of the time left."""
+        phase = phase or KIND_PHASE.get(self.kind)
         if loss is not None and step is not None and loss == loss:  # NaN != NaN
             self._pending_points.append((float(step), float(loss)))
         now = time.monotonic()

@@ -115,10 +115,13 @@ def test_job_and_cli(sqlite_database: str, tiny_backbone: Path, tmp_path: Path,
         job = label_check.launch_label_check(s, project, version=None, method="cleanlab", actor=eve)
         assert job.kind == "check_labels" and job.params["method"] == "cleanlab"
         job_id = job.id
+    reports: list[dict] = []
     ctx = JobContext(job_id=job_id, kind="check_labels", params=job.params, project_id=project.id, attempt=1,
-                     workdir=tmp_path / "job", report=lambda **_kw: "ok")
+                     workdir=tmp_path / "job", report=lambda **kw: reports.append(kw) or "ok", min_interval_s=0.0)
     out = get_handler("check_labels")(ctx)
     assert out["pairs"] == 90 and out["suspects"] > 0
+    # the job panel shows a phase, and so the time left, for a kind whose service reports no phase of its own
+    assert {r.get("phase") for r in reports if r.get("progress") is not None} == {"checking labels"}
     with session_scope(sqlite_database) as s:
         stored = s.get(LabelCheck, out["check_id"])
         assert stored.job_id == job_id and stored.method == "cleanlab" and s.get(Job, job_id) is not None

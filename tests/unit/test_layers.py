@@ -11,7 +11,10 @@ installs the queue's dispatcher and nothing else of it.
 from __future__ import annotations
 
 import ast
+import time
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -79,3 +82,22 @@ def test_the_job_kinds_the_database_accepts_are_those_the_worker_handles() -> No
     from db.services.jobs import JOB_KINDS
 
     assert known_kinds() == JOB_KINDS
+
+
+@pytest.mark.parametrize(("kind", "phase"), [("map", "mapping"), ("evaluate", "evaluating"), ("select", "selecting"),
+                                             ("train", None)])
+def test_a_job_without_phases_of_its_own_shows_its_kind_and_the_time_left(tmp_path, kind: str,
+                                                                          phase: str | None) -> None:
+    from darl_app.job_kinds import JobContext
+
+    reports: list[dict] = []
+    ctx = JobContext(job_id=1, kind=kind, params={}, project_id=None, attempt=1, workdir=tmp_path,
+                     report=lambda **kw: reports.append(kw) or "ok", min_interval_s=0.0)
+    ctx._started = (time.monotonic() - 10.0, 0.0)  # ten seconds in
+    ctx.progress(0.25, "scored 250/1,000 pairs")
+    if phase is None:  # train's service names its phases (pooling, training, ...); a bare report adds none
+        assert "phase" not in reports[-1]
+    else:
+        assert reports[-1]["phase"] == phase and reports[-1]["eta_s"] == pytest.approx(30.0, abs=1.0)
+    ctx.progress(0.5, phase="pooling")  # a phase the handler names wins
+    assert reports[-1]["phase"] == "pooling"
