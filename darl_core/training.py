@@ -24,6 +24,7 @@ import torch
 from darl_core import data_selection, distributed, posthoc, stages
 from darl_core.config import SELECTING_STAGES, StageConfig
 from darl_core.errors import ConfigError, DarlError
+from darl_core.loss_trace import LossTrace, learning_warning
 from darl_core.losses import class_weights_for, darl_loss
 from darl_core.metrics import default_grade_names, evaluate, macro_f1_interval
 from darl_core.model import (
@@ -152,6 +153,11 @@ def run_stage(config: StageConfig, train: Examples, val: Examples, out_dir: Path
     if holdout is not None:  # the new labels kept out: mostly shifted pairs, so a second, OOD-leaning val set
         metrics.update(_metrics_of(holdout, oof["holdout"], config, prefix="holdout_"), holdout_pairs=len(holdout))
     metrics["wall_s"] = time.perf_counter() - start
+    warning = learning_warning(config.stage, metrics, config.tuning, config.lr,
+                               fresh_head=config.stage == "lp" or (config.stage == "ft" and parent is None))
+    if warning:  # the stage log says it; db.services.training adds it to the version's notes
+        metrics["warnings"] = [warning]
+        _emit(progress, config, "evaluation")(0, 0, 0.0, None, f"warning: {warning}")
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     dist.barrier()
     _emit(progress, config, "done")(-1, -1, float("nan"), None, "done")
@@ -335,6 +341,7 @@ def _train_loop(config: StageConfig, train: Examples, val: Examples, out_dir: Pa
     resume = out_dir / "resume.pt"
     rank_rng = out_dir / f"resume.rank{dist.rank}.pt"  # a helper process's own RNG (rank 0's is in resume.pt)
     resumed_loss = None
+    trace = LossTrace(total)  # the loss at the stage's start and end: did it learn? (loss_trace.py)
     if resume.is_file():  # pick up exactly where the interrupted run saved
         state = torch.load(resume, map_location="cpu", weights_only=False)
         stages.load_trainable(model, state["weights"])
@@ -351,6 +358,7 @@ def _train_loop(config: StageConfig, train: Examples, val: Examples, out_dir: Pa
         _set_rng(rng, model.device)
         average, averaged = state.get("average"), state.get("averaged", 0)
         resumed_loss = state.get("running_loss")
+        trace = LossTrace.restore(total, state.get("loss_trace"))
         if average is not None:
             average = [a.to(p.device) for a, p in zip(average, trained, strict=True)]
         emit(step, total, step / steps_per_epoch, resumed_loss, f"resumed at step {step}")
@@ -361,7 +369,8 @@ def _train_loop(config: StageConfig, train: Examples, val: Examples, out_dir: Pa
         if dist.is_main:
             torch.save({"weights": stages.trainable_tensors(model, config.tuning), "optimizer": optimizer.state_dict(),
                         "schedule": schedule.state_dict(), **_get_rng(model.device), "step": step,
-                        "average": average, "averaged": averaged, "running_loss": running},
+                        "average": average, "averaged": averaged, "running_loss": running,
+                        "loss_trace": trace.state()},
                        resume.with_suffix(".tmp"))
             resume.with_suffix(".tmp").replace(resume)
         else:
@@ -410,6 +419,7 @@ def _train_loop(config: StageConfig, train: Examples, val: Examples, out_dir: Pa
         seen += len(batch)
         value = loss.item()
         running = value if running is None else 0.9 * running + 0.1 * value
+        trace.add(value)
         if step % 10 == 0 or step == total:
             emit(step, total, step / steps_per_epoch, running, f"step {step}/{total} loss {running:.4f}")
         if step % config.save_every == 0 and step < total:
@@ -428,7 +438,7 @@ def _train_loop(config: StageConfig, train: Examples, val: Examples, out_dir: Pa
                    out_dir / "optimizer.pt")
         resume.unlink(missing_ok=True)
     rank_rng.unlink(missing_ok=True)
-    return model, {"train_pairs": len(data), "steps": step, "train_loss": running,
+    return model, {"train_pairs": len(data), "steps": step, "train_loss": running, **trace.metrics(),
                    "train_pairs_per_s": seen / elapsed if elapsed > 0 else None, "tuning": config.tuning,
                    **({"averaged_steps": averaged} if average is not None else {})}
 

@@ -33,6 +33,8 @@ VERSION_COLUMNS: dict[str, Any] = {
     "ood_interval": st.column_config.TextColumn("test OOD 95% interval", help="from resampling whole queries"),
     "few_queries": st.column_config.TextColumn(
         "few queries", help="figures computed on fewer queries than the product trusts, with their interval"),
+    "warnings": st.column_config.TextColumn(
+        "warnings", help="what the stage noticed about its own training, e.g. a loss that barely fell"),
     "job": st.column_config.TextColumn("job"),
     "created": st.column_config.TextColumn("created (UTC)"),
 }

@@ -89,6 +89,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         m, vid, name = version.metrics, version.id, version.name
         tested = any(k.startswith("test_") for k in m)
         print(f"version {vid} ({name}): {validation_line(m)} -> {version.artifact_path}")
+        for warning in m.get("warnings") or []:
+            print(f"warning: {warning}")
     if args.evaluate and tested:  # stored like the app's evaluation job: the Gap page and `evaluate` read it
         from darl_app.cli.versions import print_evaluation
         from db.services.evaluation import evaluate_version_job

@@ -176,6 +176,7 @@ def train_stage(session: Session, project_name: str, stage: str, *, from_version
             out = score_pairs(model, ex.queries, ex.items, max_length=config.max_length)
             m = evaluate(ex.grades, out.probs, ex.queries, grade_names=list(project.grades))
             metrics.update({f"{split}_{k}": v for k, v in m.items()})
+    notes += [f"warning: {w}" for w in metrics.get("warnings") or []]  # the stage log had them already
     if notes:
         metrics["notes"] = notes
     count = session.scalar(select(func.count(ModelVersion.id)).where(ModelVersion.project_id == project.id,

@@ -126,6 +126,7 @@ def version_rows(session: Session, project_id: int) -> list[dict[str, Any]]:
             "val_queries": _first(v.metrics or {}, "val_queries"),
             **{f"{name}_interval": _interval(fig[name]) if name in fig else None for name in ("val", "id", "ood")},
             "few_queries": "; ".join(flags(v.metrics or {})),
+            "warnings": "; ".join((v.metrics or {}).get("warnings") or []),  # e.g. a stage that learned nothing
             "job": v.job_id, "created": v.created_at,
         })
     return rows

@@ -150,3 +150,23 @@ def test_stored_metrics_use_the_projects_grade_names_for_four_grades(sqlite_data
         assert {f"{p}_f1_{g}" for p in ("val", "test_id", "test_ood") for g in GRADES} <= keys
         assert not any(k.endswith(("_g0", "_g1", "_g2", "_g3")) for k in keys)
         assert list(lp.config["grade_names"]) == GRADES
+
+
+def test_a_baseline_that_learned_nothing_is_flagged_in_the_cli_and_the_versions_table(sqlite_database, bert, capsys):
+    from darl_app.cli import main
+    from db.models import ModelVersion
+    from db.services.versions import version_rows
+    from db.session import session_scope
+
+    with session_scope() as session:
+        seed_project(session, bert)
+    assert main(["train", "--project", "four", "--stage", "ce", "--no-evaluate", *FAST, "--lr", "1e-12",
+                 "--set", "head_lr=1e-12"]) == 0
+    out, err = capsys.readouterr()
+    assert "warning: training barely lowered its loss" in out and "try --lr 3e-5" in out
+    assert "warning: training barely lowered its loss" in err  # the stage log (the job log in the app)
+    with session_scope() as session:
+        ce = session.query(ModelVersion).filter_by(name="ce-1").one()
+        assert any(n.startswith("warning: training barely lowered") for n in ce.metrics["notes"])
+        row = next(r for r in version_rows(session, ce.project_id) if r["name"] == "ce-1")
+        assert row["warnings"].startswith("training barely lowered its loss")

@@ -228,6 +228,8 @@ def test_interrupted_stage_resumes_to_the_same_result(bert, data, tmp_path):
     resumed = run_stage(config, train, val, tmp_path / "cut")
     assert resumed.metrics["steps"] == whole.metrics["steps"] == 12
     np.testing.assert_allclose(logits_of(resumed.checkpoint, val), logits_of(whole.checkpoint, val), atol=1e-6)
+    for key in ("train_loss_start", "train_loss_end"):  # the loss trace survives the cut (loss_trace.py)
+        assert resumed.metrics[key] == pytest.approx(whole.metrics[key], abs=1e-5)
     again = run_stage(config, train, val, tmp_path / "cut")  # finished: returned, not retrained
     assert again.metrics == resumed.metrics
 
@@ -716,3 +718,19 @@ def test_progress_of_a_train_job_carries_the_phase_and_an_eta(sqlite_database, b
     assert not any(r.get("message") == "lp · pooling: " for r in reports)  # a bar move is not a log line
     ctx._started = (0.0, 0.0)
     assert ctx.eta_s(0.25, now=10.0) == pytest.approx(30.0) and ctx.eta_s(0.005, now=10.0) is None
+
+
+def test_a_stage_that_learned_nothing_says_so(bert, data, tmp_path):
+    """A fresh head whose loss never falls (here: an lr too small to move anything) ends with a warning in its
+    metrics and the stage log; a stage that continues from a tuned model is not judged by its loss."""
+    train, val = data
+    events = []
+    stuck = run_stage(cfg("ft", bert, tuning="full", lr=1e-12, head_lr=1e-12), train, val, tmp_path / "stuck",
+                      progress=events.append)
+    assert stuck.metrics["train_loss_end"] > 0.95 * stuck.metrics["train_loss_start"]  # batch to batch, no learning
+    assert stuck.metrics["warnings"] and "barely lowered its loss" in stuck.metrics["warnings"][0]
+    assert "try --lr 3e-5" in stuck.metrics["warnings"][0]  # full tuning of a fresh head: the lr advice
+    assert any(e.message.startswith("warning: training barely lowered") for e in events)
+    later = run_stage(cfg("dasa", lr=1e-12, head_lr=1e-12), train, val, tmp_path / "dasa", parent=stuck.checkpoint,
+                      new_labels=val)
+    assert "train_loss_start" in later.metrics and "warnings" not in later.metrics
