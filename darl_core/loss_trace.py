@@ -10,9 +10,10 @@ so in the stage log and the versions table instead of leaving it to the test fig
 
 The check is made only for stages that train a fresh grade head: lp, and an ft without a parent (the `ce`
 baseline, or ft from the backbone). They start near ln K, so a healthy run lowers the loss well past
-``MIN_DROP``: lp on frozen MiniLM features fell 8.5-16.8% on the five Home Depot variants, `ce` at the
-default profile 15-27% on 6,000 pairs and about 4% on 1,345 (variant c: 84 steps; its final loss 1.05), while
-the collapsed runs ended 0.4% and 2.6% below ln 3. An ft from an lp checkpoint starts
+``MIN_DROP``: lp on frozen MiniLM features fell 8.5-16.8% from its first steps to its last on the five Home
+Depot variants. The `ce` runs of the robustness benchmark (no trace recorded then) ended 15-27% below ln 3 on
+6,000 pairs and about 4% below it on 1,345 (variant c: 84 steps; final loss 1.05), while the collapsed runs
+ended 0.4% and 2.6% below ln 3. An ft from an lp checkpoint starts
 from a trained head and may rightly not lower it (a LoRA ft of one epoch on Home Depot ended 1.4% above its
 start and still beat its lp), so it is not judged; nor are wi (trains nothing), dasa and dpo (continue from a
 tuned model). On very noisy labels with little training (1 epoch, 2 layers) a `ce` run can stay near ln K
