@@ -100,6 +100,8 @@ with db() as session:
     chain = version_service.lineage(session, vid)
 st.caption("Lineage: " + " ← ".join(f"**{md(v.name)}** (labels up to event {(v.label_snapshot or {}).get('last_event_id', '-')})"
                                     for v in chain))
+for warning in (chain[0].metrics or {}).get("warnings") or []:  # e.g. a stage whose loss barely fell
+    st.warning(f"**{md(chain[0].name)}**: {md(warning)}", icon=":material/warning:")
 c1, c2 = st.columns(2)
 if c1.button("Make current", key="make_current", icon=":material/star:",
              help="The current version is used for selection and scoring"):

@@ -157,3 +157,20 @@ def test_links_open_their_version_on_gap_and_maps(eng: dict[str, int], sqlite_da
     maps.query_params["version"] = "ft-1"  # "Map of ft-1"
     maps.run()
     assert not maps.exception and maps.selectbox(key="map_version").value.startswith("ft-1 (ft)")
+
+
+def test_a_version_whose_loss_barely_fell_is_warned_in_the_table_and_when_picked(eng: dict[str, int],
+                                                                                sqlite_database: str) -> None:
+    text = "training barely lowered its loss (1.099 -> 1.095: it fell 0.4%, under 3%)"
+    with session_scope(sqlite_database) as s:
+        s.get(ModelVersion, eng["lp"]).metrics = {"warnings": [text]}
+    at = page("training", eng["eng"])
+    at.query_params["version"] = "lp-1"
+    at.run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert table.loc[eng["lp"], "warnings"] == text and table.loc[eng["ft"], "warnings"] == ""
+    assert len(at.warning) == 1  # the text escaped as markdown: "->" and ":" are shown as typed
+    assert at.warning[0].value.startswith("**lp-1**: training barely lowered its loss (1.099 -\\> 1.095")
+    at.selectbox(key="version_pick").set_value("ft-1 (ft)").run()  # ft-1 has none of its own
+    assert not at.exception and not at.warning
