@@ -9,7 +9,8 @@ Rules the service keeps:
 - in list mode (``db.services.lists``) a list is one query, so gold comes as a list: the least-served query
   with gold pairs open to the annotator, its gold pairs mixed (in pair order) with that query's ordinary open
   pairs, drawn per list with chance ``gold_share * m / g`` (``g`` its gold pairs, ``m`` the annotator's mean
-  list length) so that gold is about the same share of the pairs graded as on cards;
+  list length) so that gold is about the same share of the pairs graded as on cards; with reasons shown, a
+  gold item shows those of the round that last picked it, as a gold card does;
 - a gold card is an ordinary lease and shows what an ordinary card shows: the annotator is not told.
   Served while a round is open, it is leased under that round, so the answer counts in "yours in this
   round" like the card it stands in for; when the project shows reasons it shows those of the round

@@ -42,10 +42,9 @@ from sqlalchemy.orm import Session
 
 from darl_core.errors import ConfigError, NotFoundError, StaleCardError
 from darl_core.reasons import explain
-from db.models import AnnotationPref, Lease, LeaseStatus, Project, Role, User, utcnow
+from db.models import AnnotationPref, GoldPair, Lease, LeaseStatus, Project, Role, User, utcnow
 from db.services import annotation as ann
-from db.services import gold
-from db.services.cards import Progress
+from db.services import cards, gold
 from db.services.projects import project_settings
 from db.services.users import require_role
 from db.session import is_sqlite
@@ -68,7 +67,7 @@ class QueryList:
     query: str
     items: tuple[ListItem, ...]
     expires_at: datetime
-    progress: Progress
+    progress: cards.Progress
 
 
 _NOT_MINE = ann._NOT_MINE.format(col="p.id")
@@ -233,14 +232,25 @@ def _claim_gold_list(session: Session, actor: User, project: Project, round_id: 
     return leases[0]
 
 
-def _shown(session: Session, project: Project, list_id: int, progress: Progress) -> QueryList | None:
+def _shown(session: Session, project: Project, list_id: int, progress: cards.Progress) -> QueryList | None:
     rows = session.execute(_SQL_ITEMS, {"lid": list_id}).all()
     if not rows:
         return None
     grades, show = list(project.grades), bool(project_settings(project).get("show_reasons"))
+    reasons = {int(r.pair_id): (r.reasons, r.probs) for r in rows if show and r.round_item is not None}
+    if show:  # a gold pair shows the reasons of the latest round that picked it, as a gold card does (cards.py)
+        outside = [int(r.pair_id) for r in rows if r.round_item is None]
+        for pair_id in (session.scalars(select(GoldPair.pair_id).where(GoldPair.pair_id.in_(outside))) if outside
+                        else []):
+            picked_by = session.scalar(cards._SQL_GOLD_ROUND, {"pair_id": pair_id})
+            ri = session.execute(cards._SQL_REASONS, {"rid": picked_by, "pair_id": pair_id}).first() \
+                if picked_by is not None else None
+            if ri is not None:
+                reasons[int(pair_id)] = (ri.reasons, ri.probs)
     items = tuple(ListItem(lease_id=int(r.id), pair_id=int(r.pair_id), title=r.title, text=r.body,
-                           why=(" ".join(explain(r.reasons or {}, grades, probs=r.probs)) or None)
-                           if show and r.round_item is not None else None) for r in rows)
+                           why=(" ".join(explain(reasons[int(r.pair_id)][0] or {}, grades,
+                                                 probs=reasons[int(r.pair_id)][1])) or None)
+                           if int(r.pair_id) in reasons else None) for r in rows)
     return QueryList(list_id=list_id, query=rows[0].query, items=items, expires_at=rows[0].expires_at,
                      progress=progress)
 

@@ -238,12 +238,14 @@ def test_a_gold_list_is_leased_under_the_open_round(database: str) -> None:
 
     with session_scope(database) as s:
         project, ids, gold_ids, users = _list_project(s, [0, 1, 5, 6], share=0.5, n_pairs=30)  # chance 1
+        seed_round(s, project.id, [ids[0]], name="round 0").status = "closed"  # it picked one gold pair once
         open_round = seed_round(s, project.id, ids[10:30], name="round 1")
         ql = lists.next_list(s, users["ann"], project.id)
         assert ql is not None and [it.pair_id for it in ql.items] == ids[0:5]  # 2 gold + 3 ordinary of query 0
         rounds = dict(s.execute(select(Lease.pair_id, Lease.round_id).where(Lease.pair_id.in_(ids[0:5]))).all())
         assert rounds == {ids[0]: open_round.id, ids[1]: open_round.id, ids[2]: None, ids[3]: None, ids[4]: None}
-        assert all(it.why is None for it in ql.items)
+        # The gold pair a round picked says why, as a card from that round would; the others have no round.
+        assert [bool(it.why) for it in ql.items] == [True, False, False, False, False]
         nxt = lists.submit_list(s, users["ann"], ql.list_id, {it.lease_id: 2 for it in ql.items})
         assert nxt is not None and [it.pair_id for it in nxt.items] == ids[5:10]  # the next gold query
         assert nxt.progress.mine_in_round == 2  # the gold answers count in the round, as gold cards do
