@@ -330,6 +330,20 @@ def ce_stability() -> list[str]:
     return out
 
 
+def val_draw() -> list[str]:
+    res = load("val_draw")
+    if not res or "by_share" not in res:
+        return []
+    out = [f"**How large a drawn validation set?** ({res['protocol']}) Means over seeds:", "",
+           "| share of training queries drawn | seeds | train pairs | val queries | pool_id macro-F1 | pool_ood "
+           "macro-F1 | pool_id ECE | pool_ood ECE |", "|---|---|---|---|---|---|---|---|"]
+    for share, r in res["by_share"].items():
+        out.append(f"| {float(share):.0%} | {r['seeds']} | {r['train_pairs']:,.0f} | {r['val_queries']:.0f} | "
+                   f"{num(r['pool_id_macro_f1'])} | {num(r['pool_ood_macro_f1'])} | {num(r['pool_id_ece'])} | "
+                   f"{num(r['pool_ood_ece'])} |")
+    return out
+
+
 def robustness(name: str = "robustness") -> list[str]:
     res = load(name)
     if not res:
@@ -448,6 +462,7 @@ def render() -> str:
     lines += robustness() + [""]
     lines += robustness("robustness_all_e2") + [""]
     lines += ce_stability() + [""]
+    lines += val_draw() + [""]
     lines += few_queries() + [""]
     lines += posthoc_thresholds(rule="Run under the earlier temperature rule (a softening T always kept): its ECE "
                                 "columns show that rule's harm; the macro-F1 columns do not depend on it (a "
