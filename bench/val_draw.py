@@ -49,7 +49,7 @@ def judge(ckpt: Path, data: dict, picked: np.ndarray, seed: int) -> dict:
     taken = set(picked.tolist())
     for part in ("pool_id", "pool_ood"):
         rng = np.random.default_rng([seed, 26])
-        cand = np.array([i for i in np.flatnonzero(data["pool_split"] == part)])
+        cand = np.flatnonzero(data["pool_split"] == part)
         sample = np.sort(rng.choice(cand, size=min(SAMPLE, len(cand)), replace=False))
         sample = np.array([i for i in sample if i not in taken])  # what this run's round picked is left out
         ex = data["pool"].subset(sample)

@@ -96,6 +96,14 @@ _SQL_PREVIOUS = text(
     "ORDER BY e.created_at DESC, e.id DESC LIMIT 1")
 
 
+def gold_reasons(session: Session, pair_id: int) -> Any:
+    """A gold pair's reasons (``reasons``, ``score``, ``probs``) from the latest round that picked it; None for a
+    pair that is not gold or that no round picked. Gold cards and gold list items show these."""
+    gold_round = session.scalar(_SQL_GOLD_ROUND, {"pair_id": pair_id})
+    return session.execute(_SQL_REASONS, {"rid": gold_round, "pair_id": pair_id}).first() \
+        if gold_round is not None else None
+
+
 def card(session: Session, project: Project, lease_id: int) -> Card:
     """The card of a lease; with the reasons (and their words) when the project shows them."""
     r = session.execute(_SQL_CARD, {"id": lease_id}).one()
@@ -105,9 +113,7 @@ def card(session: Session, project: Project, lease_id: int) -> Card:
     ri = session.execute(_SQL_REASONS, {"rid": r.round_id, "pair_id": r.id}).first() \
         if shows and r.round_id is not None else None
     if shows and ri is None:  # a gold card (leased under a round it is not in, or none)
-        gold_round = session.scalar(_SQL_GOLD_ROUND, {"pair_id": r.id})
-        ri = session.execute(_SQL_REASONS, {"rid": gold_round, "pair_id": r.id}).first() \
-            if gold_round is not None else None
+        ri = gold_reasons(session, r.id)
     if ri is not None:
         reasons, score = ri.reasons or {}, ri.score
         why = tuple(explain(reasons, list(project.grades), probs=ri.probs))

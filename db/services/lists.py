@@ -242,9 +242,7 @@ def _shown(session: Session, project: Project, list_id: int, progress: cards.Pro
         outside = [int(r.pair_id) for r in rows if r.round_item is None]
         for pair_id in (session.scalars(select(GoldPair.pair_id).where(GoldPair.pair_id.in_(outside))) if outside
                         else []):
-            picked_by = session.scalar(cards._SQL_GOLD_ROUND, {"pair_id": pair_id})
-            ri = session.execute(cards._SQL_REASONS, {"rid": picked_by, "pair_id": pair_id}).first() \
-                if picked_by is not None else None
+            ri = cards.gold_reasons(session, pair_id)
             if ri is not None:
                 reasons[int(pair_id)] = (ri.reasons, ri.probs)
     items = tuple(ListItem(lease_id=int(r.id), pair_id=int(r.pair_id), title=r.title, text=r.body,

@@ -134,8 +134,8 @@ def train_stage(session: Session, project_name: str, stage: str, *, from_version
                           "label more pairs (or import graded pairs) before training")
     # drop_suspects drops what the latest label check suspects (reviewed pairs never); without a check the stage
     # ranks the pairs itself (darl_core.data_selection).
-    suspicion = label_check.training_suspicion(session, project.id, train) \
-        if config.data_selection == "drop_suspects" and config.stage in SELECTING_STAGES else None
+    drops = config.data_selection == "drop_suspects" and config.stage in SELECTING_STAGES
+    suspicion = label_check.training_suspicion(session, project.id, train) if drops else None
     # The resolved config, not just the overrides: a changed default never reuses an old run's directory.
     key = hashlib.sha1(json.dumps([stage, parent.id if parent else 0, data["last_event_id"], config.to_dict()]
                                   + ([suspicion.source] if suspicion is not None else []),
@@ -152,7 +152,7 @@ def train_stage(session: Session, project_name: str, stage: str, *, from_version
             progress(max(0.0, min(1.0, frac)), phase_message(ev.stage, ev.phase, ev.message))
 
     notes = [n for n in (data.get("val_note"), _reference_note(stage, parent)) if n]
-    if config.data_selection == "drop_suspects" and config.stage in SELECTING_STAGES:
+    if drops:
         notes.append(f"drop_suspects: the ranking of {suspicion.source} (pairs reviewers have looked at are kept)"
                      if suspicion is not None else
                      "drop_suspects: no label check yet, so the stage ranks its pairs itself (frozen embeddings)")

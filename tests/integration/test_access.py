@@ -123,7 +123,7 @@ READ_ONLY = {
     "users.admin_exists", "users.authenticate", "users.get_user", "users.list_users", "users.require_role",
     "versions.default_parent", "versions.figures", "versions.flags", "versions.get_version", "versions.lineage",
     "versions.list_versions", "versions.version_names", "versions.version_rows",
-    "annotation.needed_votes", "cards.card", "cards.previous",
+    "annotation.needed_votes", "cards.card", "cards.gold_reasons", "cards.previous",
     "query_review.query_agreement",
 }
 
