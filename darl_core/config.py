@@ -13,6 +13,9 @@ from darl_core.errors import ConfigError
 
 STAGES = ("lp", "ft", "wi", "dasa", "dpo")
 TUNINGS = ("lora", "full", "head")
+# What a launch may ask for: a tuning, or "auto" (stage_config picks full or LoRA by the backbone's size,
+# darl_core/backbone_size.py). A launched stage's tuning is "auto" unless set; StageConfig holds the result.
+TUNING_CHOICES = ("auto",) + TUNINGS
 POOLINGS = ("auto", "mean", "cls", "last")
 CALIBRATE_BY = ("nll", "ece")
 # What a stage launched from the app or the CLI starts from, on top of StageConfig's field defaults: the
@@ -128,7 +131,7 @@ class StageConfig:
     num_grades: int = 3
     grade_names: tuple[str, ...] | None = None  # the project's, for per-grade metric keys (None: metrics' defaults)
     pooling: str = "auto"
-    tuning: str = "lora"
+    tuning: str = "lora"  # a bare config's; a launched stage's is "auto" (stage_config: by the backbone's size)
     train_layers: int | None = None  # lora/full: tune only the top N transformer layers (None: all)
     layer_lr_decay: float = 1.0  # layer i of n learns at lr * decay**(n - 1 - i), embeddings at decay**n; 1: one lr
     average_tail: float = 0.0  # share of the last steps whose weights are averaged into the result (SWA); 0: last weights
@@ -271,8 +274,9 @@ class StageConfig:
 def stage_config(stage: str, *layers: dict[str, Any] | None) -> StageConfig:
     """The config a launched ``stage`` (or baseline, ``BASELINES``) runs with: ``STAGE_DEFAULTS[stage]`` under ``layers`` (settings,
     later ones win; ``loss`` and ``lora`` dicts merge field by field, so setting one loss weight keeps the
-    recipe's others). Without an ``lr`` in any of them the lr is ``TUNING_LR[tuning]`` times the stage's
-    ``STAGE_LR_SHARE``: choosing full tuning alone gives the full-tuning lr."""
+    recipe's others). ``tuning`` unset or ``auto`` is resolved by ``resolve_tuning`` (full tuning for a backbone
+    of up to 150M parameters, else LoRA). Without an ``lr`` in any of them the lr is ``TUNING_LR[tuning]``
+    times the stage's ``STAGE_LR_SHARE``: choosing full tuning alone gives the full-tuning lr."""
     merged: dict[str, Any] = {"stage": BASELINES.get(stage, stage)}
     for layer in (STAGE_DEFAULTS.get(stage, {}), *layers):
         for key, value in (layer or {}).items():
@@ -280,7 +284,18 @@ def stage_config(stage: str, *layers: dict[str, Any] | None) -> StageConfig:
                 merged[key] = {**merged[key], **value}
             else:
                 merged[key] = value
+    if merged.get("tuning", "auto") == "auto":
+        merged["tuning"] = resolve_tuning(stage, merged.get("model_dir"))[0]
     if "lr" not in merged and stage in STAGE_LR_SHARE:
-        tuning = merged.get("tuning", StageConfig.__dataclass_fields__["tuning"].default)
-        merged["lr"] = TUNING_LR.get(tuning, TUNING_LR["lora"]) * STAGE_LR_SHARE[stage]
+        merged["lr"] = TUNING_LR.get(merged["tuning"], TUNING_LR["lora"]) * STAGE_LR_SHARE[stage]
     return StageConfig.from_dict(merged)
+
+
+def resolve_tuning(stage: str, model_dir: str | None) -> tuple[str, str]:
+    """(tuning, why) for a launched ``stage`` left at ``tuning: auto``: lp trains the head; the others full
+    tuning or LoRA by the backbone's size (``backbone_size.auto_tuning``)."""
+    if BASELINES.get(stage, stage) == "lp":
+        return "head", "head: a linear probe trains the grade head only"
+    from darl_core.backbone_size import auto_tuning  # reads the weight files' headers once per directory
+
+    return auto_tuning(model_dir)

@@ -10,6 +10,7 @@ from darl_core.config import STAGES
 from db.models import Role
 from db.services import launch
 from db.services import versions as version_service
+from db.services.projects import stage_base
 from pages._jobs_ui import job_panel
 from pages._shared import db, require_role, selected_project
 from pages._text import frame, md, plain
@@ -54,10 +55,11 @@ with left:
         missing = launch.missing_prerequisite(session, project, stage, parents[parent_label])
     if missing:
         st.warning(md(missing), icon=":material/block:")
+    base = stage_base(project)  # the project's backbone: the lr shown is the one its "auto" tuning gets
     with st.form("train_form"):
         values = {}
         for group, title in launch.GROUPS.items():
-            fields = [f for f in launch.stage_form(stage) if f.group == group]
+            fields = [f for f in launch.stage_form(stage, base) if f.group == group]
             if not fields:
                 continue
             box = st.container() if group == "basics" else st.expander(title, expanded=False)
@@ -69,7 +71,7 @@ with left:
     if launched:
         with db() as session:
             job = launch.launch_training(session, project, stage, from_version=parents[parent_label],
-                                         overrides=launch.overrides_from_form(stage, values), actor=user)
+                                         overrides=launch.overrides_from_form(stage, values, base), actor=user)
         st.success(f"Job {job.id} queued: {stage}. The worker picks it up; progress shows on the right.")
 
 with right:

@@ -19,7 +19,9 @@ from darl_core.errors import ConfigError, ImportFileError
 
 FLAGS = {"epochs": float, "lr": float, "batch_size": int, "tuning": str, "max_length": int, "seed": int,
          "data_selection": str, "drop_share": float, "rest_share": float}
-HELP = {"data_selection": "lp, ft, ce: which training pairs to learn from: all (default), drop_suspects (leave out "
+HELP = {"tuning": "auto (default): full tuning for a backbone of up to 150M parameters, else LoRA; dasa and dpo "
+                  "keep their chain's. Or lora, full, head",
+        "data_selection": "lp, ft, ce: which training pairs to learn from: all (default), drop_suspects (leave out "
                           "the top --drop-share by the label check's suspicion) or hard_learnable (LREF's rule)",
         "drop_share": "drop_suspects: share of the pairs left out, most suspect first (default 0.1)",
         "rest_share": "hard_learnable: share of the non-hard pairs kept at random (default 0.5)"}

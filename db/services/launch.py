@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from darl_core.config import CALIBRATE_BY, DATA_SELECTIONS, STAGES, stage_config
+from darl_core.config import CALIBRATE_BY, DATA_SELECTIONS, STAGES, TUNING_CHOICES, resolve_tuning, stage_config
 from darl_core.errors import ConfigError, ConflictError
 from db.models import Job, LabelEvent, Pair, Project, Role
 from db.services import jobs, versions
@@ -62,8 +62,8 @@ _WORDS: dict[str, tuple[str, str, str]] = {
     "lr": ("Backbone learning rate", "basics", "learning rate of the backbone; as shown it follows the tuning "
                                                "and the stage (the benchmark's recipe)"),
     "head_lr": ("Head learning rate", "basics", "learning rate of the grade head on top of the backbone"),
-    "tuning": ("What to tune", "basics", "lora: small adapters on the backbone; full: every weight; head: the "
-                                        "grade head only"),
+    "tuning": ("What to tune", "basics", "auto: every weight up to 150M backbone parameters, else LoRA adapters; "
+                                        "dasa, dpo keep their chain's"),
     "wi_alphas": ("Interpolation weights to try", "basics",
                   "comma-separated shares of the ft weights (0: lp, 1: ft); the best on validation is kept"),
     "replay_ratio": ("Replay ratio", "basics", "earlier training pairs replayed per new label in each epoch"),
@@ -118,21 +118,24 @@ _PER_STAGE = {"lp": _SELECTION, "ft": ("tuning", "lora.r", "layer_lr_decay", "av
               "dasa": ("tuning", "lora.r", "layer_lr_decay", "average_tail", "replay_ratio", "dasa_holdout"),
               "dpo": ("tuning", "lora.r", "layer_lr_decay", "dpo_beta", "dpo_sft_weight", "dpo_pairs", "dpo_alphas",
                       "dpo_holdout")}
-_CHOICES = {"data_selection": DATA_SELECTIONS, "tuning": ("lora", "full", "head"), "calibrate_by": CALIBRATE_BY, "dpo_pairs": ("over", "wrong"), "loss.occ_form": ("dca", "entropy")}
+_CHOICES = {"data_selection": DATA_SELECTIONS, "tuning": TUNING_CHOICES, "calibrate_by": CALIBRATE_BY, "dpo_pairs": ("over", "wrong"), "loss.occ_form": ("dca", "entropy")}
 
 
-def stage_form(stage: str) -> list[FormField]:
+def stage_form(stage: str, base: dict[str, Any] | None = None) -> list[FormField]:
     """The parameters of ``stage`` the form shows, with StageConfig's defaults under the stage's own
-    ``STAGE_DEFAULTS`` (what ``train_stage`` applies when the form leaves them untouched)."""
+    ``STAGE_DEFAULTS`` (what ``train_stage`` applies when the form leaves them untouched). ``base``: the
+    project's part (``projects.stage_base``), so the lr shown is the one its backbone's ``auto`` tuning gets."""
     if stage not in STAGES:
         raise ConfigError(f"stage must be one of {STAGES}, got {stage!r}")
-    defaults = stage_config(stage)
+    defaults = stage_config(stage, base)
     sub = {"loss": defaults.loss, "lora": defaults.lora}
     out = []
     for name in _STAGE_FIELDS.get(stage, _TRAINING + _AFTER) + _PER_STAGE[stage]:
         obj, attr = (sub[name.split(".")[0]], name.split(".")[1]) if "." in name else (defaults, name)
-        value = getattr(obj, attr)
+        value = "auto" if name == "tuning" else getattr(obj, attr)  # left so, train_stage decides (and says why)
         label, group, line = _WORDS[name]
+        if name == "tuning":  # what "auto" means for this backbone, in the help
+            line = f"{line} (here: {resolve_tuning(stage, (base or {}).get('model_dir'))[0]})"
         words = {"help": line, "label": label, "group": group}
         if name in _CHOICES:
             out.append(FormField(name, value, "choice", choices=_CHOICES[name], **words))
@@ -146,9 +149,9 @@ def stage_form(stage: str) -> list[FormField]:
     return out
 
 
-def overrides_from_form(stage: str, values: dict[str, Any]) -> dict[str, Any]:
+def overrides_from_form(stage: str, values: dict[str, Any], base: dict[str, Any] | None = None) -> dict[str, Any]:
     """Form values -> StageConfig overrides (only those that differ from the default), validated."""
-    defaults = {f.name: f.default for f in stage_form(stage)}
+    defaults = {f.name: f.default for f in stage_form(stage, base)}
     out: dict[str, Any] = {}
     for name, value in values.items():
         if name not in defaults or value == defaults[name]:
@@ -163,7 +166,7 @@ def overrides_from_form(stage: str, values: dict[str, Any]) -> dict[str, Any]:
             out.setdefault(group, {})[attr] = value
         else:
             out[name] = value
-    stage_config(stage, out)  # raises ConfigError quoting the bad value
+    stage_config(stage, base, out)  # raises ConfigError quoting the bad value
     return out
 
 

@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from darl_core import distributed
-from darl_core.config import BASELINES, SELECTING_STAGES, STAGES, stage_config
+from darl_core.config import BASELINES, SELECTING_STAGES, STAGES, resolve_tuning, stage_config
 from darl_core.errors import ConfigError, NotFoundError
 from darl_core.metrics import evaluate
 from darl_core.model import item_text, load_checkpoint, score_pairs
@@ -115,7 +115,8 @@ def train_stage(session: Session, project_name: str, stage: str, *, from_version
         parent = None if stage == "lp" else parent
         if parent is not None:
             raise ConfigError(f"version {parent.name!r} is the untrained backbone; stage {stage!r} needs a trained parent")
-    config = stage_config(stage, stage_base(project), overrides)
+    inherited, chain = _tuning_layer(session, stage, parent, overrides)
+    config = stage_config(stage, stage_base(project), inherited, overrides)
     since = int((parent.label_snapshot or {}).get("last_event_id", 0)) if parent is not None else 0
     split_new = stage == "dasa"
     if stage == "dpo" and config.dpo_holdout > 0 and parent is not None and parent.parent_id is not None:
@@ -151,7 +152,8 @@ def train_stage(session: Session, project_name: str, stage: str, *, from_version
                 (ev.step / ev.total_steps if ev.total_steps > 0 else (1.0 if ev.message == "done" else 0.0))
             progress(max(0.0, min(1.0, frac)), phase_message(ev.stage, ev.phase, ev.message))
 
-    notes = [n for n in (data.get("val_note"), _reference_note(stage, parent)) if n]
+    notes = [n for n in (data.get("val_note"), _reference_note(stage, parent),
+                         _tuning_note(stage, config, chain, overrides)) if n]
     if drops:
         notes.append(f"drop_suspects: the ranking of {suspicion.source} (pairs reviewers have looked at are kept)"
                      if suspicion is not None else
@@ -190,6 +192,30 @@ def train_stage(session: Session, project_name: str, stage: str, *, from_version
     session.flush()
     _adopt_first(session, project, version)
     return version
+
+
+def _tuning_layer(session: Session, stage: str, parent: ModelVersion | None,
+                  overrides: dict[str, Any] | None) -> tuple[dict[str, Any], str | None]:
+    """A stage left at ``tuning: auto`` that continues a tuned chain (dasa, dpo; wi carries its ft's) keeps the
+    chain's tuning, so a chain the user started with ``--tuning lora`` is not switched to full halfway.
+    (the config layer, the name of the version whose tuning it keeps)"""
+    if (overrides or {}).get("tuning", "auto") != "auto" or stage not in ("dasa", "dpo"):
+        return {}, None
+    seen = set()
+    while parent is not None and parent.stage == "wi" and parent.parent_id and parent.id not in seen:
+        seen.add(parent.id)
+        parent = session.get(ModelVersion, parent.parent_id)
+    tuning = ((parent.config or {}).get("tuning") if parent is not None else None)
+    return ({"tuning": tuning}, parent.name) if tuning in ("lora", "full") else ({}, None)
+
+
+def _tuning_note(stage: str, config, chain: str | None, overrides: dict[str, Any] | None) -> str | None:
+    """The stage log's line on what is tuned, when the user left it to the product."""
+    if (overrides or {}).get("tuning", "auto") != "auto" or config.stage in ("lp", "wi") or stage in BASELINES:
+        return None
+    if chain is not None:
+        return f"tuning: {config.tuning}, as in {chain}, the chain this stage continues"
+    return f"tuning: auto, so {resolve_tuning(stage, config.model_dir)[1]}"
 
 
 def _reference_note(stage: str, parent: ModelVersion | None) -> str | None:

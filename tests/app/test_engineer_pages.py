@@ -76,7 +76,7 @@ def test_launch_uses_the_form_values(people: dict[str, int], sqlite_database: st
     _versions(sqlite_database, people["project"], evaluated=False)  # ft starts from lp: refused without one
     at.run()
     at.selectbox(key="train_stage").set_value("ft").run()
-    assert at.selectbox(key="train_ft_tuning").value == "lora"  # the stage's own fields appear
+    assert at.selectbox(key="train_ft_tuning").value == "auto"  # the stage's own fields appear
     at.number_input(key="train_ft_epochs").set_value(1.0)
     at.selectbox(key="train_ft_tuning").set_value("head")
     at.checkbox(key="train_ft_calibrate").check()

@@ -17,8 +17,10 @@ def test_every_training_stage_starts_with_the_darl_loss(stage: str) -> None:
 
 
 def test_the_lr_follows_the_tuning_and_the_stage_unless_set() -> None:
-    assert stage_config("ft").lr == 5e-4 and stage_config("ft", {"tuning": "full"}).lr == 1e-4
-    assert stage_config("dasa").lr == 3e-4 and stage_config("dasa", {"tuning": "full"}).lr == 6e-5
+    assert stage_config("ft", {"tuning": "lora"}).lr == 5e-4 and stage_config("ft", {"tuning": "full"}).lr == 1e-4
+    assert stage_config("dasa", {"tuning": "lora"}).lr == 3e-4 and stage_config("dasa", {"tuning": "full"}).lr == 6e-5
+    # Left unset, the tuning is the default backbone's "auto" one: all-MiniLM-L6-v2 (22.7M parameters) is tuned fully.
+    assert (stage_config("ft").tuning, stage_config("ft").lr, stage_config("dasa").lr) == ("full", 1e-4, 6e-5)
     assert stage_config("dpo", {"tuning": "full"}).lr == 4e-5
     assert stage_config("dasa", {"tuning": "full"}, {"lr": 2e-5}).lr == 2e-5  # explicit wins
     assert stage_config("dasa", {"lr": 2e-5}, {"tuning": "full"}).lr == 2e-5  # in any layer
@@ -38,11 +40,14 @@ def test_loss_settings_merge_field_by_field_and_later_layers_win() -> None:
 def test_the_form_shows_the_recipe_and_sends_only_what_changed() -> None:
     fields = {f.name: f.default for f in launch.stage_form("dasa")}
     assert fields["loss.ordinal_weight"] == 1.0 and fields["loss.occ_weight"] == 1.0
-    assert fields["epochs"] == 3.0 and fields["lr"] == 3e-4 and fields["tuning"] == "lora"
-    # Full tuning chosen, lr left as shown: the stage gets the full-tuning lr, not LoRA's.
-    overrides = launch.overrides_from_form("dasa", {**fields, "tuning": "full"})
-    assert overrides == {"tuning": "full"}
-    assert stage_config("dasa", overrides).lr == 6e-5
+    assert fields["epochs"] == 3.0 and fields["lr"] == 6e-5 and fields["tuning"] == "auto"  # auto: full for MiniLM
+    assert launch.overrides_from_form("dasa", fields) == {}  # untouched: train_stage decides the tuning
+    tuning_help = next(f.help for f in launch.stage_form("dasa") if f.name == "tuning")
+    assert tuning_help.endswith("(here: full)")  # what auto means for this backbone (MiniLM, 22.7M parameters)
+    # LoRA chosen, lr left as shown: the stage gets LoRA's lr, not full tuning's.
+    overrides = launch.overrides_from_form("dasa", {**fields, "tuning": "lora"})
+    assert overrides == {"tuning": "lora"}
+    assert stage_config("dasa", overrides).lr == 3e-4
     # One loss weight changed: the others stay the recipe's.
     overrides = launch.overrides_from_form("dasa", {**fields, "loss.occ_weight": 0.0})
     assert overrides == {"loss": {"occ_weight": 0.0}}
