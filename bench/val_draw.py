@@ -10,6 +10,17 @@ trained on or tested: a seeded sample of the unpicked labelled pool (up to 1,500
 pairs, as bench/temperature_guard.py). Test splits are not read.
 
     nice -n 10 .venv/bin/python bench/val_draw.py --shares 0.05 0.1 0.2 --seeds 0 1 2
+
+When is a val split too small to use as it is? ``VAL_MIN_QUERIES`` (8) decides whether a draw happens at all:
+a val split of 8 to 127 queries is used as given, and every post-hoc step is then skipped (they need 128).
+``--given-queries K --min-queries M`` runs the same chain with a K-query val split (drawn from Home Depot's
+val_id, as variant c's 5), topped up when it has fewer than M queries: M <= K uses the split as given (the
+rule before this measurement: VAL_MIN_QUERIES, 8), M = 128 tops it up by the 10% share (the rule since:
+POSTHOC_MIN_QUERIES, the post-hoc steps' threshold). K must also pass ``MIN_VAL`` (50 pairs) for the split to be used as given: val_id has about
+1.6 pairs a query, so 24 queries (37 pairs) are topped up either way and 60 queries (100 pairs) are not.
+Rows are keyed by share, seed, K and M.
+
+    nice -n 10 .venv/bin/python bench/val_draw.py --shares 0.1 --given-queries 60 --min-queries 8 128
 Writes bench/results/val_draw.json (rows are added; a finished row is not rerun).
 """
 
@@ -65,52 +76,65 @@ def main() -> None:
     ap.add_argument("--shares", type=float, nargs="+", default=[0.05, 0.1, 0.2])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--given-queries", type=int, default=robustness.VARIANTS["c"]["val_queries"],
+                    help="queries in the val split given (variant c: 5)")
+    ap.add_argument("--min-queries", type=int, nargs="+", default=[validation.VAL_MIN_QUERIES],
+                    help="VAL_MIN_QUERIES values to run (the draw happens below this many val queries)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     load0 = os.getloadavg()
     result = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     rows: list[dict] = result.setdefault("rows", [])
-    have = {(r["share"], r["seed"]) for r in rows}
-    for seed in args.seeds:
-        for share in args.shares:
-            if (share, seed) in have:
-                continue
-            validation.VAL_SHARE = share  # read by draw_validation at call time
-            t0 = time.perf_counter()
-            data = robustness.variant_data("c", seed)
-            d = WORK / f"c_s{seed}_share{share:g}"
-            dpo_key = "dpo"
-            if share == 0.1:  # the default: bench/robustness.py's cheap-profile chain, reused (its real r3 dpo dir)
-                d, dpo_key = robustness.WORK / "top2_e1" / f"c_s{seed}" / "lora", "dpo_r3"
-            cfg = configs(seed, "lora", args.threads, 1.0, 2, num_grades=data["k"])
-            train, val, pool = data["train"], data["val"], data["pool"]
+    given, default_min = robustness.VARIANTS["c"]["val_queries"], validation.VAL_MIN_QUERIES
+    have = {(r["share"], r["seed"], r.get("given_queries", given), r.get("min_queries", default_min)) for r in rows}
+    robustness.VARIANTS["c"]["val_queries"] = args.given_queries
+    for seed, share, min_q in ((a, b, c) for a in args.seeds for b in args.shares for c in args.min_queries):
+        if (share, seed, args.given_queries, min_q) in have:
+            continue
+        validation.VAL_SHARE = share  # all read by draw_validation at call time
+        # min_q: the query count below which a split is topped up (8: VAL_MIN_QUERIES alone, the rule before this
+        # measurement; 128: POSTHOC_MIN_QUERIES, the post-hoc steps' threshold, the rule after it)
+        validation.VAL_MIN_QUERIES, validation.POSTHOC_MIN_QUERIES = min(min_q, default_min), min_q
+        t0 = time.perf_counter()
+        data = robustness.variant_data("c", seed)
+        d = WORK / f"c_s{seed}_share{share:g}"
+        if (args.given_queries, min_q) != (given, default_min):
+            d = WORK / f"c_s{seed}_share{share:g}_given{args.given_queries}_min{min_q}"
+        dpo_key = "dpo"
+        if share == 0.1 and (args.given_queries, min_q) == (given, default_min):
+            # the default: bench/robustness.py's cheap-profile chain, reused (its real r3 dpo dir)
+            d, dpo_key = robustness.WORK / "top2_e1" / f"c_s{seed}" / "lora", "dpo_r3"
+        cfg = configs(seed, "lora", args.threads, 1.0, 2, num_grades=data["k"])
+        train, val, pool = data["train"], data["val"], data["pool"]
 
-            def stage(key: str, config, d=d, train=train, val=val, **kw):  # noqa: ANN001, ANN202
-                return run_stage(config, train, val, d / key, **kw)
+        def stage(key: str, config, d=d, train=train, val=val, **kw):  # noqa: ANN001, ANN202
+            return run_stage(config, train, val, d / key, **kw)
 
-            lp = stage("lp", cfg["lp"])
-            ft = stage("ft", cfg["ft"], parent=lp.checkpoint)
-            wi = stage("wi", cfg["wi"], parent=ft.checkpoint)
-            picked_file = d / "picked.npy"
-            if not picked_file.is_file():
-                np.save(picked_file, pick(f"dasa_{data['budget']}", wi.checkpoint, train, pool, seed, d,
-                                          budget=data["budget"]))
-            picked = np.load(picked_file)
-            new = pool.subset(picked)
-            dasa = stage("dasa", cfg["dasa"], parent=wi.checkpoint, new_labels=new)
-            dpo = stage(dpo_key, cfg["dpo"], parent=dasa.checkpoint, new_labels=new)
-            row = {"share": share, "seed": seed, "train_pairs": data["train_pairs"], "val_pairs": data["val_pairs"],
-                   "val_queries": data["val_queries"], "val_macro_f1": round(dpo.metrics["val_macro_f1"], 4),
-                   "wi_alpha": wi.metrics.get("alpha"),
-                   "posthoc": {**robustness.kept_steps(wi.metrics), **robustness.kept_steps(dpo.metrics)}, **judge(dpo.checkpoint, data, picked, seed),
-                   "wall_s": round(time.perf_counter() - t0, 1)}
-            rows.append(row)
-            print(row, flush=True)
-            result.update(protocol=__doc__.split("\n\n")[1].replace("\n", " "), load=load_window(load0))
-            save(RESULTS, result)
+        lp = stage("lp", cfg["lp"])
+        ft = stage("ft", cfg["ft"], parent=lp.checkpoint)
+        wi = stage("wi", cfg["wi"], parent=ft.checkpoint)
+        picked_file = d / "picked.npy"
+        if not picked_file.is_file():
+            np.save(picked_file, pick(f"dasa_{data['budget']}", wi.checkpoint, train, pool, seed, d,
+                                      budget=data["budget"]))
+        picked = np.load(picked_file)
+        new = pool.subset(picked)
+        dasa = stage("dasa", cfg["dasa"], parent=wi.checkpoint, new_labels=new)
+        dpo = stage(dpo_key, cfg["dpo"], parent=dasa.checkpoint, new_labels=new)
+        row = {"share": share, "seed": seed, "given_queries": args.given_queries, "min_queries": min_q,
+               "train_pairs": data["train_pairs"], "val_pairs": data["val_pairs"],
+               "val_queries": data["val_queries"], "val_macro_f1": round(dpo.metrics["val_macro_f1"], 4),
+               "wi_alpha": wi.metrics.get("alpha"),
+               "posthoc": {**robustness.kept_steps(wi.metrics), **robustness.kept_steps(dpo.metrics)}, **judge(dpo.checkpoint, data, picked, seed),
+               "wall_s": round(time.perf_counter() - t0, 1)}
+        rows.append(row)
+        print(row, flush=True)
+        result.update(protocol=__doc__.split("\n\n")[1].replace("\n", " "), load=load_window(load0))
+        save(RESULTS, result)
     by: dict = {}
     for r in rows:
-        by.setdefault(str(r["share"]), []).append(r)
+        g, m = r.get("given_queries", given), r.get("min_queries", default_min)
+        by.setdefault(str(r["share"]) if (g, m) == (given, default_min) else f"{r['share']}_given{g}_min{m}", []).append(r)
     result["by_share"] = {s: {k: round(float(np.mean([r[k] for r in rs])), 4) for k in
                               ("train_pairs", "val_queries", "pool_id_macro_f1", "pool_ood_macro_f1", "pool_id_ece",
                                "pool_ood_ece")} | {"seeds": len(rs)} for s, rs in sorted(by.items())}

@@ -62,8 +62,10 @@ def _default_parent(session: Session, project, stage: str) -> ModelVersion | Non
     return found
 
 
-def collect_examples(session: Session, project_id: int, since_event_id: int = 0) -> dict[str, Any]:
-    """Labelled pairs split into train / val / new (first labelled after ``since_event_id``) / tests."""
+def collect_examples(session: Session, project_id: int, since_event_id: int = 0,
+                     posthoc_min_queries: int | None = None) -> dict[str, Any]:
+    """Labelled pairs split into train / val / new (first labelled after ``since_event_id``) / tests; a small
+    val split is topped up (``draw_validation``; ``posthoc_min_queries``: the stage's)."""
     labels = final_labels(session, project_id)
     first_event = dict(session.execute(
         select(LabelEvent.pair_id, func.min(LabelEvent.id)).join(Pair, Pair.id == LabelEvent.pair_id)
@@ -87,7 +89,7 @@ def collect_examples(session: Session, project_id: int, since_event_id: int = 0)
     out = {name: Examples(q, i, np.array(g, dtype=np.int64)) for name, (q, i, g) in parts.items()}
     train = out.get("train", Examples([], [], np.zeros(0, dtype=np.int64)))
     val = out.get("val", Examples([], [], np.zeros(0, dtype=np.int64)))
-    out["train"], out["val"], out["val_note"] = draw_validation(train, val)
+    out["train"], out["val"], out["val_note"] = draw_validation(train, val, posthoc_min_queries)
     out["last_event_id"] = int(session.scalar(select(func.max(LabelEvent.id)).join(Pair, Pair.id == LabelEvent.pair_id)
                                               .where(Pair.project_id == project_id)) or 0)
     return out
@@ -125,7 +127,7 @@ def train_stage(session: Session, project_name: str, stage: str, *, from_version
         grand = session.get(ModelVersion, parent.parent_id)
         since = int(((grand.label_snapshot if grand is not None else None) or {}).get("last_event_id", 0))
         split_new = since > 0
-    data = collect_examples(session, project.id, since if split_new else 0)
+    data = collect_examples(session, project.id, since if split_new else 0, config.posthoc_min_queries)
     train, val, new = data["train"], data["val"], data.get("new")
     if not split_new and new is not None:
         train = train.concat(new)

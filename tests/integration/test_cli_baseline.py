@@ -170,3 +170,24 @@ def test_a_baseline_that_learned_nothing_is_flagged_in_the_cli_and_the_versions_
         assert any(n.startswith("warning: training barely lowered") for n in ce.metrics["notes"])
         row = next(r for r in version_rows(session, ce.project_id) if r["name"] == "ce-1")
         assert row["warnings"].startswith("training barely lowered its loss")
+
+
+def test_a_split_short_of_the_post_hoc_queries_is_topped_up_when_a_share_reaches_them():
+    """bench/val_draw.py --given-queries 60: a 60-query split used as given skips every post-hoc step; topped up
+    by 10% of the training queries it scored better on the unpicked pool. Where 10% cannot reach 128 queries
+    the split stays as given (the training pairs would be spent for nothing the steps can use)."""
+    from darl_core.training import Examples
+    from darl_core.validation import POSTHOC_MIN_QUERIES, draw_validation
+
+    def pairs(prefix: str, n_queries: int, per_query: int) -> Examples:
+        q = [f"{prefix}{i}" for i in range(n_queries) for _ in range(per_query)]
+        return Examples(q, [f"item {j}" for j in range(len(q))], np.arange(len(q)) % 3)
+
+    val = pairs("v", 60, 2)  # 120 pairs of 60 queries: past MIN_VAL and VAL_MIN_QUERIES
+    train = pairs("q", 2000, 1)
+    new_train, new_val, note = draw_validation(train, val)
+    assert len(set(new_val.queries)) == 60 + 200 >= POSTHOC_MIN_QUERIES  # 10% of 2,000 training queries
+    assert len(new_train) == 1800 and "fewer than the 128 queries the post-hoc steps need" in note
+    small = pairs("q", 500, 1)  # 10% is 50 queries: 110 in all, still short of 128, so nothing moves
+    assert draw_validation(small, val) == (small, val, None)
+    assert draw_validation(train, val, posthoc_min_queries=60) == (train, val, None)  # a stage's own threshold
