@@ -334,13 +334,43 @@ def val_draw() -> list[str]:
     res = load("val_draw")
     if not res or "by_share" not in res:
         return []
-    out = [f"**How large a drawn validation set?** ({res['protocol']}) Means over seeds:", "",
-           "| share of training queries drawn | seeds | train pairs | val queries | pool_id macro-F1 | pool_ood "
-           "macro-F1 | pool_id ECE | pool_ood ECE |", "|---|---|---|---|---|---|---|---|"]
+    out = [f"**How large a drawn validation set?** ({res['protocol']}) Means over seeds; the `60 queries given` rows "
+           "start from a 60-query val split (100 pairs) that is used as given (topped up below 8 queries, the rule "
+           "before) or topped up (below 128, the rule since):", "",
+           "| val split given, share of training queries drawn | seeds | train pairs | val queries | pool_id macro-F1 | "
+           "pool_ood macro-F1 | pool_id ECE | pool_ood ECE |", "|---|---|---|---|---|---|---|---|"]
+
+    def label(key: str) -> str:
+        share, _, rest = key.partition("_given")
+        if not rest:
+            return f"5 queries, {float(share):.0%}"
+        given, _, below = rest.partition("_min")
+        if int(below) <= int(given):
+            return f"{given} queries given, used as given (the rule before)"
+        return f"{given} queries given, topped up by {float(share):.0%} (below {below} queries: the rule since)"
     for share, r in res["by_share"].items():
-        out.append(f"| {float(share):.0%} | {r['seeds']} | {r['train_pairs']:,.0f} | {r['val_queries']:.0f} | "
+        out.append(f"| {label(share)} | {r['seeds']} | {r['train_pairs']:,.0f} | {r['val_queries']:.0f} | "
                    f"{num(r['pool_id_macro_f1'])} | {num(r['pool_ood_macro_f1'])} | {num(r['pool_id_ece'])} | "
                    f"{num(r['pool_ood_ece'])} |")
+    return out
+
+
+def temperature_guard() -> list[str]:
+    res = load("temperature_guard")
+    if not res or "rules_fresh" not in res:
+        return []
+    out = ["**Which temperature rule?** (`bench/temperature_guard.py`: mean ECE on up to 1,500 unpicked pool_id and "
+           "1,500 pool_ood pairs per pipeline run, never the tests. r2: every T must win out of fold and not worsen "
+           "the held-out DASA labels; r3 (the default): a softening T is kept once validation has 128 queries; r5: "
+           "r3 capped at T ≤ 2; r6: T fitted on validation and the held-out labels together. `chose r3`: the runs "
+           "r3 was chosen on; `fresh`: runs made since, which no rule was chosen on):", "",
+           "| runs | profile | n | " + " | ".join(["r2", "r3", "r5", "r6", "always", "never"]) + " |",
+           "|---|---|---|" + "---|" * 6]
+    for title, key in (("chose r3", "rules"), ("fresh", "rules_fresh")):
+        for profile, r in res[key].items():
+            cells = [f"{num(r[k]['pool_id'])} / {num(r[k]['pool_ood'])}" if k in r else "–"
+                     for k in ("r2", "r3", "r5", "r6", "always", "never")]
+            out.append(f"| {title} | {profile} | {r['runs']} | " + " | ".join(cells) + " |")
     return out
 
 
@@ -462,6 +492,7 @@ def render() -> str:
     lines += robustness() + [""]
     lines += robustness("robustness_all_e2") + [""]
     lines += ce_stability() + [""]
+    lines += temperature_guard() + [""]
     lines += val_draw() + [""]
     lines += few_queries() + [""]
     lines += posthoc_thresholds(rule="Run under the earlier temperature rule (a softening T always kept): its ECE "
