@@ -211,7 +211,8 @@ def run_job(variant: str, tuning: str, seed: int, args) -> None:
     if "ce" not in done:  # one per variant and seed, shared by both tunings' files
         res = run_stage(ce_cfg, train, val, d / "ce", progress=log)
         record("ce", res.checkpoint, res.metrics["wall_s"], val_macro_f1=res.metrics["val_macro_f1"])
-    wanted = {"pipeline", "no_posthoc", "ce_plus_labels"} | ({"dasa_by_pair", "dasa_by_query"} if args.by_query else set())
+    wanted = ({"pipeline", "no_posthoc", "ce_plus_labels"} | ({"dasa_by_pair", "dasa_by_query"} if args.by_query else set())) \
+        & set(args.recipes or RECIPES)
     if wanted <= done:
         return
     if data["val_queries"] < cfg["wi"].posthoc_min_queries:  # wi's stage directory is shared by both rules
@@ -229,7 +230,7 @@ def run_job(variant: str, tuning: str, seed: int, args) -> None:
     ood_share = float((data["pool_split"][rows] == "pool_ood").mean())
     new = pool.subset(rows)
     chain = lp.metrics["wall_s"] + ft.metrics["wall_s"]
-    if "pipeline" not in done:
+    if "pipeline" in wanted and "pipeline" not in done:
         dasa = stage("dasa", cfg["dasa"], parent=wi.checkpoint, new_labels=new)
         dpo = stage(f"dpo_{RULES}", cfg["dpo"], parent=dasa.checkpoint, new_labels=new)
         record("pipeline", dpo.checkpoint, chain + wi.metrics["wall_s"] + sel_wall + dasa.metrics["wall_s"]
@@ -237,7 +238,7 @@ def run_job(variant: str, tuning: str, seed: int, args) -> None:
                wi_alpha=wi.metrics.get("alpha"), dpo_alpha=dpo.metrics.get("dpo_alpha"),
                temperature=dpo.metrics.get("temperature"), rules=RULES, posthoc={"wi": kept_steps(wi.metrics),
                                                                    "dpo": kept_steps(dpo.metrics)})
-    if "no_posthoc" not in done:
+    if "no_posthoc" in wanted and "no_posthoc" not in done:
         raw = stage("dasa_from_ft", cfg["dasa"], parent=ft.checkpoint, new_labels=new)
         record("no_posthoc", raw.checkpoint, chain + sel_wall + raw.metrics["wall_s"],
                val_macro_f1=raw.metrics["val_macro_f1"], picked_ood_share=ood_share)
@@ -258,7 +259,7 @@ def run_job(variant: str, tuning: str, seed: int, args) -> None:
         record("dasa_by_query", q_stage.checkpoint, q_wall + q_stage.metrics["wall_s"],
                val_macro_f1=q_stage.metrics["val_macro_f1"], queries_picked=len(set(q_new.queries)),
                picked_ood_share=float((data["pool_split"][by_query] == "pool_ood").mean()))
-    if "ce_plus_labels" not in done:  # the baseline again, given the DASA labels too
+    if "ce_plus_labels" in wanted and "ce_plus_labels" not in done:  # the baseline again, given the DASA labels too
         plus = run_stage(ce_cfg, train.concat(new), val, d / tuning / "ce_plus_labels", progress=log)
         record("ce_plus_labels", plus.checkpoint, sel_wall + plus.metrics["wall_s"],
                val_macro_f1=plus.metrics["val_macro_f1"], picked_ood_share=ood_share)
@@ -331,6 +332,8 @@ def main() -> int:
     ap.add_argument("--summarise", action="store_true")
     ap.add_argument("--by-query", action="store_true", help="also the dasa stage on a by-query round (issue 24)")
     ap.add_argument("--rescore", action="store_true", help="r3 records from the r2 dpo checkpoints (see RULES)")
+    ap.add_argument("--recipes", nargs="*", default=None,
+                    help="only these recipes besides ce (e.g. pipeline); default: all a job runs")
     args = ap.parse_args()
     args.train_layers = args.train_layers or None
     global WORK

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_models import make_examples, make_tiny, seed_tiny_project
+from tiny_models import add_new_labels, make_tiny, seed_tiny_project
 
 from darl_core import backbone_size
 from darl_core.backbone_size import auto_tuning, parameter_count
@@ -62,7 +62,6 @@ def test_a_directory_that_cannot_be_sized_gets_lora_and_says_why(bert: Path, tmp
 
 
 def test_a_launched_chain_keeps_the_tuning_it_started_with(sqlite_database, bert: Path) -> None:
-    from db.models import Item, LabelEvent, LabelKind, Pair, Query
     from db.services.projects import get_project
     from db.services.training import train_stage
     from db.session import session_scope
@@ -77,18 +76,7 @@ def test_a_launched_chain_keeps_the_tuning_it_started_with(sqlite_database, bert
         assert any("tuning: auto, so full: the backbone has" in m for m in logs)
         lora = train_stage(session, "tiny", "ft", overrides={**fast, "tuning": "lora"}, actor=SYSTEM)
         assert lora.config["tuning"] == "lora"
-        project = get_project(session, "tiny")
-        ex = make_examples(12, 3, 21)  # new labels after the ft versions, for dasa
-        for i, (q, it, g) in enumerate(zip(ex.queries, ex.items, ex.grades, strict=True)):
-            query, item = Query(project_id=project.id, key=f"nq{i}", text=q), Item(project_id=project.id,
-                                                                                   key=f"ni{i}", title=it)
-            session.add_all([query, item])
-            session.flush()
-            pair = Pair(project_id=project.id, query_id=query.id, item_id=item.id, split="pool")
-            session.add(pair)
-            session.flush()
-            session.add(LabelEvent(pair_id=pair.id, kind=LabelKind.imported, grade=int(g)))
-        session.flush()
+        add_new_labels(session, get_project(session, "tiny").id)  # new labels after the ft versions, for dasa
         logs.clear()
         dasa = train_stage(session, "tiny", "dasa", from_version=lora.name, overrides=fast,
                            progress=lambda f, m: logs.append(m), actor=SYSTEM)

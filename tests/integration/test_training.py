@@ -9,6 +9,7 @@ import pytest
 import torch
 from tiny_models import (  # tests/integration is on sys.path (pytest prepend mode)
     WORDS,
+    add_new_labels,
     make_examples,
     make_tiny,
     seed_tiny_project,
@@ -353,7 +354,6 @@ def test_train_stage_registers_versions_with_parents(sqlite_database, bert):
 
 
 def test_service_dpo_holds_out_part_of_the_labels_that_came_with_dasa(sqlite_database, bert):
-    from db.models import Item, LabelEvent, LabelKind, Pair, Query
     from db.services.projects import get_project
     from db.services.training import train_stage
     from db.session import session_scope
@@ -363,18 +363,7 @@ def test_service_dpo_holds_out_part_of_the_labels_that_came_with_dasa(sqlite_dat
         seed_tiny_project(session, bert)
         train_stage(session, "tiny", "lp", overrides=fast, actor=SYSTEM)
         ft = train_stage(session, "tiny", "ft", overrides={**fast, "tuning": "lora"}, actor=SYSTEM)
-        project = get_project(session, "tiny")
-        ex = make_examples(12, 3, 21)  # a round's worth of new labels, after ft
-        for i, (q, it, g) in enumerate(zip(ex.queries, ex.items, ex.grades, strict=True)):
-            query, item = Query(project_id=project.id, key=f"nq{i}", text=q), Item(project_id=project.id,
-                                                                                   key=f"ni{i}", title=it)
-            session.add_all([query, item])
-            session.flush()
-            pair = Pair(project_id=project.id, query_id=query.id, item_id=item.id, split="pool")
-            session.add(pair)
-            session.flush()
-            session.add(LabelEvent(pair_id=pair.id, kind=LabelKind.imported, grade=int(g)))
-        session.flush()
+        add_new_labels(session, get_project(session, "tiny").id)  # a round's worth of new labels, after ft
         dasa = train_stage(session, "tiny", "dasa", from_version=ft.name, overrides={**fast, "tuning": "lora"}, actor=SYSTEM)
         # No dpo settings given: the stage defaults apply (STAGE_DEFAULTS: 20% held out, zero-shot blend,
         # decision offsets, ECE temperature).

@@ -62,17 +62,26 @@ def make_examples(n: int, k: int, seed: int):  # noqa: ANN201 - darl_core.traini
 
 def seed_tiny_project(session, model_dir: Path, n: int = 60) -> None:  # noqa: ANN001
     """Project ``tiny`` on ``model_dir`` with ``n`` imported grades, every 4th pair in the val split."""
-    from db.models import Item, LabelEvent, LabelKind, Pair, Query
     from db.services.projects import create_project
 
     project = create_project(session, "tiny", ["irrelevant", "weak", "strong"], settings={"model_dir": str(model_dir)}, actor=SYSTEM)
-    ex = make_examples(n, 3, 7)
+    _add_graded(session, project.id, make_examples(n, 3, 7), "", lambda i: "val" if i % 4 == 0 else None)
+
+
+def add_new_labels(session, project_id: int, n: int = 12, seed: int = 21) -> None:  # noqa: ANN001
+    """``n`` graded pool pairs labelled now: a round's worth of new labels for a dasa stage."""
+    _add_graded(session, project_id, make_examples(n, 3, seed), "n", lambda i: "pool")
+
+
+def _add_graded(session, project_id: int, ex, prefix: str, split) -> None:  # noqa: ANN001
+    from db.models import Item, LabelEvent, LabelKind, Pair, Query
+
     for i, (q, it, g) in enumerate(zip(ex.queries, ex.items, ex.grades, strict=True)):
-        query = Query(project_id=project.id, key=f"q{i}", text=q)
-        item = Item(project_id=project.id, key=f"i{i}", title=it)
+        query = Query(project_id=project_id, key=f"{prefix}q{i}", text=q)
+        item = Item(project_id=project_id, key=f"{prefix}i{i}", title=it)
         session.add_all([query, item])
         session.flush()
-        pair = Pair(project_id=project.id, query_id=query.id, item_id=item.id, split="val" if i % 4 == 0 else None)
+        pair = Pair(project_id=project_id, query_id=query.id, item_id=item.id, split=split(i))
         session.add(pair)
         session.flush()
         session.add(LabelEvent(pair_id=pair.id, kind=LabelKind.imported, grade=int(g)))
