@@ -41,7 +41,7 @@ from robustness import variant_data  # noqa: E402
 
 from bench.common import load_window, save  # noqa: E402
 from darl_core.config import StageConfig  # noqa: E402
-from darl_core.metrics import ece  # noqa: E402
+from darl_core.metrics import ece, softmax  # noqa: E402
 from darl_core.model import load_checkpoint, score_pairs  # noqa: E402
 from darl_core.stages import fit_temperature  # noqa: E402
 from darl_core.training import holdout_split  # noqa: E402
@@ -49,12 +49,6 @@ from darl_core.training import holdout_split  # noqa: E402
 RESULTS = Path(__file__).resolve().parent / "results" / "temperature_guard.json"
 WORK = Path(".darl/bench/robustness")
 SAMPLE = 1500
-
-
-def softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(1, keepdims=True)
 
 
 def category(t: dict) -> str:
@@ -89,6 +83,26 @@ def scores(stage: Path, variant: str, seed: int) -> dict[str, np.ndarray]:
         out[f"{name}_logits"] = score_pairs(model, ex.queries, ex.items, batch_size=128, max_length=48).logits
         out[f"{name}_grades"] = np.asarray(ex.grades)
     np.savez(cache, **out)
+    return out
+
+
+def pool_figures(stage: Path, variant: str, seed: int, t: dict) -> dict:
+    """Pool ECE as the stage stands, under the other temperature choice, and under r6's T."""
+    z, out = scores(stage, variant, seed), {}
+    fitted = t["fitted_temperature"]
+    undo = fitted if t["kept"] else 1.0  # the logits before the temperature step
+    for part in ("pool_id", "pool_ood"):
+        zp, yp = z[f"{part}_logits"], z[f"{part}_grades"]
+        other = zp * fitted if t["kept"] else zp / fitted
+        out[f"{part}_ece_as_is"] = round(float(ece(yp, softmax(zp))), 4)
+        out[f"{part}_ece_other_choice"] = round(float(ece(yp, softmax(other))), 4)
+    # r6: T fitted on the validation pairs and the held-out DASA labels together (by the stage's objective)
+    both = np.concatenate([z["val_logits"], z["held_logits"]]) * undo
+    t6 = fit_temperature(both, np.concatenate([z["val_grades"], z["held_grades"]]), t.get("calibrate_by", "ece"))
+    out["r6_temperature"] = round(t6["temperature"], 3)
+    for part in ("pool_id", "pool_ood"):
+        out[f"{part}_ece_r6"] = round(float(ece(z[f"{part}_grades"], softmax(z[f"{part}_logits"] * undo
+                                                                              / t6["temperature"]))), 4)
     return out
 
 
@@ -127,25 +141,8 @@ def main() -> None:
         if known is not None and not (stage / "guard_scores.npz").is_file():
             # the runs r3 was chosen on, scored before: their figures are kept (r6 is judged on the fresh runs)
             out.update({k: v for k, v in known.items() if k.startswith(("pool_", "r6_"))})
-            out["right_on_both"] = bool(out["pool_id_ece_as_is"] <= out["pool_id_ece_other_choice"]
-                                        and out["pool_ood_ece_as_is"] <= out["pool_ood_ece_other_choice"])
-            rows.append(out)
-            continue
-        z = scores(stage, variant, int(seed))
-        fitted = t["fitted_temperature"]
-        undo = fitted if t["kept"] else 1.0  # the logits before the temperature step
-        for part in ("pool_id", "pool_ood"):
-            zp, yp = z[f"{part}_logits"], z[f"{part}_grades"]
-            other = zp * fitted if t["kept"] else zp / fitted
-            out[f"{part}_ece_as_is"] = round(float(ece(yp, softmax(zp))), 4)
-            out[f"{part}_ece_other_choice"] = round(float(ece(yp, softmax(other))), 4)
-        # r6: T fitted on the validation pairs and the held-out DASA labels together (by the stage's objective)
-        both = np.concatenate([z["val_logits"], z["held_logits"]]) * undo
-        t6 = fit_temperature(both, np.concatenate([z["val_grades"], z["held_grades"]]), t.get("calibrate_by", "ece"))
-        out["r6_temperature"] = round(t6["temperature"], 3)
-        for part in ("pool_id", "pool_ood"):
-            out[f"{part}_ece_r6"] = round(float(ece(z[f"{part}_grades"], softmax(z[f"{part}_logits"] * undo
-                                                                                  / t6["temperature"]))), 4)
+        else:
+            out.update(pool_figures(stage, variant, int(seed), t))
         out["right_on_both"] = bool(out["pool_id_ece_as_is"] <= out["pool_id_ece_other_choice"]
                                     and out["pool_ood_ece_as_is"] <= out["pool_ood_ece_other_choice"])
         rows.append(out)

@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 
+from darl_core.config import StageConfig
 from darl_core.training import Examples
 
 # A val split with fewer pairs or queries than MIN_VAL / VAL_MIN_QUERIES is topped up by query from the
@@ -30,7 +31,7 @@ from darl_core.training import Examples
 MIN_VAL = 50
 VAL_MIN_QUERIES = 8
 VAL_SHARE = 0.1
-POSTHOC_MIN_QUERIES = 128  # StageConfig.posthoc_min_queries' default
+POSTHOC_MIN_QUERIES = StageConfig.posthoc_min_queries  # the field's default (128)
 
 
 def _query_key(text: str) -> str:

@@ -56,10 +56,11 @@ with left:
     if missing:
         st.warning(md(missing), icon=":material/block:")
     base = stage_base(project)  # the project's backbone: the lr shown is the one its "auto" tuning gets
+    form = launch.stage_form(stage, base)
     with st.form("train_form"):
         values = {}
         for group, title in launch.GROUPS.items():
-            fields = [f for f in launch.stage_form(stage, base) if f.group == group]
+            fields = [f for f in form if f.group == group]
             if not fields:
                 continue
             box = st.container() if group == "basics" else st.expander(title, expanded=False)

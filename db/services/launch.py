@@ -14,7 +14,14 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from darl_core.config import CALIBRATE_BY, DATA_SELECTIONS, STAGES, TUNING_CHOICES, resolve_tuning, stage_config
+from darl_core.config import (
+    CALIBRATE_BY,
+    DATA_SELECTIONS,
+    STAGES,
+    TUNING_CHOICES,
+    resolve_tuning,
+    stage_config,
+)
 from darl_core.errors import ConfigError, ConflictError
 from db.models import Job, LabelEvent, Pair, Project, Role
 from db.services import jobs, versions
